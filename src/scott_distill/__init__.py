@@ -1,0 +1,14 @@
+"""scott-distill: self-consistent chain-of-thought distillation (SCOTT) for the Hugging Face ecosystem."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .fused import contrastive_generate
+from .processor import ContrastiveRationaleLogitsProcessor
+
+__all__ = [
+    "__version__",
+    "ContrastiveRationaleLogitsProcessor",
+    "contrastive_generate",
+]

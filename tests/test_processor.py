@@ -1,0 +1,338 @@
+"""ContrastiveRationaleLogitsProcessor and contrastive_generate against independent no-cache references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_gpt2, make_llama, make_t5
+from transformers import LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor
+
+from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
+
+GOLD = [
+    "Q: Where would you keep milk cold? A: The answer is fridge.",
+    "Q: What tool cuts wood? Answer Choices: (a) saw (b) towel (c) pillow A: The answer is saw.",
+    "Q: Is a whale a mammal? A: The answer is yes.",
+]
+CONTRAST = [
+    "Q: Where would you keep milk cold? A: The answer is oven.",
+    "Q: What tool cuts wood? Answer Choices: (a) saw (b) towel (c) pillow A: The answer is.",
+    "Q: Is a whale a mammal? Answer Choices: (a) yes (b) no A: The answer is no.",
+]
+MAX_NEW = 12
+
+
+def encode(tokenizer, texts, side="left"):
+    tokenizer.padding_side = side
+    return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent references: SCOTT's loop (logp1 - alpha*logp2, argmax), full recomputation, no cache,
+# one unpadded row at a time, so positions and padding cannot be wrong in them.
+# ---------------------------------------------------------------------------------------------
+
+
+def next_logits(model, prompt_ids: list[int], generated: list[int], start_id: int | None) -> torch.Tensor:
+    if model.config.is_encoder_decoder:
+        dec = torch.tensor([[start_id, *generated]])
+        return model(input_ids=torch.tensor([prompt_ids]), decoder_input_ids=dec).logits[0, -1]
+    return model(input_ids=torch.tensor([prompt_ids + generated])).logits[0, -1]
+
+
+@torch.no_grad()
+def scott_reference_loop(model, tokenizer, gold, contrast, alpha, max_new, end_ids):
+    start = getattr(model.config, "decoder_start_token_id", None)
+    rows = []
+    for g_text, c_text in zip(gold, contrast):
+        g = tokenizer(g_text)["input_ids"]
+        c = tokenizer(c_text)["input_ids"]
+        out: list[int] = []
+        for _ in range(max_new):
+            lg = next_logits(model, g, out, start)
+            lc = next_logits(model, c, out, start)
+            if int(lg.argmax()) in end_ids:
+                tok = int(lg.argmax())
+            else:
+                tok = int((torch.log_softmax(lg, -1) - alpha * torch.log_softmax(lc, -1)).argmax())
+            out.append(tok)
+            if tok in end_ids:
+                break
+        rows.append(out)
+    return rows
+
+
+class NoCacheContrastProcessor(LogitsProcessor):
+    """Stateless reference: recomputes the contrast branch from scratch every step.
+
+    Knows nothing of beam reordering: the contrast row of input row r is r // expansion.
+    """
+
+    def __init__(self, model, contrast_rows: list[list[int]], alpha: float, prompt_len: int, end_ids):
+        self.model, self.rows, self.alpha, self.prompt_len, self.end = model, contrast_rows, alpha, prompt_len, end_ids
+
+    @torch.no_grad()
+    def __call__(self, input_ids, scores):
+        expand = input_ids.shape[0] // len(self.rows)
+        start = getattr(self.model.config, "decoder_start_token_id", None)
+        out = torch.empty_like(scores, dtype=torch.float32)
+        for r in range(input_ids.shape[0]):
+            if self.model.config.is_encoder_decoder:
+                generated = input_ids[r, 1:].tolist()
+            else:
+                generated = input_ids[r, self.prompt_len:].tolist()
+            lc = next_logits(self.model, self.rows[r // expand], generated, start)
+            lp = torch.log_softmax(scores[r].float(), -1)
+            row = lp - self.alpha * torch.log_softmax(lc, -1)
+            top = int(scores[r].argmax())
+            if top in self.end:
+                row = torch.full_like(row, float("-inf"))
+                row[top] = 0.0
+            out[r] = row
+        return out
+
+
+def trim(rows: torch.Tensor, end_ids) -> list[list[int]]:
+    result = []
+    for row in rows.tolist():
+        cut = []
+        for t in row:
+            cut.append(t)
+            if t in end_ids:
+                break
+        result.append(cut)
+    return result
+
+
+def run_processor(model, tokenizer, alpha=0.5, stop=(), **gen):
+    enc_dec = model.config.is_encoder_decoder
+    side = "right" if enc_dec else "left"
+    gold = encode(tokenizer, GOLD, side)
+    con = encode(tokenizer, CONTRAST, side)
+    proc = ContrastiveRationaleLogitsProcessor(
+        model, con.input_ids, con.attention_mask, alpha=alpha, stop_token_ids=list(stop)
+    )
+    out = model.generate(**gold, logits_processor=LogitsProcessorList([proc]), max_new_tokens=MAX_NEW,
+                         pad_token_id=tokenizer.pad_token_id, **gen)
+    new = out if enc_dec else out[:, gold.input_ids.shape[1]:]
+    return new[:, 1:] if enc_dec else new, proc
+
+
+@pytest.mark.parametrize("factory", [make_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_greedy_matches_scott_reference_loop(tokenizer, factory, alpha):
+    model = factory(len(tokenizer))
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    got, _ = run_processor(model, tokenizer, alpha=alpha, stop=stop, do_sample=False)
+    ref = scott_reference_loop(model, tokenizer, GOLD, CONTRAST, alpha, MAX_NEW, end)
+    assert trim(got, end) == ref
+
+
+def test_contrast_actually_changes_tokens(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    got, _ = run_processor(model, tokenizer, alpha=1.0, do_sample=False)
+    plain, _ = run_processor(model, tokenizer, alpha=0.0, do_sample=False)
+    assert not torch.equal(got, plain)
+
+
+@pytest.mark.parametrize("factory", [make_gpt2, make_t5], ids=["gpt2", "t5"])
+def test_alpha_zero_equals_plain_generate(tokenizer, factory):
+    model = factory(len(tokenizer))
+    side = "right" if model.config.is_encoder_decoder else "left"
+    gold = encode(tokenizer, GOLD, side)
+    for gen in ({"do_sample": False}, {"do_sample": True, "top_k": 20, "temperature": 0.7},
+                {"do_sample": False, "num_beams": 3}):
+        torch.manual_seed(7)
+        plain = model.generate(**gold, max_new_tokens=MAX_NEW, pad_token_id=0, **gen)
+        torch.manual_seed(7)
+        got, _ = run_processor(model, tokenizer, alpha=0.0, **gen)
+        expect = plain[:, 1:] if model.config.is_encoder_decoder else plain[:, gold.input_ids.shape[1]:]
+        assert torch.equal(got, expect), gen
+
+
+def reference_processor(model, tokenizer, alpha, end):
+    enc_dec = model.config.is_encoder_decoder
+    gold = encode(tokenizer, GOLD, "right" if enc_dec else "left")
+    rows = [tokenizer(t)["input_ids"] for t in CONTRAST]
+    return gold, NoCacheContrastProcessor(model, rows, alpha, gold.input_ids.shape[1], end)
+
+
+@pytest.mark.parametrize("factory", [make_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_search_matches_no_cache_reference(tokenizer, factory, seed):
+    model = factory(len(tokenizer), seed=seed)
+    end = {1}
+    gen = dict(do_sample=False, num_beams=4, num_return_sequences=2, max_new_tokens=MAX_NEW, pad_token_id=0)
+    gold, ref_proc = reference_processor(model, tokenizer, 0.5, end)
+    ref = model.generate(**gold, logits_processor=LogitsProcessorList([ref_proc]), **gen)
+    gen.pop("max_new_tokens")
+    gen.pop("pad_token_id")
+    got, _ = run_processor(model, tokenizer, alpha=0.5, **gen)
+    ref = ref[:, 1:] if model.config.is_encoder_decoder else ref[:, gold.input_ids.shape[1]:]
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("factory", [make_gpt2, make_t5], ids=["gpt2", "t5"])
+def test_sampling_and_return_sequences_match_reference(tokenizer, factory):
+    model = factory(len(tokenizer))
+    gen = dict(do_sample=True, temperature=0.8, top_k=30, top_p=0.9, num_return_sequences=3)
+    gold, ref_proc = reference_processor(model, tokenizer, 0.5, {1})
+    torch.manual_seed(3)
+    ref = model.generate(**gold, logits_processor=LogitsProcessorList([ref_proc]), max_new_tokens=MAX_NEW,
+                         pad_token_id=0, **gen)
+    torch.manual_seed(3)
+    got, _ = run_processor(model, tokenizer, alpha=0.5, **gen)
+    ref = ref[:, 1:] if model.config.is_encoder_decoder else ref[:, gold.input_ids.shape[1]:]
+    assert got.shape[0] == 3 * len(GOLD)
+    assert torch.equal(got, ref)
+
+
+def test_contrast_branch_feeds_one_token_per_step(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    lengths: list[int] = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: lengths.append(kw["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    try:
+        got, _ = run_processor(model, tokenizer, alpha=0.5, do_sample=False, min_new_tokens=MAX_NEW)
+    finally:
+        hook.remove()
+    # Two prefills (gold by generate, contrast by the processor); every later forward is one token.
+    assert got.shape[1] == MAX_NEW
+    assert sum(n > 1 for n in lengths) == 2
+    assert len(lengths) == 2 * MAX_NEW  # one forward per step and branch
+
+
+def test_processor_reused_for_second_generate_resets(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    first = model.generate(**gold, logits_processor=[proc], max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    again = model.generate(**gold, logits_processor=[proc], max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    assert torch.equal(first, again)
+    # a different prompt of the length the cached run reached must not be taken as a continuation
+    longer = encode(tokenizer, [g + " Because" for g in GOLD])
+    fresh = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    a = model.generate(**longer, logits_processor=[proc], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    b = model.generate(**longer, logits_processor=[fresh], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(a, b)
+
+
+def test_padded_vocabulary_and_earlier_inf_scores(tokenizer):
+    model = make_gpt2(len(tokenizer) + 40)  # embedding padded beyond the tokenizer
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.5)
+    banned = list(range(len(tokenizer), len(tokenizer) + 40))
+    seen = []
+
+    class Spy(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            seen.append(scores.clone())
+            return scores
+
+    out = model.generate(
+        **gold, max_new_tokens=MAX_NEW, do_sample=True, pad_token_id=0,
+        logits_processor=LogitsProcessorList([SuppressTokensLogitsProcessor(banned), proc, Spy()]),
+    )
+    for s in seen:
+        assert not torch.isnan(s).any() and not torch.isposinf(s).any()
+        assert torch.isneginf(s[:, banned]).all()
+    assert out[:, gold.input_ids.shape[1]:].max() < len(tokenizer)
+
+
+def test_scores_never_nan_or_posinf_edge_cases():
+    from scott_distill.processor import contrastive_scores
+
+    scores = torch.tensor([[0.0, 1.0, float("-inf")], [float("-inf")] * 3, [2.0, 0.0, 0.0]])
+    contrast = torch.tensor([[0.0, float("-inf"), 5.0], [0.0, 0.0, 0.0], [float("-inf"), 0.0, 0.0]])
+    out = contrastive_scores(scores, contrast, 0.5)
+    assert not torch.isnan(out).any() and not torch.isposinf(out).any()
+    assert torch.isneginf(out[0, 2]) and torch.isneginf(out[1]).all()
+    # independent check of a finite row
+    expect = torch.log_softmax(scores[0, :2], -1)  # the -inf token has zero mass
+    assert out[0, 0] == pytest.approx(float(expect[0] - 0.5 * torch.log_softmax(contrast[0], -1)[0]), abs=1e-5)
+
+
+def test_stop_rule_forces_end_token_when_teacher_prefers_it():
+    from scott_distill.processor import contrastive_scores
+
+    scores = torch.tensor([[0.0, 3.0, 2.9], [3.0, 0.0, 2.9]])
+    contrast = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 0.0]])  # contrast hates token 1 -> pushed down
+    out = contrastive_scores(scores, contrast, 0.5, stop_token_ids=torch.tensor([1]))
+    assert out[0].argmax() == 1 and torch.isneginf(out[0, [0, 2]]).all()
+    free = contrastive_scores(scores, contrast, 0.5)
+    assert free[0].argmax() == 2  # without the rule the contrast would have moved off the end token
+    assert torch.isfinite(out[1]).all()  # row 2's top token is not an end token: untouched
+
+
+def test_plausibility_threshold_excludes_unlikely_tokens():
+    from scott_distill.processor import contrastive_scores
+
+    scores = torch.log(torch.tensor([[0.6, 0.3, 0.09, 0.01]]))
+    contrast = torch.log(torch.tensor([[0.5, 0.3, 0.1999, 0.0001]]))
+    out = contrastive_scores(scores, contrast, 1.0, plausibility_threshold=0.1)
+    # p < 0.1 * 0.6 = 0.06 -> token 3 excluded; token 2 (0.09) kept
+    assert torch.isneginf(out[0, 3]) and torch.isfinite(out[0, :3]).all()
+    assert int(contrastive_scores(scores, contrast, 1.0).argmax()) == 3  # unconstrained picks the implausible one
+
+
+def test_clear_errors(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST[:2])
+    with pytest.raises(ValueError, match="alpha"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, alpha=-0.1)
+    with pytest.raises(ValueError, match="contrast_attention_mask"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask[:, :-1])
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    with pytest.raises(ValueError, match="contrast_input_ids"):
+        model.generate(**gold, logits_processor=[proc], max_new_tokens=3, pad_token_id=0)
+    other = make_gpt2(len(tokenizer) + 8)
+    con3 = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(other, con3.input_ids, con3.attention_mask)
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.generate(**gold, logits_processor=[proc], max_new_tokens=3, pad_token_id=0)
+
+
+def test_assisted_generation_is_refused(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    assistant = make_gpt2(len(tokenizer), seed=99)
+    gold = encode(tokenizer, GOLD[:1])
+    con = encode(tokenizer, CONTRAST[:1])
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    with pytest.raises(ValueError, match="assisted"):
+        model.generate(**gold, logits_processor=[proc], assistant_model=assistant, max_new_tokens=10,
+                       do_sample=False, pad_token_id=0)
+
+
+@pytest.mark.parametrize("factory", [make_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
+def test_fused_path_equals_processor_greedy(tokenizer, factory):
+    model = factory(len(tokenizer))
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    got, _ = run_processor(model, tokenizer, alpha=0.5, stop=stop, do_sample=False)
+    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.5, max_new_tokens=MAX_NEW,
+                                 stop_token_ids=stop)
+    end = {1, *stop}
+    assert trim(fused, end) == trim(got, end)
+
+
+def test_fused_sampling_is_seeded_and_valid(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    kw = dict(alpha=0.5, max_new_tokens=MAX_NEW, do_sample=True, temperature=0.9, top_k=40, top_p=0.95)
+    a = contrastive_generate(model, tokenizer, GOLD, CONTRAST, generator=torch.Generator().manual_seed(0), **kw)
+    b = contrastive_generate(model, tokenizer, GOLD, CONTRAST, generator=torch.Generator().manual_seed(0), **kw)
+    c = contrastive_generate(model, tokenizer, GOLD, CONTRAST, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.max() < len(tokenizer)
+
+
+def test_fused_errors(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    with pytest.raises(ValueError, match="contrast_prompts"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST[:2])
+    with pytest.raises(ValueError, match="tokenizer"):
+        contrastive_generate(model, None, GOLD, CONTRAST)
+    with pytest.raises(ValueError, match="alpha"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=-1)
