@@ -150,6 +150,8 @@ def contrastive_generate(
     end_ids = _end_token_ids(model, stop_token_ids).to(device)
 
     model_kwargs: dict = {}
+    params = inspect.signature(model.forward).parameters
+    first_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     if enc_dec:
         encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
         start = model.generation_config.decoder_start_token_id
@@ -157,12 +159,13 @@ def contrastive_generate(
             start = model.config.decoder_start_token_id
         decoder_ids = torch.full((2 * batch, 1), start, dtype=torch.long, device=device)
         out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=decoder_ids,
-                    use_cache=True, return_dict=True)
+                    use_cache=True, return_dict=True, **first_kwargs)
     else:
-        accepts_pos = "position_ids" in inspect.signature(model.forward).parameters
+        accepts_pos = "position_ids" in params
         if accepts_pos:
             model_kwargs["position_ids"] = decoder_position_ids(mask)
-        out = model(input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True, **model_kwargs)
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True, **model_kwargs,
+                    **first_kwargs)
 
     generated = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)

@@ -164,7 +164,11 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         if eos is not None:
             end_ids.update([eos] if isinstance(eos, int) else list(eos))
         self.stop_token_ids = torch.tensor(sorted(end_ids), dtype=torch.long)
-        self._accepts_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        self._accepts_position_ids = "position_ids" in params
+        # Only the last position's logits are needed; without this the prefill materialises
+        # batch x length x vocab logits (hundreds of MB for a GPT-2-sized teacher).
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._state: _ContrastState | None = None
 
     def reset(self) -> None:
@@ -195,11 +199,14 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
                 decoder_input_ids=input_ids,
                 use_cache=True,
                 return_dict=True,
+                **self._last_logits_only,
             )
             self._state = _ContrastState(input_ids.shape[1], input_ids, out.cache, None, encoder_outputs, mask, group)
         else:
             kwargs = {"position_ids": decoder_position_ids(mask)} if self._accepts_position_ids else {}
-            out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True, **kwargs)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True, **kwargs, **self._last_logits_only
+            )
             self._state = _ContrastState(input_ids.shape[1], input_ids, out.cache, mask, None, None, group)
         return out.logits[:, -1, :]
 
