@@ -5,10 +5,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .fused import contrastive_generate
+from .las import leakage_adjusted_simulatability, load_las
 from .processor import ContrastiveRationaleLogitsProcessor
 
 __all__ = [
     "__version__",
     "ContrastiveRationaleLogitsProcessor",
     "contrastive_generate",
+    "leakage_adjusted_simulatability",
+    "load_las",
 ]

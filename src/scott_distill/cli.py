@@ -16,6 +16,7 @@ from . import __version__
 
 # name -> (module with a `main(argv)` function, one-line description)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "las": ("scott_distill.las.cli", "Leakage-adjusted simulatability of a student's explanations."),
 }
 
 

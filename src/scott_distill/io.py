@@ -1,0 +1,45 @@
+"""Data I/O through ``datasets``: local files by extension, otherwise a Hub dataset id."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+__all__ = ["load_table", "write_json"]
+
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+
+
+def load_table(path_or_id: str, split: str = "train", **kwargs: Any) -> datasets.Dataset:
+    """Load a table as a ``datasets.Dataset``.
+
+    A local file is read with the builder its extension names (json/jsonl/csv/tsv/parquet), a local folder
+    saved with ``save_to_disk`` with ``load_from_disk``, anything else is passed to ``load_dataset`` as a Hub id.
+    """
+    path = Path(path_or_id)
+    if path.is_file():
+        builder = _BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"Unsupported file type {path.suffix!r} for {path}; use one of {sorted(_BUILDERS)}.")
+        if path.suffix.lower() == ".tsv":
+            kwargs.setdefault("delimiter", "\t")
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        loaded = datasets.load_from_disk(str(path))
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    if path.exists() or os.sep in path_or_id and path_or_id.startswith((".", "/")):
+        raise ValueError(f"{path_or_id!r} is neither a json/jsonl/csv/tsv/parquet file nor a saved dataset folder.")
+    return datasets.load_dataset(path_or_id, split=split, **kwargs)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    tmp.replace(path)

@@ -1,0 +1,202 @@
+"""The LAS simulator: a seq2seq model that predicts a model's answer from (x, e), x or e.
+
+Follows Hase et al. (2020) for QA: the simulator scores each choice as the target ``The answer is: {choice}``
+given ``{task}: {question} The choices are {c0}, {c1} and {c2}. My commonsense tells me {explanation}``.
+The X condition drops the explanation part, the E condition blanks the question. One simulator serves all
+three conditions; during training the explanation is dropped with probability ``explanation_dropout`` so
+that it learns to answer with and without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import datasets
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CONDITIONS", "SimulatorFormat", "simulate", "train_simulator"]
+
+CONDITIONS = ("xe", "x", "e")
+
+
+def _join_choices(choices: Sequence[str]) -> str:
+    if len(choices) == 1:
+        return choices[0]
+    return ", ".join(choices[:-1]) + " and " + choices[-1]
+
+
+@dataclass(frozen=True)
+class SimulatorFormat:
+    """Input/target templates of the simulator (defaults: Hase et al.'s QA format)."""
+
+    task_prefix: str = "task"
+    explanation_prefix: str = "My commonsense tells me"
+    target_template: str = "The answer is: {choice}"
+
+    def source(self, question: str, choices: Sequence[str], explanation: str | None, condition: str) -> str:
+        if condition not in CONDITIONS:
+            raise ValueError(f"`condition` must be one of {CONDITIONS}, got {condition!r}.")
+        q = "" if condition == "e" else question
+        text = f"{self.task_prefix}: {q} The choices are {_join_choices(list(choices))}."
+        if condition != "x" and explanation:
+            text += f" {self.explanation_prefix} {explanation}"
+        return text
+
+    def target(self, choice: str) -> str:
+        return self.target_template.format(choice=choice)
+
+
+def _check_columns(dataset: datasets.Dataset, needed: Sequence[str], name: str) -> None:
+    missing = [c for c in needed if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"`{name}` lacks columns {missing}; it has {dataset.column_names}.")
+
+
+def build_training_rows(
+    dataset: datasets.Dataset,
+    fmt: SimulatorFormat,
+    explanation_dropout: float,
+    seed: int,
+    label_column: str = "label",
+    explanation_column: str = "explanation",
+) -> datasets.Dataset:
+    """(source, target) text pairs, the explanation dropped (X input) with probability ``explanation_dropout``."""
+    if not 0 <= explanation_dropout <= 1:
+        raise ValueError(f"`explanation_dropout` must be in [0, 1], got {explanation_dropout!r}.")
+    _check_columns(dataset, ["question", "choices", explanation_column, label_column], "dataset")
+    rng = random.Random(seed)
+    sources, targets = [], []
+    for row in dataset:
+        condition = "x" if rng.random() < explanation_dropout else "xe"
+        sources.append(fmt.source(row["question"], row["choices"], row[explanation_column], condition))
+        targets.append(fmt.target(str(row[label_column])))
+    return datasets.Dataset.from_dict({"source": sources, "target": targets})
+
+
+def train_simulator(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: datasets.Dataset,
+    eval_dataset: datasets.Dataset | None = None,
+    args: Seq2SeqTrainingArguments | None = None,
+    explanation_dropout: float = 0.5,
+    fmt: SimulatorFormat | None = None,
+    label_column: str = "label",
+    explanation_column: str = "explanation",
+    max_source_length: int = 256,
+    max_target_length: int = 32,
+) -> PreTrainedModel:
+    """Fine-tune a seq2seq simulator with ``Seq2SeqTrainer``; selects the best dev checkpoint by dev loss.
+
+    ``train_dataset`` / ``eval_dataset`` rows: ``question``, ``choices``, ``explanation`` and ``label`` (the
+    explained model's answer, a choice string). Returns the (best) trained model.
+    """
+    if not model.config.is_encoder_decoder:
+        raise ValueError("`model` must be an encoder-decoder (seq2seq) model for the generative simulator.")
+    fmt = fmt or SimulatorFormat()
+    args = args or Seq2SeqTrainingArguments(output_dir="simulator", report_to=[], save_strategy="no")
+    seed = args.seed
+
+    def tokenize(batch):
+        enc = tokenizer(batch["source"], max_length=max_source_length, truncation=True)
+        enc["labels"] = tokenizer(text_target=batch["target"], max_length=max_target_length, truncation=True)[
+            "input_ids"
+        ]
+        return enc
+
+    train = build_training_rows(train_dataset, fmt, explanation_dropout, seed, label_column, explanation_column)
+    train = train.map(tokenize, batched=True, remove_columns=train.column_names)
+    dev = None
+    if eval_dataset is not None:
+        dev = build_training_rows(eval_dataset, fmt, 0.0, seed, label_column, explanation_column)
+        dev = dev.map(tokenize, batched=True, remove_columns=dev.column_names)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=dev,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    return trainer.model
+
+
+@torch.no_grad()
+def score_choices(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    fmt: SimulatorFormat,
+    batch_size: int = 32,
+    max_source_length: int = 256,
+) -> list[list[float]]:
+    """Total log-likelihood of ``fmt.target(choice)`` for every choice of every row."""
+    model.eval()
+    flat_src = [s for s, cs in zip(sources, choices) for _ in cs]
+    flat_tgt = [fmt.target(c) for cs in choices for c in cs]
+    scores: list[float] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        for i in range(0, len(flat_src), batch_size):
+            enc = tokenizer(flat_src[i : i + batch_size], max_length=max_source_length, truncation=True,
+                            padding=True, return_tensors="pt").to(model.device)
+            tgt = tokenizer(text_target=flat_tgt[i : i + batch_size], padding=True, return_tensors="pt")
+            labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100).to(model.device)
+            logits = model(**enc, labels=labels).logits.float()
+            logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            scores.extend((logp * (labels != -100)).sum(-1).tolist())
+    finally:
+        tokenizer.padding_side = side
+    out, k = [], 0
+    for cs in choices:
+        out.append(scores[k : k + len(cs)])
+        k += len(cs)
+    return out
+
+
+def simulate(
+    simulator: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: datasets.Dataset,
+    fmt: SimulatorFormat | None = None,
+    explanation_column: str = "explanation",
+    label_column: str | None = "label",
+    batch_size: int = 32,
+) -> dict[str, list]:
+    """Simulator predictions in the three conditions.
+
+    Returns ``{"xe": [...], "x": [...], "e": [...]}`` (predicted choice strings) and, for each condition,
+    ``"<cond>_probs"`` (softmax over the choices' log-likelihoods). If ``label_column`` is present,
+    ``"e_label_probability"`` is the e-only probability of that label (for ``las_k_bins``).
+    """
+    fmt = fmt or SimulatorFormat()
+    _check_columns(dataset, ["question", "choices", explanation_column], "dataset")
+    questions, choices, expl = dataset["question"], dataset["choices"], dataset[explanation_column]
+    result: dict[str, list] = {}
+    for cond in CONDITIONS:
+        sources = [fmt.source(q, c, e, cond) for q, c, e in zip(questions, choices, expl)]
+        scores = score_choices(simulator, tokenizer, sources, choices, fmt, batch_size)
+        probs = [torch.softmax(torch.tensor(s), -1).tolist() for s in scores]
+        result[cond] = [cs[max(range(len(p)), key=p.__getitem__)] for cs, p in zip(choices, probs)]
+        result[f"{cond}_probs"] = probs
+    if label_column is not None and label_column in dataset.column_names:
+        labels = [str(v) for v in dataset[label_column]]
+        result["e_label_probability"] = [
+            p[cs.index(y)] if y in cs else 0.0 for p, cs, y in zip(result["e_probs"], choices, labels)
+        ]
+    return result
