@@ -57,10 +57,10 @@ def make_llama(vocab_size: int, seed: int = SEED) -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg).eval()
 
 
-def make_t5(vocab_size: int, seed: int = SEED) -> T5ForConditionalGeneration:
+def make_t5(vocab_size: int, seed: int = SEED, **kw) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
     cfg = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                   num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+                   num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, bos_token_id=3, **kw)
     return T5ForConditionalGeneration(cfg).eval()
 
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .collator import CounterfactualDataCollator, StudentFormat
 from .fused import contrastive_generate
 from .las import leakage_adjusted_simulatability, load_las
 from .processor import ContrastiveRationaleLogitsProcessor
+from .trainer import CounterfactualTrainer, CounterfactualTrainingArguments
 
 __all__ = [
     "__version__",
     "ContrastiveRationaleLogitsProcessor",
+    "CounterfactualDataCollator",
+    "CounterfactualTrainer",
+    "CounterfactualTrainingArguments",
+    "StudentFormat",
     "contrastive_generate",
     "leakage_adjusted_simulatability",
     "load_las",

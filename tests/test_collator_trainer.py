@@ -1,0 +1,203 @@
+"""CounterfactualDataCollator masks, the alpha-weighted loss, and CounterfactualTrainer."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+import torch
+from conftest import make_gpt2, make_t5
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from scott_distill import CounterfactualDataCollator, CounterfactualTrainer, CounterfactualTrainingArguments
+
+ROW = {
+    "question": "Where would you keep milk cold?",
+    "choices": ["fridge", "oven", "shelf"],
+    "answer": "fridge",
+    "rationale": "A fridge keeps food cold.",
+    "counterfactual_answer": "oven",
+    "counterfactual_rationale": "An oven is where milk is kept.",
+}
+ROW2 = {
+    "question": "What tool cuts wood?",
+    "choices": ["saw", "towel"],
+    "answer": "saw",
+    "rationale": "A saw has sharp teeth.",
+    "counterfactual_answer": "towel",
+    "counterfactual_rationale": "A towel cuts wood well.",
+}
+
+
+def kept(tokenizer, labels):
+    return tokenizer.decode([t for t in labels.tolist() if t != -100])
+
+
+def test_seq2seq_masks_hand_checked(tokenizer):
+    model = make_t5(len(tokenizer))
+    batch = CounterfactualDataCollator(tokenizer, model=model)([ROW])
+    assert batch["is_counterfactual"].tolist() == [False, True]
+    src = [tokenizer.decode(r[m.bool()]) for r, m in zip(batch["input_ids"], batch["attention_mask"])]
+    assert src == [
+        "[factual] Where would you keep milk cold? \n (a) fridge (b) oven (c) shelf",
+        "[counterfactual] Where would you keep milk cold? \n (a) fridge (b) oven (c) shelf",
+    ]
+    assert kept(tokenizer, batch["labels"][0]) == "[factual] A fridge keeps food cold. So the answer is fridge</s>"
+    assert kept(tokenizer, batch["labels"][1]) == " oven</s>"  # answer tokens + EOS only
+    # the decoder is teacher-forced over the whole counterfactual target, rationale included
+    dec = batch["decoder_input_ids"][1].tolist()
+    assert dec[0] == model.config.decoder_start_token_id
+    assert tokenizer.decode(dec[1:]).startswith(
+        "[counterfactual] An oven is where milk is kept. So the answer is oven"
+    )
+
+
+def test_decoder_only_masks_hand_checked(tokenizer):
+    batch = CounterfactualDataCollator(tokenizer)([ROW])
+    ids, labels = batch["input_ids"], batch["labels"]
+    first = tokenizer.decode(ids[0][batch["attention_mask"][0].bool()])
+    assert first == ("[factual] Where would you keep milk cold? \n (a) fridge (b) oven (c) shelf\n"
+                     "[factual] A fridge keeps food cold. So the answer is fridge</s>")
+    assert kept(tokenizer, labels[0]) == "[factual] A fridge keeps food cold. So the answer is fridge</s>"
+    assert kept(tokenizer, labels[1]) == " oven</s>"
+    assert batch["attention_mask"][:, 0].all()  # right padding for training
+
+
+def test_flat_rows_and_answer_only_baseline(tokenizer):
+    flat = [dict(question="Q?", choices=["yes", "no"], answer="no", rationale="r.", is_counterfactual=True),
+            dict(question="Q?", choices=["yes", "no"], answer="yes", rationale="r.", is_counterfactual=False)]
+    batch = CounterfactualDataCollator(tokenizer)(flat)
+    assert batch["is_counterfactual"].tolist() == [True, False]
+    assert kept(tokenizer, batch["labels"][0]) == " no</s>"
+    base = CounterfactualDataCollator(tokenizer, without_rationale=True)([ROW])
+    assert kept(tokenizer, base["labels"][0]) == "fridge</s>"
+
+
+def test_collator_errors(tokenizer):
+    col = CounterfactualDataCollator(tokenizer)
+    with pytest.raises(ValueError, match="answer"):
+        col([{"question": "q", "choices": ["a"]}])
+    with pytest.raises(ValueError, match="rationale"):
+        col([{"question": "q", "choices": ["a"], "answer": "a"}])
+
+
+def manual_loss(model, batch, alpha, causal):
+    """Direct computation: per-row token CE lists, then the two token means weighted by alpha."""
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual")}
+    logits = model(**inputs).logits
+    f_losses, cf_losses = [], []
+    for i in range(logits.shape[0]):
+        lg, lb = (logits[i, :-1], batch["labels"][i, 1:]) if causal else (logits[i], batch["labels"][i])
+        for t in range(lb.shape[0]):
+            if lb[t] != -100:
+                ce = -torch.log_softmax(lg[t], -1)[lb[t]]
+                (cf_losses if batch["is_counterfactual"][i] else f_losses).append(ce)
+    return (1 - alpha) * torch.stack(f_losses).mean() + alpha * torch.stack(cf_losses).mean()
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_alpha_weighted_loss_matches_manual(tokenizer, tmp_path, kind):
+    model = make_t5(len(tokenizer)) if kind == "t5" else make_gpt2(len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.3, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    batch = trainer.data_collator([ROW, ROW2])
+    got = trainer.compute_loss(model, batch).detach()
+    expect = manual_loss(model, batch, 0.3, causal=kind == "gpt2")
+    assert float(got) == pytest.approx(float(expect), rel=1e-5)
+
+
+def test_one_kind_only_batch_uses_that_kind(tokenizer, tmp_path):
+    model = make_t5(len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.5, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    only_f = {k: v for k, v in ROW.items() if not k.startswith("counterfactual")}
+    batch = trainer.data_collator([only_f])
+    loss = trainer.compute_loss(model, batch)
+    plain = model(**{k: v for k, v in batch.items() if k != "is_counterfactual"}).loss
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_alpha_zero_equals_seq2seq_trainer_loss_and_gradients(tokenizer, tmp_path):
+    model_a, model_b = make_t5(len(tokenizer)), make_t5(len(tokenizer))
+    col = CounterfactualDataCollator(tokenizer, model=model_a)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.0, report_to=[])
+    ours = CounterfactualTrainer(model=model_a, args=args, data_collator=col)
+    mixed = col([ROW, ROW2])
+    loss_a = ours.compute_loss(model_a, mixed)
+    loss_a.backward()
+
+    factual = [f for r in (ROW, ROW2) for f in col.features(r) if not f["is_counterfactual"]]
+    for f in factual:
+        f.pop("is_counterfactual")
+        f.pop("loss_mask")
+    tokenizer.padding_side = "right"  # T5 pads on the right (the fixture tokenizer is left-padding)
+    try:
+        plain_batch = DataCollatorForSeq2Seq(tokenizer, model=model_b)(factual)
+    finally:
+        tokenizer.padding_side = "left"
+    plain = Seq2SeqTrainer(model=model_b, args=Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    loss_b = plain.compute_loss(model_b, plain_batch)
+    loss_b.backward()
+    assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-5)
+    for (name, pa), pb in zip(model_a.named_parameters(), model_b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def tiny_dataset(n=8):
+    return datasets.Dataset.from_list([ROW if i % 2 == 0 else ROW2 for i in range(n)])
+
+
+def test_gradient_accumulation_is_token_normalised(tokenizer, tmp_path):
+    """2 micro-batches of 1 row accumulated == 1 batch of 2 rows (same gradient)."""
+    grads = []
+    for bs, acc in ((2, 1), (1, 2)):
+        model = make_t5(len(tokenizer), dropout_rate=0.0)  # no dropout: both runs see the same function
+        args = CounterfactualTrainingArguments(
+            output_dir=str(tmp_path / f"{bs}"), per_device_train_batch_size=bs, gradient_accumulation_steps=acc,
+            max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", report_to=[],
+            counterfactual_alpha=0.5, save_strategy="no", dataloader_drop_last=True,
+        )
+        trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2),
+                                        processing_class=tokenizer)
+        before = [p.detach().clone() for p in model.parameters()]
+        trainer.train()
+        grads.append([b - p.detach() for b, p in zip(before, model.parameters())])  # lr=1 SGD: delta = grad
+    for ga, gb in zip(*grads):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+
+
+def test_trainer_logs_parts_and_resumes(tokenizer, tmp_path):
+    model = make_t5(len(tokenizer), dropout_rate=0.0)
+    args = CounterfactualTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, logging_steps=1, save_steps=2,
+        report_to=[], learning_rate=1e-3,
+    )
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(), processing_class=tokenizer)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 4 and all("loss_factual" in h and "loss_counterfactual" in h for h in logged)
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    resumed_model = make_t5(len(tokenizer), dropout_rate=0.0)
+    resumed = CounterfactualTrainer(model=resumed_model, args=args, train_dataset=tiny_dataset(),
+                                    processing_class=tokenizer)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    for k, v in resumed_model.state_dict().items():
+        torch.testing.assert_close(v, final[k], rtol=1e-5, atol=1e-6)
+
+
+def test_lora_student_trains(tokenizer, tmp_path):
+    peft = pytest.importorskip("peft")
+    model = make_gpt2(len(tokenizer))
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True,
+                                                      task_type="CAUSAL_LM"))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2,
+                                           report_to=[], learning_rate=1e-2, save_strategy="no")
+    trainer = CounterfactualTrainer(model=lora, args=args, train_dataset=tiny_dataset(4), processing_class=tokenizer)
+    before = {n: p.clone() for n, p in lora.named_parameters() if p.requires_grad}
+    trainer.train()
+    changed = [n for n, p in lora.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed and all("lora" in n for n in changed)
+
+
+def test_args_validation(tmp_path):
+    with pytest.raises(ValueError, match="counterfactual_alpha"):
+        CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
