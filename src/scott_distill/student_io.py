@@ -1,0 +1,50 @@
+"""Load and save a student together with its text format (``scott_config.json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from .collator import StudentFormat, format_choices
+
+__all__ = ["SCOTT_CONFIG_NAME", "load_student", "read_student_format", "write_student_format"]
+
+SCOTT_CONFIG_NAME = "scott_config.json"
+
+
+def write_student_format(fmt: StudentFormat, directory: str | os.PathLike) -> Path:
+    path = Path(directory) / SCOTT_CONFIG_NAME
+    payload = {**fmt.to_dict(), "choice_format": format_choices(["{c1}", "{c2}"]), "source_template":
+               fmt.source("{question}", ["{c1}", "{c2}"]), "target_template": fmt.target("{rationale}", "{answer}")[0]}
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def read_student_format(directory: str | os.PathLike) -> StudentFormat:
+    path = Path(directory) / SCOTT_CONFIG_NAME
+    if not path.exists():
+        return StudentFormat()
+    data = json.loads(path.read_text())
+    return StudentFormat(data.get("factual_tag", "[factual]"), data.get("counterfactual_tag", "[counterfactual]"),
+                         data.get("answer_prefix", "So the answer is"), bool(data.get("without_rationale", False)))
+
+
+def load_student(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (seq2seq or causal LM, chosen from its config) and tokenizer of a student or base model."""
+    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = cls.from_pretrained(name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,50 @@
+"""``scott-distill train``: counterfactual training of a student on a rationale dataset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from trl import TrlParser
+
+from .collator import StudentFormat
+from .io import load_table
+from .student_io import load_student, write_student_format
+from .trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainScriptArguments:
+    model_name_or_path: str = field(metadata={"help": "Student to start from: a Hub id or a local folder."})
+    train_file: str = field(metadata={"help": "Rationale dataset (file, saved folder or Hub id) to train on."})
+    eval_file: str | None = field(default=None, metadata={"help": "Optional dev set (same schema)."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+
+
+def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> str:
+    model, tokenizer = load_student(script.model_name_or_path)
+    train = load_table(script.train_file)
+    if script.max_train_rows:
+        train = train.select(range(min(script.max_train_rows, len(train))))
+    dev = load_table(script.eval_file) if script.eval_file else None
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                                    processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero():
+        fmt = StudentFormat(args.factual_tag, args.counterfactual_tag, args.answer_prefix, args.without_rationale)
+        write_student_format(fmt, args.output_dir)
+        logger.info("student saved to %s", args.output_dir)
+    return args.output_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = TrlParser((TrainScriptArguments, CounterfactualTrainingArguments), prog="scott-distill train",
+                       description="Counterfactual training (SCOTT) of a seq2seq or decoder-only student. "
+                       "All transformers TrainingArguments are accepted; --config file.yaml too.")
+    script, args = parser.parse_args_and_config(argv)
+    run(script, args)
+    return 0
