@@ -71,7 +71,7 @@ def reference_loop(model, gold, contrast, new_tokens, alpha=0.5):
 
 
 @torch.no_grad()
-def run(method: str, model, gold, contrast, new_tokens: int):
+def run(method: str, model, gold, contrast, new_tokens: int, reference_rows: int = 2):
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     if method == "greedy":
         return model.generate(**gold, **kw)
@@ -90,6 +90,9 @@ def run(method: str, model, gold, contrast, new_tokens: int):
         return outs
     if method == "reference":
         return reference_loop(model, gold, contrast, new_tokens)
+    if method == "reference_rows":  # the first `rows` rows only; the loop is linear in rows
+        return reference_loop(model, {k: v[:reference_rows] for k, v in gold.items()},
+                              {k: v[:reference_rows] for k, v in contrast.items()}, new_tokens)
     raise ValueError(method)
 
 
@@ -123,6 +126,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
+    p.add_argument("--reference-rows", type=int, default=2,
+                   help="time SCOTT's loop on this many rows and scale to the batch (it runs one row at a time)")
     p.add_argument("--quick", action="store_true", help="tiny setting for a smoke run")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -142,10 +147,12 @@ def main() -> None:
     for method in METHODS:
         reps = args.reference_repeats if method in ("reference", "hf_cfg") else args.repeats
         samples = []
+        timed = "reference_rows" if method == "reference" else method
+        scale = args.batch / args.reference_rows if method == "reference" else 1.0
         for _ in range(reps):
             t0 = time.perf_counter()
-            run(method, model, gold, contrast, args.new_tokens)
-            samples.append(time.perf_counter() - t0)
+            run(timed, model, gold, contrast, args.new_tokens, args.reference_rows)
+            samples.append((time.perf_counter() - t0) * scale)
         times[method] = statistics.median(samples)
     memory = {} if args.no_memory else {m: peak_memory_kib(m, args) for m in ("greedy", "processor", "fused")}
 

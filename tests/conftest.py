@@ -44,7 +44,7 @@ def tokenizer():
 
 def make_gpt2(vocab_size: int, seed: int = SEED, **kw) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab_size, n_positions=256, n_embd=32, n_layer=2, n_head=2,
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=1024, n_embd=32, n_layer=2, n_head=2,
                      bos_token_id=3, eos_token_id=1, pad_token_id=0, **kw)
     return GPT2LMHeadModel(cfg).eval()
 
@@ -52,7 +52,7 @@ def make_gpt2(vocab_size: int, seed: int = SEED, **kw) -> GPT2LMHeadModel:
 def make_llama(vocab_size: int, seed: int = SEED) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                       bos_token_id=3, eos_token_id=1, pad_token_id=0)
     return LlamaForCausalLM(cfg).eval()
 

@@ -8,6 +8,7 @@ from .collator import CounterfactualDataCollator, StudentFormat
 from .fused import contrastive_generate
 from .las import leakage_adjusted_simulatability, load_las
 from .processor import ContrastiveRationaleLogitsProcessor
+from .rationalize import generate_rationales
 from .trainer import CounterfactualTrainer, CounterfactualTrainingArguments
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "CounterfactualTrainingArguments",
     "StudentFormat",
     "contrastive_generate",
+    "generate_rationales",
     "leakage_adjusted_simulatability",
     "load_las",
 ]

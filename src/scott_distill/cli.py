@@ -16,6 +16,7 @@ from . import __version__
 
 # name -> (module with a `main(argv)` function, one-line description)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "rationalize": ("scott_distill.rationalize_cli", "Teacher: write (counterfactual) rationales for a QA dataset."),
     "train": ("scott_distill.train_cli", "Student: counterfactual training on a rationale dataset."),
     "evaluate": ("scott_distill.evaluate_cli", "Student: accuracy and faithfulness (forced / perturbed rationales)."),
     "las": ("scott_distill.las.cli", "Leakage-adjusted simulatability of a student's explanations."),

@@ -1,0 +1,71 @@
+"""``scott-distill rationalize``: teacher rationales (factual + counterfactual) for a QA dataset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from trl import TrlParser
+
+from .rationalize import PERTURBATIONS, generate_rationales
+from .tasks import TASKS, load_task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RationalizeArguments:
+    teacher: str = field(metadata={"help": "Teacher model: Hub id or local folder (decoder-only or seq2seq)."})
+    task: str = field(metadata={"help": f"One of {sorted(TASKS)}."})
+    output: str = field(metadata={"help": "Output folder: shards while running (resumable), then dataset/."})
+    data: str | None = field(default=None, metadata={"help": "Local file/folder in the task's published format, "
+                             "or a Hub dataset id; default: the task's Hub id."})
+    split: str = field(default="train")
+    perturbation: str = field(default="wrong", metadata={"help": f"Contrast prompts: one of {PERTURBATIONS}."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the contrast branch."})
+    counterfactual: bool = field(default=True, metadata={"help": "Also rationalize a random wrong answer."})
+    batch_size: int = field(default=16)
+    max_new_tokens: int = field(default=128)
+    max_rows: int | None = field(default=None, metadata={"help": "Only the first N rows."})
+    prompt: str | None = field(default=None, metadata={"help": "Prompt file or template string (default: task's)."})
+    use_chat_template: bool = field(default=False)
+    plausibility_threshold: float | None = field(default=None)
+    seed: int = field(default=0)
+    torch_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+
+
+def load_teacher(name: str, dtype: str):
+    config = AutoConfig.from_pretrained(name)
+    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    model = cls.from_pretrained(name, **kwargs).eval()
+    if torch.cuda.is_available():
+        model = model.to(f"cuda:{torch.cuda.current_device()}")
+    return model, AutoTokenizer.from_pretrained(name)
+
+
+def run(args: RationalizeArguments):
+    model, tokenizer = load_teacher(args.teacher, args.torch_dtype)
+    data = load_task(args.task, args.data, split=args.split)
+    if args.max_rows:
+        data = data.select(range(min(args.max_rows, len(data))))
+    result = generate_rationales(
+        data, model, tokenizer, task=args.task, perturbation=args.perturbation, alpha=args.alpha,
+        counterfactual=args.counterfactual, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        output_dir=args.output, prompt=args.prompt, use_chat_template=args.use_chat_template,
+        plausibility_threshold=args.plausibility_threshold, seed=args.seed,
+    )
+    logger.info("%d rationalized rows in %s/dataset", len(result), args.output)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = TrlParser(RationalizeArguments, prog="scott-distill rationalize",
+                       description="Write teacher rationales with SCOTT's contrastive decoding (resumable; "
+                       "shard over processes with torchrun). Accepts --config file.yaml.")
+    (args,) = parser.parse_args_and_config(argv)
+    run(args)
+    return 0
