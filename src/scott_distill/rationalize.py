@@ -91,7 +91,10 @@ def _jobs(data: datasets.Dataset, prompt: RationalePrompt, s: RationalizeSetting
         # one RNG per (seed, example, kind): the choice never depends on order, batching or rank
         rng = random.Random(f"{s.seed}:{row['id']}:perturb")
         contrast = {"wrong": _pick_other(rng, cs, gold), "empty": None, "none": None}[s.perturbation]
-        render = lambda answer: prompt.render(q, cs, answer, tokenizer, s.use_chat_template)  # noqa: E731
+
+        def render(answer: str | None, q: str = q, cs: list[str] = cs) -> str:
+            return prompt.render(q, cs, answer, tokenizer, s.use_chat_template)
+
         jobs.append({"row": i, "kind": "factual", "answer": gold, "contrast_answer": contrast,
                      "prompt": render(gold), "contrast": None if s.perturbation == "none" else render(contrast)})
         if s.counterfactual:
