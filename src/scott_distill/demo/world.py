@@ -1,0 +1,124 @@
+"""A seeded synthetic reasoning world where the truth is known.
+
+Every object is made of a material, and every material has one storage place (the rule). A question asks
+where an object should be stored; the correct rationale states the object's material and the rule. The
+question also carries an adjective, a **shortcut**: in the training split the adjective names the right
+place most of the time, in the held-out *anti-shortcut* split it never does.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["World", "make_world"]
+
+MATERIALS = ["metal", "wood", "glass", "cloth"]
+PLACES = ["shed", "barn", "cabinet", "closet"]  # MATERIALS[i] is stored in PLACES[i]
+ADJECTIVES = ["rusty", "dusty", "shiny", "soft"]  # the shortcut: ADJECTIVES[i] co-occurs with PLACES[i]
+VACUOUS = [
+    "Let us think about where such things are usually kept.",
+    "It is important to keep things in the right place.",
+    "People often store their things carefully.",
+]
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "pe", "go", "bu", "fa"]
+
+
+def specific_rationale(obj: str, place: str) -> str:
+    """The rationale that makes ``place`` follow: the object's material for that place, and the rule."""
+    material = MATERIALS[PLACES.index(place)]
+    return f"The {obj} is made of {material}, and {material} things are stored in the {place}."
+
+
+@dataclass
+class World:
+    seed: int
+    objects: dict[str, str]  # object -> material
+    train: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
+    anti_shortcut: list[dict] = field(default_factory=list)
+    teacher_corpus: list[str] = field(default_factory=list)
+
+    def gold_place(self, obj: str) -> str:
+        return PLACES[MATERIALS.index(self.objects[obj])]
+
+    # -- the oracle -------------------------------------------------------------------------------
+
+    def judge(self, rationale: str, answer: str) -> str:
+        """``"supports"`` if the rationale makes ``answer`` follow by the rule, ``"vacuous"`` if it names no
+        material or place, else ``"other"`` (it argues for something else)."""
+        text = rationale.lower()
+        materials = [m for m in MATERIALS if re.search(rf"\b{m}\b", text)]
+        places = [p for p in PLACES if re.search(rf"\b{p}\b", text)]
+        if not materials and not places:
+            return "vacuous"
+        implied = {PLACES[MATERIALS.index(m)] for m in materials} | set(places)
+        return "supports" if implied == {answer} else "other"
+
+    def is_true(self, rationale: str, obj: str) -> bool:
+        """The rationale states the object's real material."""
+        return re.search(rf"\b{self.objects[obj]}\b", rationale.lower()) is not None
+
+
+def _question(rng: random.Random, world: World, obj: str, shortcut_rate: float) -> dict:
+    gold = world.gold_place(obj)
+    if rng.random() < shortcut_rate:
+        adj = ADJECTIVES[PLACES.index(gold)]
+    else:
+        adj = rng.choice([a for a in ADJECTIVES if a != ADJECTIVES[PLACES.index(gold)]])
+    others = rng.sample([p for p in PLACES if p != gold], 2)
+    choices = others + [gold]
+    rng.shuffle(choices)
+    return {"id": "", "object": obj, "adjective": adj, "question": f"Where should the {adj} {obj} be stored?",
+            "choices": choices, "answer": gold, "rationale": specific_rationale(obj, gold)}
+
+
+def make_world(
+    seed: int = 0,
+    n_objects: int = 48,
+    n_train: int = 400,
+    n_test: int = 120,
+    shortcut_rate: float = 0.85,
+    n_teacher_corpus: int = 3000,
+    vacuous_rate: float = 0.5,
+) -> World:
+    """Build the world, its three splits and the teacher's training corpus.
+
+    The teacher corpus pairs questions with an answer (the gold one, a wrong one, or none) and a rationale
+    that is answer-specific only part of the time: with probability depending on the object (around
+    ``vacuous_rate`` on average) it is a generic, vacuous sentence — the situation SCOTT reports for LLMs.
+    """
+    rng = random.Random(seed)
+    names: set[str] = set()
+    while len(names) < n_objects:
+        names.add("".join(rng.choice(SYLLABLES) for _ in range(rng.choice([2, 3]))))
+    objects = {name: rng.choice(MATERIALS) for name in sorted(names)}
+    world = World(seed=seed, objects=objects)
+    obj_list = sorted(objects)
+    # per-object vacuousness: some objects' rationales are mostly generic, others mostly specific
+    vac = {o: min(0.95, max(0.05, rng.gauss(vacuous_rate, 0.25))) for o in obj_list}
+    for split, n, rate in (("train", n_train, shortcut_rate), ("test", n_test, shortcut_rate),
+                           ("anti_shortcut", n_test, 0.0)):
+        rows = []
+        for i in range(n):
+            row = _question(rng, world, rng.choice(obj_list), rate)
+            row["id"] = f"{split}-{i}"
+            rows.append(row)
+        setattr(world, split, rows)
+    corpus = []
+    for _ in range(n_teacher_corpus):
+        row = _question(rng, world, rng.choice(obj_list), 0.5)
+        kind = rng.random()
+        answer = row["answer"] if kind < 0.6 else (rng.choice([c for c in row["choices"] if c != row["answer"]])
+                                                   if kind < 0.85 else None)
+        if rng.random() < vac[row["object"]]:
+            # one generic sentence dominates, as a single "safe" phrasing does in real LLM output
+            rationale = rng.choices(VACUOUS, weights=[0.8, 0.1, 0.1])[0]
+        else:
+            rationale = specific_rationale(row["object"], answer or row["answer"])
+        sentence = f" The answer is {answer}." if answer else ""
+        choices = " ".join(f"({'abcd'[k]}) {c}" for k, c in enumerate(row["choices"]))
+        corpus.append(f"Q: {row['question']}\nAnswer Choices: {choices}\nA:{sentence} {rationale}\n")
+    world.teacher_corpus = corpus
+    return world
