@@ -81,6 +81,10 @@ def test_prompt_render_override_and_clean(tmp_path, tokenizer):
     assert prompt.render("Where is ice?", ["freezer", "oven"], None).endswith("(b) oven\nA:")
     custom = load_prompt("Question: {question} Options: {choices} Gold: {answer}. Why:")
     assert custom.render("Q?", ["x", "y"], "x") == "Question: Q? Options: (a) x (b) y Gold: x. Why:"
+    zero_shot = load_prompt("Q: {question}\nAnswer Choices: {choices}\nA: {answer_sentence}")
+    assert zero_shot.render("Q?", ["x", "y"], "x") == "Q: Q?\nAnswer Choices: (a) x (b) y\nA: The answer is x."
+    with_shots = load_prompt("Q: a\nA: b\n\nQ: {question}\nA: {answer_sentence}")
+    assert with_shots.render("Q?", ["x"], None) == "Q: a\nA: b\n\nQ: Q?\nA:"
     (tmp_path / "p.txt").write_text("Q: a\nAnswer Choices: (a) b\nA: The answer is b. c\n")
     assert load_prompt(str(tmp_path / "p.txt")).exemplars.startswith("Q: a")
     assert prompt.clean(" Ice is cold.\nQ: next") == "Ice is cold."

@@ -51,16 +51,17 @@ class DemoSettings:
     n_train: int = 400
     n_test: int = 150
     teacher_corpus: int = 4000
-    teacher_epochs: float = 6.0
+    teacher_epochs: float = 10.0
     student_epochs: float = 20.0
     simulator_epochs: float = 8.0
+    teacher_width: int = 128
     width: int = 96
 
     @classmethod
     def for_mode(cls, quick: bool, seed: int) -> DemoSettings:
         if quick:
-            return cls(seed=seed, quick=True, n_objects=24, n_train=160, n_test=80, teacher_corpus=1500,
-                       teacher_epochs=4.0, student_epochs=12.0, simulator_epochs=4.0, width=64)
+            return cls(seed=seed, quick=True, n_objects=24, n_train=200, n_test=100, teacher_corpus=2000,
+                       teacher_epochs=8.0, student_epochs=15.0, simulator_epochs=5.0, width=64)
         return cls(seed=seed)
 
 
@@ -72,7 +73,7 @@ def _tokenizer(world: World) -> PreTrainedTokenizerFast:
 
 def _train_teacher(world: World, tok, s: DemoSettings, out: Path) -> GPT2LMHeadModel:
     torch.manual_seed(s.seed)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=s.width, n_layer=2, n_head=4,
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=s.teacher_width, n_layer=2, n_head=4,
                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                        pad_token_id=tok.pad_token_id))
     data = datasets.Dataset.from_dict({"text": world.teacher_corpus}).map(

@@ -26,9 +26,13 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "pe", "go", "bu", "
 
 
 def specific_rationale(obj: str, place: str) -> str:
-    """The rationale that makes ``place`` follow: the object's material for that place, and the rule."""
+    """The rationale that makes ``place`` follow: the material for that place, and the rule.
+
+    It opens with the material, an answer-specific token: that is where contrastive decoding can tell an
+    informative rationale from a generic one, as it does on the content words of real rationales.
+    """
     material = MATERIALS[PLACES.index(place)]
-    return f"The {obj} is made of {material}, and {material} things are stored in the {place}."
+    return f"{material.capitalize()} things are stored in the {place}, and it is made of {material}."
 
 
 @dataclass
@@ -86,8 +90,8 @@ def make_world(
     """Build the world, its three splits and the teacher's training corpus.
 
     The teacher corpus pairs questions with an answer (the gold one, a wrong one, or none) and a rationale
-    that is answer-specific only part of the time: with probability depending on the object (around
-    ``vacuous_rate`` on average) it is a generic, vacuous sentence — the situation SCOTT reports for LLMs.
+    that is answer-specific only part of the time: with probability depending on the adjective (around
+    ``vacuous_rate`` on average, higher for some question wordings) it is a generic, vacuous sentence — the situation SCOTT reports for LLMs.
     """
     rng = random.Random(seed)
     names: set[str] = set()
@@ -96,8 +100,10 @@ def make_world(
     objects = {name: rng.choice(MATERIALS) for name in sorted(names)}
     world = World(seed=seed, objects=objects)
     obj_list = sorted(objects)
-    # per-object vacuousness: some objects' rationales are mostly generic, others mostly specific
-    vac = {o: min(0.95, max(0.05, rng.gauss(vacuous_rate, 0.25))) for o in obj_list}
+    # how often the teacher's corpus explains vacuously depends on the question's wording (its adjective),
+    # not on the answer: two adjectives get mostly generic rationales, two mostly specific ones
+    vac = {a: min(0.95, vacuous_rate + 0.3) if k % 2 else max(0.05, vacuous_rate - 0.35)
+           for k, a in enumerate(ADJECTIVES)}
     for split, n, rate in (("train", n_train, shortcut_rate), ("test", n_test, shortcut_rate),
                            ("anti_shortcut", n_test, 0.0)):
         rows = []
@@ -110,9 +116,10 @@ def make_world(
     for _ in range(n_teacher_corpus):
         row = _question(rng, world, rng.choice(obj_list), 0.5)
         kind = rng.random()
-        answer = row["answer"] if kind < 0.6 else (rng.choice([c for c in row["choices"] if c != row["answer"]])
+        # many rows argue for a wrong answer, so the teacher learns to explain whatever answer it is given
+        answer = row["answer"] if kind < 0.4 else (rng.choice([c for c in row["choices"] if c != row["answer"]])
                                                    if kind < 0.85 else None)
-        if rng.random() < vac[row["object"]]:
+        if rng.random() < vac[row["adjective"]]:
             # one generic sentence dominates, as a single "safe" phrasing does in real LLM output
             rationale = rng.choices(VACUOUS, weights=[0.8, 0.1, 0.1])[0]
         else:

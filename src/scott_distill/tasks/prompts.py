@@ -79,8 +79,10 @@ def load_prompt(spec: str) -> RationalePrompt:
     else:
         text = spec
     if "{question}" in text:
-        head, _, tail = text.rpartition("Q: {question}") if "Q: {question}" in text else ("", "", text)
-        return RationalePrompt(exemplars=head, query_template=("Q: {question}" + tail) if head else tail)
+        if "Q: {question}" in text:  # exemplars, then the query in the default layout
+            head, _, tail = text.rpartition("Q: {question}")
+            return RationalePrompt(exemplars=head, query_template="Q: {question}" + tail)
+        return RationalePrompt(exemplars="", query_template=text)
     if not text.strip():
         raise ValueError("The rationalization prompt is empty.")
     return RationalePrompt(exemplars=text)
