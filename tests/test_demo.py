@@ -39,8 +39,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert -1 <= m["las_ci_low"] <= m["las"] <= m["las_ci_high"] <= 1
     out = capsys.readouterr().out
     assert "Teacher decoding" in out and "Students" in out
-    # determinism: the rationale datasets are cached per decoding; a second run reloads identical rows and
-    # retrains the students with the same seeds, so every figure repeats exactly
+    # determinism: a second run from scratch (teacher, decodings, students, simulators) repeats every figure
     again = tmp_path / "again"
     demo_main(["--quick", "--output_dir", str(again), "--seed", "0"])
     second = json.loads((again / "results.json").read_text())

@@ -23,17 +23,17 @@ from scott_distill.train_cli import main as train_main
 OBJECTS = ["apple", "ball", "cup", "pen", "book", "key", "hat", "shoe"]
 
 
-def shortcut_world(n: int, seed: int, vacuous_every: int = 2) -> datasets.Dataset:
-    """Each object sits on a fixed side (the shortcut: question -> answer). Every `vacuous_every`-th factual
-    rationale says nothing about the side, as teachers' vacuous rationales do; counterfactual rationales
-    always state the other side."""
+def shortcut_world(n: int, seed: int, informative_every: int = 4) -> datasets.Dataset:
+    """Each object sits on a fixed side (the shortcut: question -> answer). Only every
+    `informative_every`-th factual rationale states the side; the others are vacuous, as many teacher
+    rationales are. Counterfactual rationales always state the other side."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         obj = rng.choice(OBJECTS)
         side = "left" if OBJECTS.index(obj) % 2 == 0 else "right"
         other = "right" if side == "left" else "left"
-        informative = i % vacuous_every != 0
+        informative = i % informative_every == 0
         rows.append({
             "question": f"Where is the {obj}?", "choices": ["left", "right"], "answer": side,
             "rationale": f"The {obj} was put on the {side}." if informative else f"The {obj} is somewhere in the room.",
@@ -63,8 +63,8 @@ def test_counterfactual_student_follows_forced_rationale_more(tokenizer, tmp_pat
         )
         CounterfactualTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer).train()
         consistency[alpha] = evaluate_student(model, tokenizer, test, max_new_tokens=48)["counterfactual_consistency"]
-    # seeds 0-2 gave 0.0 vs 1.0 when this test was written; demand a wide margin
-    assert consistency[0.5] >= consistency[0.0] + 0.5, consistency
+    # seeds 0-4 gave margins from 0.475 (seed 4: 0.525 vs 1.0) to 1.0 when this test was written
+    assert consistency[0.5] >= consistency[0.0] + 0.4, consistency
 
 
 def _save_student(tmp_path, tokenizer):
@@ -79,7 +79,7 @@ def test_torchrun_two_processes_equals_one_process_step(tokenizer, tmp_path):
     """One SGD step with 2 processes x 1 row == 1 process x 2 rows (token-normalised across devices)."""
     init = _save_student(tmp_path, tokenizer)
     data = tmp_path / "train.jsonl"
-    shortcut_world(2, 0, vacuous_every=3).to_json(str(data))
+    shortcut_world(2, 0, informative_every=2).to_json(str(data))
     common = {"model_name_or_path": str(init), "train_file": str(data), "max_steps": 1, "optim": "sgd",
               "learning_rate": 1.0, "lr_scheduler_type": "constant", "max_grad_norm": 0.0, "report_to": [],
               "save_strategy": "no", "counterfactual_alpha": 0.5, "seed": 0, "use_cpu": True,

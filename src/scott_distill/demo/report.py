@@ -36,7 +36,7 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     names = list(results["decoding"])
     x = range(len(names))
     for offset, (metric, label) in zip((-0.2, 0.2), (("supports_gold", "supports gold answer"),
@@ -45,7 +45,7 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> Path:
     ax1.set_xticks(list(x), [DECODING_LABELS[n].replace(" (", "\n(") for n in names])
     ax1.set_ylim(0, 1)
     ax1.set_title("Teacher rationales")
-    ax1.legend()
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     students = list(results["students"])
     metrics = [("accuracy", "accuracy"), ("accuracy_anti_shortcut", "acc. anti-shortcut"),
                ("counterfactual_consistency", "CF consistency"), ("las", "LAS")]
@@ -58,7 +58,7 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> Path:
     ax2.set_ylim(min(0, *[results["students"][s]["las"] for s in students]) - 0.05, 1)
     ax2.axhline(0, color="black", linewidth=0.5)
     ax2.set_title("Students")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
     fig.suptitle(f"SCOTT on a synthetic world (seed {results['settings']['seed']}"
                  f"{', quick' if results['settings']['quick'] else ''})")
     fig.tight_layout()
