@@ -9,6 +9,7 @@ from .fused import contrastive_generate
 from .las import leakage_adjusted_simulatability, load_las
 from .processor import ContrastiveRationaleLogitsProcessor
 from .rationalize import generate_rationales
+from .student import RationaleStudent
 from .trainer import CounterfactualTrainer, CounterfactualTrainingArguments
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "CounterfactualDataCollator",
     "CounterfactualTrainer",
     "CounterfactualTrainingArguments",
+    "RationaleStudent",
     "StudentFormat",
     "contrastive_generate",
     "generate_rationales",

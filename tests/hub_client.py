@@ -1,0 +1,47 @@
+"""TEST CODE run in a subprocess by test_hub.py, with HF_ENDPOINT pointing at the local test Hub server.
+
+argv: MODE WORKDIR [TOKEN]. Prints one JSON line with what the test checks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import datasets
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from scott_distill import RationaleStudent, StudentFormat
+from scott_distill.hub import HubPushError, push_rationale_dataset, push_student, render_student_card
+
+mode, work = sys.argv[1], Path(sys.argv[2])
+token = sys.argv[3] if len(sys.argv) > 3 else None
+model = AutoModelForSeq2SeqLM.from_pretrained(work / "init")
+tok = AutoTokenizer.from_pretrained(work / "init")
+fmt = StudentFormat(answer_prefix="Therefore the answer is")
+metrics = {"accuracy": 0.75, "las": 0.05, "las_ci_low": 0.01, "las_ci_high": 0.09, "counterfactual_consistency": 0.8}
+card = render_student_card("org/scott-t5-cose", fmt, metrics, task="cose", dataset_id="org/cose-rationales")
+questions = ["Where would you keep milk cold?", "What tool cuts wood?"]
+choices = [["fridge", "oven", "shelf"], ["saw", "towel"]]
+
+if mode == "roundtrip":
+    url = push_student(model, tok, "org/scott-t5-cose", fmt, work / "local_student", card, private=True, token=token)
+    pulled = RationaleStudent.from_pretrained("org/scott-t5-cose", token=token, max_new_tokens=8)
+    local = RationaleStudent(model, tok, fmt, max_new_tokens=8)
+    rows = datasets.Dataset.from_list([{"id": "1", "question": questions[0], "choices": choices[0],
+                                        "answer": "fridge", "rationale": "cold", "counterfactual_answer": "oven",
+                                        "counterfactual_rationale": "hot"}])
+    ds_url = push_rationale_dataset(rows, "org/cose-rationales", work / "local_dataset",
+                                    {"task": "cose", "teacher": "t", "alpha": 0.5}, token=token)
+    print(json.dumps({"url": url, "dataset_url": ds_url, "pulled": pulled.explain_batch(questions, choices),
+                      "local": local.explain_batch(questions, choices), "prefix": pulled.format.answer_prefix,
+                      "pulled_dir_has_card": (Path(pulled.model.name_or_path) / "README.md").exists(),
+                      "pulled_card": str(Path(pulled.model.name_or_path) / "README.md")}))
+elif mode == "fail":
+    try:
+        push_student(model, tok, "org/scott-t5-cose", fmt, work / "local_student", card, token=token)
+        print(json.dumps({"raised": False}))
+    except HubPushError as exc:
+        print(json.dumps({"raised": True, "message": str(exc),
+                          "local_files": sorted(p.name for p in (work / "local_student").iterdir())}))
