@@ -17,8 +17,9 @@ from scott_distill.hub import HubPushError, push_rationale_dataset, push_student
 
 mode, work = sys.argv[1], Path(sys.argv[2])
 token = sys.argv[3] if len(sys.argv) > 3 else None
-model = AutoModelForSeq2SeqLM.from_pretrained(work / "init")
-tok = AutoTokenizer.from_pretrained(work / "init")
+if mode in ("roundtrip", "fail"):
+    model = AutoModelForSeq2SeqLM.from_pretrained(work / "init")
+    tok = AutoTokenizer.from_pretrained(work / "init")
 fmt = StudentFormat(answer_prefix="Therefore the answer is")
 metrics = {"accuracy": 0.75, "las": 0.05, "las_ci_low": 0.01, "las_ci_high": 0.09, "counterfactual_consistency": 0.8}
 card = render_student_card("org/scott-t5-cose", fmt, metrics, task="cose", dataset_id="org/cose-rationales")
@@ -45,3 +46,13 @@ elif mode == "fail":
     except HubPushError as exc:
         print(json.dumps({"raised": True, "message": str(exc),
                           "local_files": sorted(p.name for p in (work / "local_student").iterdir())}))
+elif mode == "recipe":
+    from scott_distill.recipes import main as run_main
+
+    config = work / "recipe.yaml"
+    run_main([str(config), "--stage", "push"])
+    pulled = RationaleStudent.from_pretrained("org/scott-t5-cose", max_new_tokens=8)
+    local = RationaleStudent.from_pretrained(str(work / "run" / "student"), max_new_tokens=8)
+    card = Path(pulled.model.name_or_path) / "README.md"
+    print(json.dumps({"pulled": pulled.explain_batch(questions, choices),
+                      "local": local.explain_batch(questions, choices), "card": str(card)}))

@@ -16,6 +16,7 @@ from . import __version__
 
 # name -> (module with a `main(argv)` function, one-line description)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("scott_distill.recipes", "Run a recipe YAML end to end (rationalize, train, evaluate, push)."),
     "demo": ("scott_distill.demo.cli", "Run the whole method offline on a synthetic reasoning world."),
     "rationalize": ("scott_distill.rationalize_cli", "Teacher: write (counterfactual) rationales for a QA dataset."),
     "train": ("scott_distill.train_cli", "Student: counterfactual training on a rationale dataset."),

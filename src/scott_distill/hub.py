@@ -30,8 +30,8 @@ CARD_METRICS = {
     "accuracy": ("accuracy", "Accuracy"),
     "las": ("las", "LAS"),
     "counterfactual_consistency": ("counterfactual_consistency", "Counterfactual consistency"),
-    "accuracy_gold_rationale": ("accuracy", "Accuracy (gold rationale forced)"),
-    "accuracy_perturbed_rationale": ("accuracy", "Accuracy (rationale perturbed)"),
+    "accuracy_gold_rationale": ("accuracy_gold_rationale", "Accuracy (gold rationale forced)"),
+    "accuracy_perturbed_rationale": ("accuracy_perturbed_rationale", "Accuracy (rationale perturbed)"),
 }
 
 

@@ -130,9 +130,7 @@ def _las(student, tok, world: World, train_rows, test_rows, s: DemoSettings, out
     args = Seq2SeqTrainingArguments(output_dir=str(out), num_train_epochs=s.simulator_epochs,
                                     per_device_train_batch_size=32, learning_rate=3e-3, report_to=[],
                                     save_strategy="no", seed=s.seed, disable_tqdm=True, logging_steps=10**6)
-    tok.padding_side = "right"
     simulator = train_simulator(simulator, tok, sim_rows[0], args=args, explanation_dropout=0.5)
-    tok.padding_side = "left"
     preds = simulate(simulator, tok, sim_rows[1], batch_size=64)
     return leakage_adjusted_simulatability(preds["xe"], preds["x"], preds["e"], sim_rows[1]["label"],
                                            bootstrap=1000, seed=s.seed)

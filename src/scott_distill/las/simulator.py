@@ -130,7 +130,12 @@ def train_simulator(
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
         processing_class=tokenizer,
     )
-    trainer.train()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"  # seq2seq labels are padded on the right, whatever the tokenizer's default
+    try:
+        trainer.train()
+    finally:
+        tokenizer.padding_side = side
     return trainer.model
 
 

@@ -1,0 +1,79 @@
+"""`scott-distill run`: the whole recipe on tiny models and a CoS-E slice, stage caching, and the Hub push."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import make_gpt2, make_t5, shared_data_or_skip
+from hub_server import FakeHub
+from huggingface_hub import ModelCard
+from test_hub import run_client
+from trl import TrlParser
+
+import scott_distill.recipes as recipes
+from scott_distill.recipes import RecipeArguments
+from scott_distill.recipes import main as run_main
+
+RECIPES = ["csqa", "strategyqa", "creak", "qasc", "cose"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_shipped_recipes_parse(name):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "recipes" / f"{name}.yaml"
+    (args,) = TrlParser(RecipeArguments).parse_args_and_config(["--config", str(path)])
+    assert args.task == name and args.teacher and args.student and args.simulator
+    assert args.student_repo and args.dataset_repo and 0 <= args.counterfactual_alpha <= 1
+
+
+def write_recipe(tmp_path, tokenizer):
+    cose = shared_data_or_skip("cose_v1")
+    for name, model in (("teacher", make_gpt2(len(tokenizer))), ("student", make_t5(len(tokenizer))),
+                        ("simulator", make_t5(len(tokenizer), seed=5))):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    base = yaml.safe_load(open(__file__.replace("tests/test_recipes.py", "recipes/cose.yaml")))
+    config = {**base, "teacher": str(tmp_path / "teacher"), "student": str(tmp_path / "student"),
+              "simulator": str(tmp_path / "simulator"), "data": str(cose / "train.csv"),
+              "eval_data": str(cose / "dev.csv"), "max_train_rows": 8, "max_eval_rows": 4, "max_new_tokens": 5,
+              "epochs": 1, "batch_size": 4, "bf16": False, "teacher_dtype": "auto", "simulator_epochs": 1,
+              "bootstrap": 100, "eval_max_new_tokens": 6, "rationale_batch_size": 8,
+              "output_dir": str(tmp_path / "run"), "student_repo": "org/scott-t5-cose",
+              "dataset_repo": "org/cose-rationales"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
+    recipe = write_recipe(tmp_path, tokenizer)
+    assert run_main([str(recipe)]) == 0
+    run = tmp_path / "run"
+    assert (run / "rationales" / "train" / "dataset" / "dataset_info.json").exists()
+    assert (run / "student" / "scott_config.json").exists()
+    metrics = __import__("json").loads((run / "eval" / "metrics.json").read_text())
+    for key in ("accuracy", "counterfactual_consistency", "las", "las_ci_low", "las_ci_high"):
+        assert key in metrics
+
+    def boom(*a, **k):
+        raise AssertionError("a cached stage ran again")
+
+    monkeypatch.setattr("scott_distill.rationalize.generate_rationales", boom)
+    monkeypatch.setattr(recipes.CounterfactualTrainer, "train", boom)
+    monkeypatch.setattr(recipes, "evaluate_student", boom)
+    assert run_main([str(recipe), "--stage", "all"]) == 0  # every stage is read back from disk
+
+    with FakeHub() as hub:
+        out = run_client(hub, "recipe", tmp_path)
+        assert ("dataset", "org/cose-rationales") in hub.state.repos
+    assert out["pulled"] == out["local"]
+    card = ModelCard.load(out["card"])
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["accuracy"] == pytest.approx(metrics["accuracy"]) and values["las"] == pytest.approx(metrics["las"])
+
+
+def test_bad_stage_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--stage"):
+        recipes.Recipe(RecipeArguments(task="cose", stage="deploy"))
