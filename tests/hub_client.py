@@ -1,6 +1,6 @@
 """TEST CODE run in a subprocess by test_hub.py, with HF_ENDPOINT pointing at the local test Hub server.
 
-argv: MODE WORKDIR [TOKEN]. Prints one JSON line with what the test checks.
+argv: MODE WORKDIR [EXTRA] (EXTRA: a token, or for "rationalize" the data file). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -56,3 +56,10 @@ elif mode == "recipe":
     card = Path(pulled.model.name_or_path) / "README.md"
     print(json.dumps({"pulled": pulled.explain_batch(questions, choices),
                       "local": local.explain_batch(questions, choices), "card": str(card)}))
+elif mode == "rationalize":
+    from scott_distill.rationalize_cli import main as rationalize_main
+
+    rationalize_main(["--teacher", str(work / "teacher"), "--task", "cose", "--data", sys.argv[3],
+                      "--max_rows", "4", "--max_new_tokens", "4", "--output", str(work / "rz"),
+                      "--push_to_hub", "org/rz", "--private"])
+    print(json.dumps({"ok": True}))

@@ -146,3 +146,22 @@ def test_torchrun_two_ranks_merge_equals_single_process(tokenizer, tmp_path):
     ddp = datasets.load_from_disk(str(tmp_path / "ddp" / "dataset"))
     single = datasets.load_from_disk(str(tmp_path / "single" / "dataset"))
     assert ddp.to_list() == single.to_list() and len(single) == 9
+
+
+def test_cli_push_to_hub_uploads_dataset_and_card(tokenizer, tmp_path):
+    from huggingface_hub import DatasetCard
+    from hub_server import FakeHub
+    from test_hub import run_client
+
+    data = shared_data_or_skip("cose_v1", "dev.csv")
+    make_gpt2(len(tokenizer)).save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    with FakeHub() as hub:
+        run_client(hub, "rationalize", tmp_path, token=str(data))
+        repo = hub.state.repos[("dataset", "org/rz")]
+    assert repo["private"] and "data/train-00000-of-00001.parquet" in repo["files"]
+    card = (tmp_path / "card.md")
+    card.write_bytes(repo["files"]["README.md"])
+    text = DatasetCard.load(card).text
+    assert "| rows | 4 |" in text and "| perturbation | `wrong` |" in text
+    assert (tmp_path / "rz" / "dataset" / "dataset_info.json").exists()

@@ -35,6 +35,9 @@ class RationalizeArguments:
     plausibility_threshold: float | None = field(default=None)
     seed: int = field(default=0)
     torch_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Also push the dataset (with a card) to this "
+                                    "Hub dataset repo id; token from HF_TOKEN or the cached login."})
+    private: bool = field(default=False, metadata={"help": "Create the Hub dataset repo as private."})
 
 
 def load_teacher(name: str, dtype: str):
@@ -59,6 +62,14 @@ def run(args: RationalizeArguments):
         plausibility_threshold=args.plausibility_threshold, seed=args.seed,
     )
     logger.info("%d rationalized rows in %s/dataset", len(result), args.output)
+    if args.push_to_hub:
+        import json
+        from pathlib import Path
+
+        from .hub import push_rationale_dataset
+
+        settings = json.loads((Path(args.output) / "run_config.json").read_text())
+        push_rationale_dataset(result, args.push_to_hub, Path(args.output) / "hub", settings, private=args.private)
     return result
 
 
