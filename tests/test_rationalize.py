@@ -149,8 +149,8 @@ def test_torchrun_two_ranks_merge_equals_single_process(tokenizer, tmp_path):
 
 
 def test_cli_push_to_hub_uploads_dataset_and_card(tokenizer, tmp_path):
-    from huggingface_hub import DatasetCard
     from hub_server import FakeHub
+    from huggingface_hub import DatasetCard
     from test_hub import run_client
 
     data = shared_data_or_skip("cose_v1", "dev.csv")

@@ -17,16 +17,18 @@ from dataclasses import dataclass
 import datasets
 import torch
 from transformers import (
+    DataCollatorForMultipleChoice,
     DataCollatorForSeq2Seq,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
+    Trainer,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONDITIONS", "SimulatorFormat", "simulate", "train_simulator"]
+__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "simulate", "train_simulator"]
 
 CONDITIONS = ("xe", "x", "e")
 
@@ -98,16 +100,24 @@ def train_simulator(
     max_source_length: int = 256,
     max_target_length: int = 32,
 ) -> PreTrainedModel:
-    """Fine-tune a seq2seq simulator with ``Seq2SeqTrainer``; selects the best dev checkpoint by dev loss.
+    """Fine-tune a simulator; with a dev set and ``load_best_model_at_end`` the best dev-loss checkpoint is kept.
+
+    A seq2seq model is trained with ``Seq2SeqTrainer`` to generate ``The answer is: {choice}``; a
+    ``*ForMultipleChoice`` model (an encoder with a choice head, the classifier-style alternative) is trained
+    with ``Trainer`` on (source, choice) pairs.
 
     ``train_dataset`` / ``eval_dataset`` rows: ``question``, ``choices``, ``explanation`` and ``label`` (the
     explained model's answer, a choice string). Returns the (best) trained model.
     """
-    if not model.config.is_encoder_decoder:
-        raise ValueError("`model` must be an encoder-decoder (seq2seq) model for the generative simulator.")
     fmt = fmt or SimulatorFormat()
     args = args or Seq2SeqTrainingArguments(output_dir="simulator", report_to=[], save_strategy="no")
     seed = args.seed
+    if is_choice_simulator(model):
+        return _train_choice_simulator(model, tokenizer, train_dataset, eval_dataset, args, explanation_dropout,
+                                       fmt, label_column, explanation_column, max_source_length)
+    if not model.config.is_encoder_decoder:
+        raise ValueError("`model` must be a seq2seq model (generative simulator) or a *ForMultipleChoice model "
+                         "(classifier simulator).")
 
     def tokenize(batch):
         enc = tokenizer(batch["source"], max_length=max_source_length, truncation=True)
@@ -137,6 +147,60 @@ def train_simulator(
     finally:
         tokenizer.padding_side = side
     return trainer.model
+
+
+def is_choice_simulator(model: PreTrainedModel) -> bool:
+    """A classifier-style simulator: an encoder with a multiple-choice head."""
+    return type(model).__name__.endswith("ForMultipleChoice")
+
+
+def _choice_features(tokenizer, sources: Sequence[str], choices: Sequence[Sequence[str]], max_length: int):
+    return [tokenizer([src] * len(cs), list(cs), truncation=True, max_length=max_length)
+            for src, cs in zip(sources, choices)]
+
+
+def _train_choice_simulator(model, tokenizer, train_dataset, eval_dataset, args, explanation_dropout, fmt,
+                            label_column, explanation_column, max_length) -> PreTrainedModel:
+    def features(dataset, dropout, seed):
+        _check_columns(dataset, ["question", "choices", explanation_column, label_column], "dataset")
+        rng = random.Random(seed)
+        rows = []
+        for row in dataset:
+            condition = "x" if rng.random() < dropout else "xe"
+            src = fmt.source(row["question"], row["choices"], row[explanation_column], condition)
+            enc = _choice_features(tokenizer, [src], [row["choices"]], max_length)[0]
+            label = str(row[label_column])
+            if label not in row["choices"]:
+                raise ValueError(f"label {label!r} is not among the choices {row['choices']}.")
+            rows.append({**dict(enc), "labels": row["choices"].index(label)})
+        return datasets.Dataset.from_list(rows)
+
+    train = features(train_dataset, explanation_dropout, args.seed)
+    dev = features(eval_dataset, 0.0, args.seed) if eval_dataset is not None else None
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                      data_collator=DataCollatorForMultipleChoice(tokenizer), processing_class=tokenizer)
+    trainer.train()
+    return trainer.model
+
+
+@torch.no_grad()
+def _choice_scores(model, tokenizer, sources, choices, batch_size: int, max_length: int = 256) -> list[list[float]]:
+    collate = DataCollatorForMultipleChoice(tokenizer)
+    model.eval()
+    out: list[list[float]] = []
+    for i in range(0, len(sources), batch_size):
+        feats = _choice_features(tokenizer, sources[i : i + batch_size], choices[i : i + batch_size], max_length)
+        scores: list[list[float]] = [[] for _ in feats]
+        widths = [len(f["input_ids"]) for f in feats]
+        for w in sorted(set(widths)):  # rows with the same number of choices share a batch
+            idx = [k for k, n in enumerate(widths) if n == w]
+            # the collator requires a label; scoring ignores it
+            batch = collate([{**feats[k], "labels": 0} for k in idx])
+            batch = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
+            for k, row in zip(idx, model(**batch).logits.float().log_softmax(-1).tolist()):
+                scores[k] = row
+        out.extend(scores)
+    return out
 
 
 @torch.no_grad()
@@ -195,7 +259,10 @@ def simulate(
     result: dict[str, list] = {}
     for cond in CONDITIONS:
         sources = [fmt.source(q, c, e, cond) for q, c, e in zip(questions, choices, expl)]
-        scores = score_choices(simulator, tokenizer, sources, choices, fmt, batch_size)
+        if is_choice_simulator(simulator):
+            scores = _choice_scores(simulator, tokenizer, sources, choices, batch_size)
+        else:
+            scores = score_choices(simulator, tokenizer, sources, choices, fmt, batch_size)
         probs = [torch.softmax(torch.tensor(s), -1).tolist() for s in scores]
         result[cond] = [cs[max(range(len(p)), key=p.__getitem__)] for cs, p in zip(choices, probs)]
         result[f"{cond}_probs"] = probs
