@@ -81,10 +81,10 @@ def score_answers_given_rationales(
     fmt = fmt or StudentFormat()
     causal = not model.config.is_encoder_decoder
     sources, targets, answer_starts = [], [], []
-    for q, cs, r in zip(questions, choices, rationales):
+    for prompt, cs, r in zip(_prompts(fmt, questions, choices, causal), choices, rationales):
         for c in cs:
             target, start = fmt.target(r, c)
-            sources.append(fmt.source(q, cs) + ("\n" if causal else ""))
+            sources.append(prompt)
             targets.append(target)
             answer_starts.append(start)
     model.eval()

@@ -15,7 +15,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from .processor import contrastive_scores, decoder_position_ids
+from .processor import contrastive_scores, decoder_position_ids, end_token_ids
 
 __all__ = ["contrastive_generate"]
 
@@ -49,14 +49,6 @@ def _encode(prompts: Prompts, tokenizer: PreTrainedTokenizerBase | None, name: s
     finally:
         tokenizer.padding_side = side
     return enc["input_ids"], enc["attention_mask"]
-
-
-def _end_token_ids(model: PreTrainedModel, stop_token_ids: Iterable[int] | None) -> torch.Tensor:
-    ids: set[int] = set(stop_token_ids or [])
-    eos = model.generation_config.eos_token_id
-    if eos is not None:
-        ids.update([eos] if isinstance(eos, int) else list(eos))
-    return torch.tensor(sorted(ids), dtype=torch.long)
 
 
 @torch.no_grad()
@@ -147,7 +139,7 @@ def contrastive_generate(
             warpers.append(TopKLogitsWarper(top_k))
         if top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p))
-    end_ids = _end_token_ids(model, stop_token_ids).to(device)
+    end_ids = end_token_ids(model, stop_token_ids).to(device)
 
     model_kwargs: dict = {}
     params = inspect.signature(model.forward).parameters

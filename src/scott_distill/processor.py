@@ -12,7 +12,16 @@ from transformers import LogitsProcessor, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContrastiveRationaleLogitsProcessor", "contrastive_scores", "decoder_position_ids"]
+__all__ = ["ContrastiveRationaleLogitsProcessor", "contrastive_scores", "decoder_position_ids", "end_token_ids"]
+
+
+def end_token_ids(model: PreTrainedModel, stop_token_ids: Iterable[int] | None = None) -> torch.LongTensor:
+    """The model's ``generation_config.eos_token_id`` (int or list) plus ``stop_token_ids``, sorted."""
+    ids: set[int] = set(stop_token_ids or [])
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is not None:
+        ids.update([eos] if isinstance(eos, int) else list(eos))
+    return torch.tensor(sorted(ids), dtype=torch.long)
 
 
 def decoder_position_ids(attention_mask: torch.Tensor) -> torch.LongTensor:
@@ -159,11 +168,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         self.contrast_input_ids = contrast_input_ids
         self.contrast_attention_mask = contrast_attention_mask.long()
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        end_ids: set[int] = set(stop_token_ids or [])
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if eos is not None:
-            end_ids.update([eos] if isinstance(eos, int) else list(eos))
-        self.stop_token_ids = torch.tensor(sorted(end_ids), dtype=torch.long)
+        self.stop_token_ids = end_token_ids(model, stop_token_ids)
         params = inspect.signature(model.forward).parameters
         self._accepts_position_ids = "position_ids" in params
         # Only the last position's logits are needed; without this the prefill materialises

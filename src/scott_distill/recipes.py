@@ -150,20 +150,15 @@ class Recipe:
     def _las(self, model, tok, fmt, rationales) -> dict[str, float]:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
 
-        from .las.simulator import simulate, train_simulator
+        from .las.simulator import simulate, simulator_rows, train_simulator
 
         a = self.args
         train_rows = rationales["train"]
         if a.simulator_train_rows:
             train_rows = train_rows.select(range(min(a.simulator_train_rows, len(train_rows))))
-        sims = []
-        for rows in (train_rows, rationales["eval"]):
-            preds = predict(model, tok, rows, fmt, max_new_tokens=a.eval_max_new_tokens, show_progress=False)
-            sims.append(datasets.Dataset.from_list([
-                {"question": r["question"], "choices": r["choices"], "explanation": p["rationale"],
-                 "label": p["answer"] if p["answer"] in r["choices"] else r["choices"][0]}
-                for r, p in zip(rows, preds)
-            ]))
+        sims = [simulator_rows(rows, predict(model, tok, rows, fmt, max_new_tokens=a.eval_max_new_tokens,
+                                             show_progress=False))
+                for rows in (train_rows, rationales["eval"])]
         sim_tok = AutoTokenizer.from_pretrained(a.simulator)
         simulator = train_simulator(
             AutoModelForSeq2SeqLM.from_pretrained(a.simulator), sim_tok, sims[0],

@@ -27,7 +27,7 @@ from transformers import (
 from ..evaluation import evaluate_student, predict
 from ..io import write_json
 from ..las import leakage_adjusted_simulatability
-from ..las.simulator import simulate, train_simulator
+from ..las.simulator import simulate, simulator_rows, train_simulator
 from ..rationalize import generate_rationales
 from ..tokenizer_utils import train_bpe_tokenizer
 from ..trainer import CounterfactualTrainer, CounterfactualTrainingArguments
@@ -118,14 +118,9 @@ def _with_counterfactual_probe(world: World, rows: list[dict], seed: int) -> dat
 
 def _las(student, tok, world: World, train_rows, test_rows, s: DemoSettings, out: Path) -> dict[str, float]:
     """Simulator trained on the student's own train-set explanations and answers; LAS on the test set."""
-    sim_rows = []
-    for split in (train_rows, test_rows):
-        preds = predict(student, tok, split, batch_size=64, max_new_tokens=48, show_progress=False)
-        sim_rows.append(datasets.Dataset.from_list([
-            {"question": r["question"], "choices": r["choices"], "explanation": p["rationale"],
-             "label": p["answer"] if p["answer"] in r["choices"] else r["choices"][0]}
-            for r, p in zip(split, preds)
-        ]))
+    sim_rows = [simulator_rows(split, predict(student, tok, split, batch_size=64, max_new_tokens=48,
+                                              show_progress=False))
+                for split in (train_rows, test_rows)]
     simulator = _student(tok, s, s.seed + 7)
     args = Seq2SeqTrainingArguments(output_dir=str(out), num_train_epochs=s.simulator_epochs,
                                     per_device_train_batch_size=32, learning_rate=3e-3, report_to=[],
