@@ -35,7 +35,12 @@ if mode == "roundtrip":
                                         "counterfactual_rationale": "hot"}])
     ds_url = push_rationale_dataset(rows, "org/cose-rationales", work / "local_dataset",
                                     {"task": "cose", "teacher": "t", "alpha": 0.5}, token=token)
+    # a second push, to a branch, with another format
+    push_student(model, tok, "org/scott-t5-cose", StudentFormat(answer_prefix="Because the answer is"), work / "v1",
+                 card, private=True, revision="v1", token=token)
+    v1_student = RationaleStudent.from_pretrained("org/scott-t5-cose", revision="v1", token=token)
     print(json.dumps({"url": url, "dataset_url": ds_url, "pulled": pulled.explain_batch(questions, choices),
+                      "v1_prefix": v1_student.format.answer_prefix,
                       "local": local.explain_batch(questions, choices), "prefix": pulled.format.answer_prefix,
                       "pulled_dir_has_card": (Path(pulled.model.name_or_path) / "README.md").exists(),
                       "pulled_card": str(Path(pulled.model.name_or_path) / "README.md")}))

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from conftest import make_t5
-from hub_server import FakeHub
+from hub_server import FakeHub, files_at
 from huggingface_hub import ModelCard
 
 from scott_distill import StudentFormat
@@ -57,11 +57,14 @@ def test_push_then_pull_student_gives_same_outputs(tmp_path, tokenizer):
         repo = hub.state.repos[("model", "org/scott-t5-cose")]
         assert repo["private"]
         assert {"config.json", "model.safetensors", "scott_config.json", "README.md",
-                "tokenizer.json"} <= set(repo["files"])
-        assert ("dataset", "org/cose-rationales") in hub.state.repos
-        assert "data/train-00000-of-00001.parquet" in hub.state.repos[("dataset", "org/cose-rationales")]["files"]
+                "tokenizer.json"} <= set(files_at(repo, "main"))
+        main, v1 = files_at(repo, "main"), files_at(repo, "v1")
+        assert set(main) == set(v1) and main["scott_config.json"] != v1["scott_config.json"]  # branch only
+        dataset = hub.state.repos[("dataset", "org/cose-rationales")]
+        assert "data/train-00000-of-00001.parquet" in files_at(dataset, "main")
     assert out["pulled"] == out["local"]  # same weights, same format from scott_config.json
     assert out["prefix"] == "Therefore the answer is"
+    assert out["v1_prefix"] == "Because the answer is"  # pulled from the branch with revision="v1"
     card = ModelCard.load(out["pulled_card"])
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "las", "counterfactual_consistency"}
 
@@ -75,3 +78,22 @@ def test_failed_push_keeps_local_files_and_says_how_to_retry(tmp_path, tokenizer
     with FakeHub(required_token="right") as hub:
         out = run_client(hub, "fail", tmp_path, token="wrong")
     assert out["raised"] and "401" in out["message"]
+
+
+def test_rationale_student_decoder_only_from_local_folder(tmp_path, tokenizer):
+    import datasets
+    from conftest import make_gpt2
+
+    from scott_distill import RationaleStudent
+    from scott_distill.evaluation import predict
+    from scott_distill.hub import save_student
+
+    model = make_gpt2(len(tokenizer))
+    fmt = StudentFormat(factual_tag="<f>")
+    save_student(model, tokenizer, fmt, tmp_path / "gpt2-student")
+    student = RationaleStudent.from_pretrained(tmp_path / "gpt2-student", max_new_tokens=6)
+    assert student.format == fmt and not student.model.config.is_encoder_decoder
+    rationale, answer = student.explain("Where is milk kept?", ["fridge", "oven"])
+    rows = datasets.Dataset.from_dict({"question": ["Where is milk kept?"], "choices": [["fridge", "oven"]]})
+    direct = predict(model, tokenizer, rows, fmt, max_new_tokens=6, show_progress=False)[0]
+    assert (rationale, answer) == (direct["rationale"], direct["answer"])

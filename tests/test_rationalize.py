@@ -149,7 +149,7 @@ def test_torchrun_two_ranks_merge_equals_single_process(tokenizer, tmp_path):
 
 
 def test_cli_push_to_hub_uploads_dataset_and_card(tokenizer, tmp_path):
-    from hub_server import FakeHub
+    from hub_server import FakeHub, files_at
     from huggingface_hub import DatasetCard
     from test_hub import run_client
 
@@ -159,9 +159,10 @@ def test_cli_push_to_hub_uploads_dataset_and_card(tokenizer, tmp_path):
     with FakeHub() as hub:
         run_client(hub, "rationalize", tmp_path, token=str(data))
         repo = hub.state.repos[("dataset", "org/rz")]
-    assert repo["private"] and "data/train-00000-of-00001.parquet" in repo["files"]
+        files = files_at(repo, "main")
+    assert repo["private"] and "data/train-00000-of-00001.parquet" in files
     card = (tmp_path / "card.md")
-    card.write_bytes(repo["files"]["README.md"])
+    card.write_bytes(files["README.md"])
     text = DatasetCard.load(card).text
     assert "| rows | 4 |" in text and "| perturbation | `wrong` |" in text
     assert (tmp_path / "rz" / "dataset" / "dataset_info.json").exists()
