@@ -336,3 +336,12 @@ def test_fused_errors(tokenizer):
         contrastive_generate(model, None, GOLD, CONTRAST)
     with pytest.raises(ValueError, match="alpha"):
         contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=-1)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import scott_distill.processor as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 8

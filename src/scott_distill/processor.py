@@ -125,15 +125,17 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
     >>> from scott_distill import ContrastiveRationaleLogitsProcessor
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
-    >>> teacher = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
+    >>> config = GPT2Config(vocab_size=32, n_positions=64, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=1)
+    >>> teacher = GPT2LMHeadModel(config).eval()
     >>> gold = torch.tensor([[5, 6, 7, 8]])  # "... The answer is A. Because"
     >>> contrast = torch.tensor([[5, 6, 9, 8]])  # "... The answer is B. Because"
     >>> proc = ContrastiveRationaleLogitsProcessor(teacher, contrast_input_ids=contrast, alpha=0.5)
     >>> out = teacher.generate(
     ...     gold, logits_processor=LogitsProcessorList([proc]), max_new_tokens=5, do_sample=False, pad_token_id=0
     ... )
-    >>> out.shape
-    torch.Size([1, 9])
+    >>> out.shape[0], out.shape[1] <= 9
+    (1, True)
+
     ```
     """
 
