@@ -73,6 +73,7 @@ class Recipe:
             raise ValueError(f"--stage must be one of {STAGES} or 'all', got {args.stage!r}.")
         self.args = args
         self.out = Path(args.output_dir)
+        self._rationales: dict[str, datasets.Dataset] | None = None  # train/evaluate/push all read them
 
     # -- paths ------------------------------------------------------------------------------------
     def rationale_dir(self, split: str) -> Path:
@@ -95,6 +96,11 @@ class Recipe:
         return rows.select(range(min(limit, len(rows)))) if limit else rows
 
     def rationalize(self) -> dict[str, datasets.Dataset]:
+        if self._rationales is None:
+            self._rationales = self._load_or_generate_rationales()
+        return self._rationales
+
+    def _load_or_generate_rationales(self) -> dict[str, datasets.Dataset]:
         from .rationalize import generate_rationales
 
         a = self.args
