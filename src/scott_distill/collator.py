@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
 
+from .tokenizer_utils import padding_side
+
 __all__ = ["CounterfactualDataCollator", "StudentFormat", "format_choices"]
 
 
@@ -172,12 +174,9 @@ class CounterfactualDataCollator:
         feats = [f for row in rows for f in self.features(row)]
         is_cf = torch.tensor([f.pop("is_counterfactual") for f in feats], dtype=torch.bool)
         loss_masks = [f.pop("loss_mask", None) for f in feats]
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "right"  # training: right padding keeps positions 0..n-1 for every row
-        try:
+        # training: right padding keeps positions 0..n-1 for every row
+        with padding_side(self.tokenizer, "right"):
             batch = self._pad(feats)
-        finally:
-            self.tokenizer.padding_side = side
         if self.is_encoder_decoder:
             # labels were the full targets so that decoder_input_ids teacher-force the whole target;
             # now hide the non-answer tokens of counterfactual rows from the loss.

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collator import StudentFormat
+from .tokenizer_utils import padding_side, sequence_log_likelihood
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,8 @@ def predict(
     causal = not model.config.is_encoder_decoder
     prompts = _prompts(fmt, dataset["question"], dataset["choices"], causal)
     model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left" if causal else "right"
     outputs: list[str] = []
-    try:
+    with padding_side(tokenizer, "left" if causal else "right"):
         for i in tqdm(range(0, len(prompts), batch_size), desc="predict", disable=not show_progress):
             enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(model.device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
@@ -54,8 +53,6 @@ def predict(
             if causal:
                 gen = gen[:, enc["input_ids"].shape[1] :]
             outputs.extend(tokenizer.batch_decode(gen, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
     rows = []
     for text, choices in zip(outputs, dataset["choices"]):
         rationale, answer = fmt.parse(text)
@@ -134,8 +131,7 @@ def _sequence_scores(model, tokenizer, ids, labels, causal: bool) -> list[float]
         start = model.config.decoder_start_token_id
         dec = pad_to([[start] + t[:-1] for t in tgt], pad)
         logits = model(input_ids=input_ids, attention_mask=mask, decoder_input_ids=dec).logits
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * (lab != -100)).sum(-1).tolist()
+    return sequence_log_likelihood(logits, lab).tolist()
 
 
 def perturb_rationale(

@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from .processor import contrastive_scores, decoder_position_ids, end_token_ids
+from .tokenizer_utils import padding_side
 
 __all__ = ["contrastive_generate"]
 
@@ -42,12 +43,8 @@ def _encode(prompts: Prompts, tokenizer: PreTrainedTokenizerBase | None, name: s
         raise ValueError(f"`{name}` are strings, so `tokenizer` is required.")
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"`{name}` must be a list of strings or a mapping with `input_ids`.")
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left" if left else "right"
-    try:
+    with padding_side(tokenizer, "left" if left else "right"):
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = side
     return enc["input_ids"], enc["attention_mask"]
 
 

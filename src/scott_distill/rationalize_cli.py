@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoTokenizer
 from trl import TrlParser
 
 from .rationalize import PERTURBATIONS, generate_rationales
+from .student_io import load_generative_model
 from .tasks import TASKS, load_task
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,8 @@ class RationalizeArguments:
 
 
 def load_teacher(name: str, dtype: str):
-    config = AutoConfig.from_pretrained(name)
-    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    model = cls.from_pretrained(name, **kwargs).eval()
+    model = load_generative_model(name, **kwargs).eval()
     if torch.cuda.is_available():
         model = model.to(f"cuda:{torch.cuda.current_device()}")
     return model, AutoTokenizer.from_pretrained(name)

@@ -17,7 +17,8 @@ from transformers import (
 
 from .collator import StudentFormat, format_choices
 
-__all__ = ["SCOTT_CONFIG_NAME", "load_student", "read_student_format", "write_student_format"]
+__all__ = ["SCOTT_CONFIG_NAME", "load_generative_model", "load_student", "read_student_format",
+           "write_student_format"]
 
 SCOTT_CONFIG_NAME = "scott_config.json"
 
@@ -39,11 +40,16 @@ def read_student_format(directory: str | os.PathLike) -> StudentFormat:
                          data.get("answer_prefix", "So the answer is"), bool(data.get("without_rationale", False)))
 
 
+def load_generative_model(name_or_path: str, **kwargs) -> PreTrainedModel:
+    """A seq2seq or causal LM, the class chosen from the checkpoint's config."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    return cls.from_pretrained(name_or_path, **kwargs)
+
+
 def load_student(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (seq2seq or causal LM, chosen from its config) and tokenizer of a student or base model."""
-    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = cls.from_pretrained(name_or_path, **kwargs)
+    model = load_generative_model(name_or_path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "train_bpe_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "padding_side", "sequence_log_likelihood", "train_bpe_tokenizer"]
 
 # Order fixes the ids: pad=0 (T5's decoder start), eos=1, unk=2, bos=3.
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
@@ -33,3 +35,20 @@ def train_bpe_tokenizer(
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side=padding_side, **SPECIAL_TOKENS)
+
+
+@contextmanager
+def padding_side(tokenizer: PreTrainedTokenizerBase, side: str) -> Iterator[PreTrainedTokenizerBase]:
+    """Pad on ``side`` inside the block, then restore the tokenizer's own setting (even on error)."""
+    previous = tokenizer.padding_side
+    tokenizer.padding_side = side
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = previous
+
+
+def sequence_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over positions of ``log p(label)``, ignoring ``-100`` labels; ``logits`` already aligned."""
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * (labels != -100)).sum(-1)

@@ -29,7 +29,7 @@ from ..io import write_json
 from ..las import leakage_adjusted_simulatability
 from ..las.simulator import simulate, simulator_rows, train_simulator
 from ..rationalize import generate_rationales
-from ..tokenizer_utils import train_bpe_tokenizer
+from ..tokenizer_utils import padding_side, train_bpe_tokenizer
 from ..trainer import CounterfactualTrainer, CounterfactualTrainingArguments
 from .world import PLACES, World, make_world, specific_rationale
 
@@ -82,10 +82,9 @@ def _train_teacher(world: World, tok, s: DemoSettings, out: Path) -> GPT2LMHeadM
                              per_device_train_batch_size=32, learning_rate=3e-3, warmup_steps=20,
                              lr_scheduler_type="cosine", report_to=[], save_strategy="no", seed=s.seed,
                              disable_tqdm=True, logging_steps=10**6)
-    tok.padding_side = "right"
-    Trainer(model=model, args=args, train_dataset=data,
-            data_collator=DataCollatorForLanguageModeling(tok, mlm=False)).train()
-    tok.padding_side = "left"
+    with padding_side(tok, "right"):
+        Trainer(model=model, args=args, train_dataset=data,
+                data_collator=DataCollatorForLanguageModeling(tok, mlm=False)).train()
     return model.eval()
 
 

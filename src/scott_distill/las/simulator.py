@@ -26,6 +26,8 @@ from transformers import (
     Trainer,
 )
 
+from ..tokenizer_utils import padding_side, sequence_log_likelihood
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "simulate", "simulator_rows", "train_simulator"]
@@ -151,12 +153,8 @@ def train_simulator(
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
         processing_class=tokenizer,
     )
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"  # seq2seq labels are padded on the right, whatever the tokenizer's default
-    try:
+    with padding_side(tokenizer, "right"):  # seq2seq labels are padded on the right, whatever the default
         trainer.train()
-    finally:
-        tokenizer.padding_side = side
     return trainer.model
 
 
@@ -229,19 +227,13 @@ def score_choices(
     flat_src = [s for s, cs in zip(sources, choices) for _ in cs]
     flat_tgt = [fmt.target(c) for cs in choices for c in cs]
     scores: list[float] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
-    try:
+    with padding_side(tokenizer, "right"):
         for i in range(0, len(flat_src), batch_size):
             enc = tokenizer(flat_src[i : i + batch_size], max_length=max_source_length, truncation=True,
                             padding=True, return_tensors="pt").to(model.device)
             tgt = tokenizer(text_target=flat_tgt[i : i + batch_size], padding=True, return_tensors="pt")
             labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100).to(model.device)
-            logits = model(**enc, labels=labels).logits.float()
-            logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            scores.extend((logp * (labels != -100)).sum(-1).tolist())
-    finally:
-        tokenizer.padding_side = side
+            scores.extend(sequence_log_likelihood(model(**enc, labels=labels).logits, labels).tolist())
     out, k = [], 0
     for cs in choices:
         out.append(scores[k : k + len(cs)])
