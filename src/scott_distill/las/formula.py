@@ -205,8 +205,9 @@ def calibrate_leakage_probabilities(e_probabilities: Sequence[float], e_correct:
             break
         dev = new_dev
     else:
-        logger.warning("LAS calibration: the logistic regression did not converge in 25 iterations (the e-only "
-                       "probabilities separate leaked from non-leaked rows); its fitted values are used as they are.")
+        logger.warning("LAS calibration: the logistic regression did not converge in 25 iterations: the e-only "
+                       "probabilities separate leaked from non-leaked rows, the calibrated values are close to 0 and "
+                       "1, and las_k_bins comes close to the two-bin LAS.")
     return mu
 
 
