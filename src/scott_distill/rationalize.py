@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -337,8 +338,9 @@ def generate_rationales(
     Args:
         dataset: rows in the normalised schema (``id``, ``question``, ``choices``, ``answer``) or in the
             task's published format (normalised with ``scott_distill.tasks.normalize_rows``).
-        model / tokenizer: the frozen teacher. A tokenizer without pad token gets the eos token (warning);
-            decoder-only teachers are padded on the left.
+        model / tokenizer: the frozen teacher. During generation a tokenizer without pad token pads with its eos
+            token, on the left for a decoder-only teacher; the tokenizer is restored afterwards. Every prompt plus
+            ``max_new_tokens`` must fit the teacher's context (checked up front: a ``ValueError`` names the row).
         task: ``csqa``, ``strategyqa``, ``creak``, ``qasc`` or ``cose`` (picks the default prompt).
         perturbation: contrast prompts with a random ``"wrong"`` answer, an ``"empty"`` answer, or ``"none"``
             (plain greedy, the baseline).
@@ -349,7 +351,9 @@ def generate_rationales(
         batch_size / max_new_tokens: generation batching (jobs sorted by prompt length) and budget.
         output_dir: if given, every finished batch is appended to ``output_dir/shards``; a re-run with the
             same settings resumes and gives exactly the rows of one uninterrupted run; the result is saved to
-            ``output_dir/dataset``. Under ``torchrun`` each rank takes every world-size-th batch and rank 0
+            ``output_dir/dataset``. The settings and fingerprints of the data (choices included), the rendered
+            prompts, the tokenizer and the teacher's config and weights are kept in ``run_config.json``; a re-run
+            that differs in any of them is refused. Under ``torchrun`` each rank takes every world-size-th batch and rank 0
             merges.
         prompt: a task name, a prompt file or a template string (see ``scott_distill.tasks.load_prompt``).
         use_chat_template: render prompts through the tokenizer's chat template.
@@ -367,22 +371,19 @@ def generate_rationales(
         raise ValueError("`batch_size` and `max_new_tokens` must be >= 1.")
     data = normalize_rows(dataset, task)
     rationale_prompt = load_prompt(prompt or task)
-    partial = dict(
+    settings = RationalizeSettings(
         task=task, perturbation=perturbation, alpha=float(alpha), counterfactual=bool(counterfactual),
         batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, prompt=rationale_prompt.fingerprint,
         use_chat_template=use_chat_template, plausibility_threshold=plausibility_threshold,
-    )
-    jobs = _jobs(data, rationale_prompt, RationalizeSettings(**partial, teacher="", teacher_weights="", tokenizer="",
-                                                             data="", prompts=""), tokenizer)
-    lengths = [len(ids) for ids in tokenizer([j["prompt"] for j in jobs])["input_ids"]]
-    settings = RationalizeSettings(
-        **partial,
         teacher=f"{model.config.name_or_path}:{_hash([model.config.to_json_string(use_diff=False)])}",
         teacher_weights=_weights_fingerprint(model),
         tokenizer=_tokenizer_fingerprint(tokenizer),
         data=_hash(data["id"], data["question"], data["choices"], data["answer"]),
-        prompts=_hash([j["prompt"] for j in jobs], [j["contrast"] for j in jobs]),
+        prompts="",
     )
+    jobs = _jobs(data, rationale_prompt, settings, tokenizer)
+    settings = dataclasses.replace(settings, prompts=_hash([j["prompt"] for j in jobs], [j["contrast"] for j in jobs]))
+    lengths = [len(ids) for ids in tokenizer([j["prompt"] for j in jobs])["input_ids"]]
     _check_context(model, tokenizer, jobs, lengths, data, settings)
     rank, world = _dist()
     out_dir = Path(output_dir) if output_dir is not None else None

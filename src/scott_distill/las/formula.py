@@ -205,7 +205,8 @@ def calibrate_leakage_probabilities(e_probabilities: Sequence[float], e_correct:
             break
         dev = new_dev
     else:
-        logger.warning("LAS calibration: the logistic regression did not converge in 25 iterations: the e-only "
+        # always so with two choices (e-only correct <=> p > 0.5), often with few rows: not worth a warning
+        logger.info("LAS calibration: the logistic regression did not converge in 25 iterations: the e-only "
                        "probabilities separate leaked from non-leaked rows, the calibrated values are close to 0 and "
                        "1, and las_k_bins comes close to the two-bin LAS.")
     return mu
