@@ -353,7 +353,8 @@ def generate_rationales(
             same settings resumes and gives exactly the rows of one uninterrupted run; the result is saved to
             ``output_dir/dataset``. The settings and fingerprints of the data (choices included), the rendered
             prompts, the tokenizer and the teacher's config and weights are kept in ``run_config.json``; a re-run
-            that differs in any of them is refused. Under ``torchrun`` each rank takes every world-size-th batch and rank 0
+            that differs in any of them is refused. Under ``torchrun`` each rank takes every world-size-th batch
+            and rank 0
             merges.
         prompt: a task name, a prompt file or a template string (see ``scott_distill.tasks.load_prompt``).
         use_chat_template: render prompts through the tokenizer's chat template.
