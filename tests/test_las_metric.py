@@ -1,4 +1,5 @@
-"""LAS against a direct transcription of Hase et al.'s formula, the bootstrap, and the evaluate module."""
+"""LAS against the authors' compute_sim.py (re-implemented), the bootstrap vs row resampling, the calibrated k-bins
+variant vs sklearn + pandas.cut, label types, and the evaluate module."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import os
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from scott_distill import load_las
-from scott_distill.las import las_module_path, leakage_adjusted_simulatability
+from scott_distill.las import (
+    calibrate_leakage_probabilities,
+    las_module_path,
+    leakage_adjusted_simulatability,
+)
 
 
-def paper_las(xe, x, e, y):
-    """Transcription of compute_sim.py: leaked = e-only simulator correct; unweighted mean of bin diffs."""
+def las_dropping_empty_bins(xe, x, e, y):
+    """compute_sim.py's statistic with one change: an EMPTY bin is dropped (LAS = the other bin's difference),
+    where the authors' code gives NaN. The reference for the default ``empty_bin="other"``."""
     rows = list(zip(xe, x, e, y))
     diffs = []
     for leaked in (True, False):
@@ -28,8 +35,23 @@ def paper_las(xe, x, e, y):
     return sum(diffs) / len(diffs)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_matches_paper_formula_on_random_vectors(seed):
+def compute_sim_reference(xe, x, e, y):
+    """Hase et al.'s compute_sim.py as it behaves (re-implemented from reading it): labels compared with pandas
+    ``==`` (by value), the two bins' ``acc(x,e) - acc(x)`` from np.mean over index arrays (NaN for an empty bin),
+    and their np.mean. Returns (unweighted mean, leaking diff, nonleaking diff)."""
+    labels = pd.Series(list(y))
+    xe_correct = np.array(1 * (labels == pd.Series(list(xe))))
+    x_correct = np.array(1 * (labels == pd.Series(list(x))))
+    e_correct = np.array(1 * (labels == pd.Series(list(e))))
+    leaked = np.argwhere(e_correct.tolist()).reshape(-1)
+    nonleaked = np.setdiff1d(np.arange(len(e_correct)), leaked)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # np.mean of an empty bin
+        diffs = [np.mean(xe_correct[split]) - np.mean(x_correct[split]) for split in (leaked, nonleaked)]
+        return float(np.mean(diffs)), float(diffs[0]), float(diffs[1])
+
+
+def random_case(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 60))
     k = int(rng.integers(2, 5))
@@ -37,13 +59,33 @@ def test_matches_paper_formula_on_random_vectors(seed):
     xe, x = rng.integers(0, k, n), rng.integers(0, k, n)
     mode = seed % 4  # also all-leaked and none-leaked inputs
     e = y.copy() if mode == 1 else (y + 1) % k if mode == 2 else rng.integers(0, k, n)
+    return xe, x, e, y
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_matches_paper_formula_on_random_vectors(seed):
+    xe, x, e, y = random_case(seed)
+    n = len(y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         got = leakage_adjusted_simulatability(xe, x, e, y)
-    assert got["las"] == pytest.approx(paper_las(xe, x, e, y), abs=1e-12)
+    assert got["las"] == pytest.approx(las_dropping_empty_bins(xe, x, e, y), abs=1e-12)
     assert got["n_leaked"] + got["n_nonleaked"] == n
     assert got["n_leaked"] == int((e == y).sum())
     assert -1 <= got["las"] <= 1 and not np.isnan(got["las"])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_authors_empty_bin_rule_matches_compute_sim_exactly(seed):
+    """empty_bin="nan" reproduces compute_sim.py, NaN included (seeds 1 and 2 mod 4 leave a bin empty)."""
+    xe, x, e, y = random_case(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = leakage_adjusted_simulatability(xe, x, e, y, empty_bin="nan")
+    las, leaking, nonleaking = compute_sim_reference(xe, x, e, y)
+    np.testing.assert_equal([got["las"], got["leaked_diff"], got["nonleaked_diff"]], [las, leaking, nonleaking])
+    if seed % 4 in (1, 2):
+        assert np.isnan(got["las"])
 
 
 def test_empty_bin_warns_and_uses_other_bin():
@@ -60,6 +102,62 @@ def test_string_and_int_labels_agree():
     assert a == b
 
 
+# The issue's example: by value LAS is +0.5 (compute_sim.py, pandas ==); comparing float 1.0 with int 1 as
+# different strings gave -0.5.
+BASE = {"predictions": [1, 0, 1, 0], "x_predictions": [1, 1, 0, 0], "e_predictions": [1, 0, 0, 1],
+        "references": [1, 0, 1, 0]}
+ENCODINGS = {
+    "float": lambda v: [float(a) for a in v],
+    "bool": lambda v: [bool(a) for a in v],
+    "numpy int8": lambda v: np.array(v, dtype=np.int8),
+    "numpy float32": lambda v: np.array(v, dtype=np.float32),
+    "numpy bool": lambda v: np.array(v, dtype=bool),
+    "numpy scalars in a list": lambda v: [np.int64(a) for a in v],
+    "string": lambda v: ["yes" if a else "no" for a in v],
+    "numpy str": lambda v: np.array(["yes" if a else "no" for a in v]),
+}
+MIXED = {  # one encoding per argument
+    "xe float, rest int": ("float", None, None, None),
+    "refs bool, rest int": (None, None, None, "bool"),
+    "all numeric kinds": ("numpy float32", "bool", "numpy scalars in a list", "float"),
+    "str and numpy str": ("numpy str", "string", "string", "numpy str"),
+}
+
+
+def _encode(spec):
+    names = list(BASE)
+    return {k: (ENCODINGS[enc](BASE[k]) if enc else BASE[k]) for k, enc in zip(names, spec)}
+
+
+@pytest.mark.parametrize("case", [*ENCODINGS, *MIXED])
+def test_labels_compare_by_value_in_both_entry_points(case):
+    spec = MIXED.get(case, (case,) * 4)
+    inputs = _encode(spec)
+    pure = leakage_adjusted_simulatability(**inputs)
+    assert pure["las"] == pytest.approx(0.5) and pure["n_leaked"] == 2
+    assert pure["las"] == pytest.approx(compute_sim_reference(inputs["predictions"], inputs["x_predictions"],
+                                                              inputs["e_predictions"], inputs["references"])[0])
+    module = load_las().compute(**inputs)
+    assert module == pure
+
+
+def test_numbers_and_strings_are_never_mixed():
+    inputs = {**BASE, "references": ["1", "0", "1", "0"]}
+    with pytest.raises(ValueError, match="mix numbers .* and strings"):
+        leakage_adjusted_simulatability(**inputs)
+    with pytest.raises(ValueError, match="mix numbers .* and strings"):
+        load_las().compute(**inputs)
+    with pytest.raises(ValueError, match="mix numbers"):  # within one column too
+        leakage_adjusted_simulatability(**{**BASE, "predictions": [1, "0", 1, 0]})
+    with pytest.raises(ValueError, match=r"`x_predictions`\[1\] is NaN"):
+        leakage_adjusted_simulatability(**{**BASE, "x_predictions": [1.0, float("nan"), 0.0, 0.0]})
+    with pytest.raises(ValueError, match="labels must be numbers, strings or None"):
+        leakage_adjusted_simulatability(**{**BASE, "predictions": [b"1", b"0", b"1", b"0"]})
+    # a non-integer label keeps its value through the evaluate module (int64 features truncated 1.5 to 1)
+    odd = {**BASE, "predictions": [1.5, 0, 1, 0]}
+    assert load_las().compute(**odd) == leakage_adjusted_simulatability(**odd)
+
+
 def test_bootstrap_interval_contains_estimate_and_narrows():
     rng = np.random.default_rng(0)
     widths = []
@@ -74,23 +172,75 @@ def test_bootstrap_interval_contains_estimate_and_narrows():
     assert widths[0] > widths[1] > widths[2]
 
 
-def test_multinomial_bootstrap_matches_row_resampling_distribution():
-    """The cell-count bootstrap must have the distribution of the original row-resampling loop."""
-    rng = np.random.default_rng(3)
-    n = 300
-    y = rng.integers(0, 2, n)
-    xe = np.where(rng.random(n) < 0.85, y, 1 - y)
-    x = np.where(rng.random(n) < 0.6, y, 1 - y)
-    e = np.where(rng.random(n) < 0.5, y, 1 - y)
-    ours = leakage_adjusted_simulatability(xe, x, e, y, bootstrap=20000, seed=0)
-    boot = []
-    for _ in range(4000):
-        idx = rng.integers(0, n, n)
-        boot.append(paper_las(xe[idx], x[idx], e[idx], y[idx]))
+def row_resampling_loop(xe, x, e, y, boots, seed, empty_bin):
+    """The original bootstrap: resample ROWS with replacement and apply the authors' statistic (the mean of the
+    two bins' acc(x,e) - acc(x)) to each resample. Written on row indices, independently of the cell counts.
+    ``empty_bin="nan"``: a resample with an empty bin gives NaN (compute_sim.py); "other": the other bin."""
+    xe_c, x_c, leaked = np.asarray(xe) == np.asarray(y), np.asarray(x) == np.asarray(y), np.asarray(e) == np.asarray(y)
+    idx = np.random.default_rng(seed).integers(0, len(y), (boots, len(y)))
+    diffs = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for in_bin in (leaked[idx], ~leaked[idx]):
+            size = in_bin.sum(1)
+            diffs.append(((xe_c[idx] & in_bin).sum(1) - (x_c[idx] & in_bin).sum(1)) / size)
+    diffs = np.stack(diffs, 1)
+    return diffs.mean(1) if empty_bin == "nan" else np.nanmean(diffs, 1)
+
+
+def unequal_bins(n=400, seed=3):
+    """About 20 % leaked rows where x,e adds nothing, 80 % non-leaked rows where it adds ~0.35: the unweighted
+    mean of the two bin differences (~0.17) is far from the pooled difference (~0.28)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    leaked = rng.random(n) < 0.2
+    e = np.where(leaked, y, (y + 1) % 3)
+    xe = np.where(rng.random(n) < np.where(leaked, 0.9, 0.85), y, (y + 2) % 3)
+    x = np.where(rng.random(n) < np.where(leaked, 0.9, 0.5), y, (y + 2) % 3)
+    return xe, x, e, y
+
+
+@pytest.mark.parametrize("empty_bin", ["other", "nan"])
+def test_bootstrap_matches_row_resampling_of_the_authors_statistic_with_unequal_bins(empty_bin):
+    """The cell-count bootstrap has the distribution of resampling rows and applying the mean of the two bin
+    differences. Unequal bins, so that a pooled statistic (all rows together) would be caught."""
+    xe, x, e, y = unequal_bins()
+    assert 0.15 < (e == y).mean() < 0.25
+    ours = leakage_adjusted_simulatability(xe, x, e, y, bootstrap=20000, seed=0, empty_bin=empty_bin)
+    boot = row_resampling_loop(xe, x, e, y, 20000, 1, empty_bin)
+    assert not np.isnan(boot).any() and ours["bootstrap_resamples_with_empty_bin"] == 0
     low, high = np.percentile(boot, [2.5, 97.5])
-    assert ours["las_std"] == pytest.approx(np.std(boot), rel=0.08)
-    assert ours["las_ci_low"] == pytest.approx(low, abs=0.015)
-    assert ours["las_ci_high"] == pytest.approx(high, abs=0.015)
+    assert ours["las_std"] == pytest.approx(np.std(boot), rel=0.05)
+    assert ours["las_ci_low"] == pytest.approx(low, abs=0.006)
+    assert ours["las_ci_high"] == pytest.approx(high, abs=0.006)
+    assert ours["las_bootstrap_mean"] == pytest.approx(np.mean(boot), abs=0.003)
+    assert ours["las_ci_half_width"] == pytest.approx((high - low) / 2, abs=0.004)
+
+
+def test_bootstrap_resamples_with_an_empty_bin_follow_the_chosen_rule():
+    """One leaked row in 30: about (29/30)**30 = 36 % of the row resamples have no leaked row. The authors' code
+    then gives NaN for the interval (np.quantile of a list holding NaN); the default drops the empty bin."""
+    rng = np.random.default_rng(0)
+    n = 30
+    y = rng.integers(0, 2, n)
+    e = 1 - y
+    e[0] = y[0]
+    xe = np.where(rng.random(n) < 0.8, y, 1 - y)
+    x = np.where(rng.random(n) < 0.5, y, 1 - y)
+    authors = row_resampling_loop(xe, x, e, y, 20000, 1, "nan")
+    assert np.isnan(np.quantile(authors, [0.025, 0.975])).all()  # what compute_sim.py prints
+    nan_rule = leakage_adjusted_simulatability(xe, x, e, y, bootstrap=20000, seed=0, empty_bin="nan")
+    assert not np.isnan(nan_rule["las"])  # the full data has both bins
+    for key in ("las_ci_low", "las_ci_high", "las_ci_half_width", "las_bootstrap_mean", "las_std"):
+        assert np.isnan(nan_rule[key]), key
+    default = leakage_adjusted_simulatability(xe, x, e, y, bootstrap=20000, seed=0)
+    assert default["las"] == nan_rule["las"]
+    dropped = row_resampling_loop(xe, x, e, y, 20000, 1, "other")
+    assert default["bootstrap_resamples_with_empty_bin"] / 20000 == pytest.approx(np.isnan(authors).mean(), abs=0.015)
+    assert default["bootstrap_resamples_with_empty_bin"] / 20000 == pytest.approx((29 / 30) ** 30, abs=0.015)
+    low, high = np.percentile(dropped, [2.5, 97.5])
+    assert default["las_ci_low"] == pytest.approx(low, abs=0.02)
+    assert default["las_ci_high"] == pytest.approx(high, abs=0.02)
+    assert default["las_std"] == pytest.approx(np.std(dropped), rel=0.05)
 
 
 def test_bootstrap_seeded():
@@ -100,19 +250,60 @@ def test_bootstrap_seeded():
     assert a == b
 
 
-def test_k_bins_against_direct_computation():
-    rng = np.random.default_rng(1)
-    n = 500
+def authors_k_bins(xe, x, e, y, p, k):
+    """causal_estimation.Rmd's calibrated LAS, from independent tools: glm(ye_correct ~ ye_prob, binomial) as an
+    unpenalised sklearn logistic regression; OneR::bin(preds, nbins=k, method="length") as pandas.cut(preds, k)
+    (both: k equal-width right-closed intervals over the range, ends widened by 0.1 %; at most k distinct
+    values: one bin per value); LAS averaged over the observed bins (dplyr group_by drops empty ones)."""
+    from sklearn.linear_model import LogisticRegression
+
+    e_correct = (e == y).astype(int)
+    fit = LogisticRegression(C=np.inf, tol=1e-12, max_iter=100_000).fit(p[:, None], e_correct)
+    cal = fit.predict_proba(p[:, None])[:, 1]
+    bins = pd.cut(cal, k) if len(np.unique(cal)) > k else cal
+    df = pd.DataFrame({"bin": bins, "xe": xe == y, "x": x == y})
+    return df.groupby("bin", observed=True).apply(lambda d: d["xe"].mean() - d["x"].mean()).mean(), cal
+
+
+def leaky_case(n=600, seed=1):
+    rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, n)
-    xe, x, e = rng.integers(0, 3, (3, n))
-    p = rng.random(n)
-    got = leakage_adjusted_simulatability(xe, x, e, y, e_probabilities=p, k_bins=5)
-    diffs = []
-    for lo in np.arange(5) / 5:
-        sel = (p >= lo) & (p < lo + 0.2) if lo < 0.8 else (p >= lo)
-        if sel.any():
-            diffs.append((xe[sel] == y[sel]).mean() - (x[sel] == y[sel]).mean())
-    assert got["las_k_bins"] == pytest.approx(np.mean(diffs))
+    p = rng.beta(0.7, 0.7, n)  # the e-only simulator's probability of the reference label
+    leaked = rng.random(n) < 1 / (1 + np.exp(-(5 * p - 3)))  # correctness rises with p, miscalibrated
+    e = np.where(leaked, y, (y + 1) % 3)
+    xe = np.where(rng.random(n) < 0.4 + 0.5 * p, y, (y + 2) % 3)  # helps more where e leaks more
+    x = np.where(rng.random(n) < 0.6, y, (y + 2) % 3)
+    return xe, x, e, y, p
+
+
+@pytest.mark.parametrize("k", [2, 4, 10])
+def test_k_bins_is_the_authors_calibrated_variant(k):
+    xe, x, e, y, p = leaky_case()
+    got = leakage_adjusted_simulatability(xe, x, e, y, e_probabilities=p, k_bins=k)
+    want, cal = authors_k_bins(xe, x, e, y, p, k)
+    assert got["las_k_bins"] == pytest.approx(want, abs=1e-9)
+    np.testing.assert_allclose(calibrate_leakage_probabilities(p, e == y), cal, atol=1e-6)
+    # the calibration matters here: equal-width bins of the RAW probabilities over [0, 1] give another number
+    raw = np.minimum((p * k).astype(int), k - 1)
+    raw_las = np.mean([(xe[raw == b] == y[raw == b]).mean() - (x[raw == b] == y[raw == b]).mean()
+                       for b in np.unique(raw)])
+    assert abs(raw_las - got["las_k_bins"]) > 1e-3
+
+
+def test_k_bins_few_distinct_values_constant_correctness_and_separation(caplog):
+    xe, x, e, y, _ = leaky_case(n=300, seed=2)
+    p = np.choose(np.arange(300) % 3, [0.2, 0.5, 0.9])  # three distinct values, k=4: one bin per value
+    got = leakage_adjusted_simulatability(xe, x, e, y, e_probabilities=p, k_bins=4)
+    assert got["las_k_bins"] == pytest.approx(authors_k_bins(xe, x, e, y, p, 4)[0], abs=1e-9)
+    # e-only always right: one bin, the overall difference
+    got = leakage_adjusted_simulatability(xe, x, y, y, e_probabilities=np.linspace(0, 1, 300), k_bins=4)
+    assert got["las_k_bins"] == pytest.approx(got["acc_xe"] - got["acc_x"])
+    # probabilities that separate leaked from non-leaked rows: no finite fit; the fitted values are still ordered
+    q = np.where(e == y, 0.6, 0.4) + np.linspace(0, 0.01, 300)
+    with caplog.at_level("INFO", logger="scott_distill.las.formula"):
+        cal = calibrate_leakage_probabilities(q, e == y)
+    assert "did not converge" in caplog.text
+    assert np.all(np.diff(cal[np.argsort(q)]) >= 0) and cal[e == y].min() > 0.99 and cal[e != y].max() < 0.01
 
 
 def test_bad_input_errors():
@@ -134,7 +325,7 @@ def test_evaluate_module_loads_from_any_cwd_and_matches(tmp_path, monkeypatch):
     y = rng.integers(0, 3, 50).tolist()
     xe, x, e = (rng.integers(0, 3, 50).tolist() for _ in range(3))
     got = las.compute(predictions=xe, x_predictions=x, e_predictions=e, references=y)
-    assert got["las"] == pytest.approx(paper_las(xe, x, e, y))
+    assert got["las"] == pytest.approx(las_dropping_empty_bins(xe, x, e, y))
     import evaluate
 
     direct = evaluate.load(las_module_path())
@@ -152,3 +343,10 @@ def test_metric_docstring_examples_run():
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     runner.run(test)
     assert runner.failures == 0 and runner.tries >= 4
+
+
+def test_formula_docstring_examples_run():
+    import scott_distill.las.formula as formula
+
+    failures, tries = doctest.testmod(formula, optionflags=doctest.ELLIPSIS)
+    assert failures == 0 and tries >= 2

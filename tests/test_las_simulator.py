@@ -64,6 +64,40 @@ def test_las_cli_on_cose_dev_is_reproducible(tmp_path, tokenizer):
     assert -1 <= a["las"] <= 1 and a["las_ci_low"] <= a["las"] <= a["las_ci_high"]
 
 
+def test_las_cli_numbers_equal_the_pure_function_on_its_simulator(tmp_path, tokenizer):
+    """The CLI's LAS == the pure function applied to the saved simulator's own xe / x / e predictions. LAS is
+    non-zero here, so a CLI that swapped x and xe (which negates LAS and both bins' differences) fails."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from scott_distill.io import load_table
+    from scott_distill.las import leakage_adjusted_simulatability
+
+    cose = shared_data_or_skip("cose_v1")
+    make_t5(len(tokenizer)).save_pretrained(tmp_path / "init")
+    tokenizer.save_pretrained(tmp_path / "init")
+    for name, src, n in (("train", "train.csv", 64), ("measured", "dev.csv", 48)):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for r in cose_rows(cose / src, n):
+                f.write(json.dumps(r) + "\n")
+    las_main(["--student-predictions", str(tmp_path / "measured.jsonl"), "--train", str(tmp_path / "train.jsonl"),
+              "--simulator", str(tmp_path / "init"), "--epochs", "1", "--batch_size", "16", "--learning_rate", "1e-3",
+              "--bootstrap", "200", "--output", str(tmp_path / "las.json"),
+              "--simulator_output_dir", str(tmp_path / "trained")])
+    got = json.loads((tmp_path / "las.json").read_text())
+    simulator = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "trained")
+    measured = load_table(str(tmp_path / "measured.jsonl"))
+    preds = simulate(simulator, AutoTokenizer.from_pretrained(tmp_path / "trained"), measured,
+                     label_column="prediction", batch_size=32)
+    want = leakage_adjusted_simulatability(preds["xe"], preds["x"], preds["e"], measured["prediction"],
+                                           bootstrap=200, seed=0)
+    assert want["las"] != 0
+    for key in ("las", "leaked_diff", "nonleaked_diff", "acc_xe", "acc_x", "acc_e", "n_leaked", "las_ci_low",
+                "las_ci_high"):
+        assert got[key] == want[key], key
+    written = load_table(str(tmp_path / "trained" / "simulator_predictions.jsonl"))
+    assert written["xe"] == preds["xe"] and written["x"] == preds["x"] and written["e"] == preds["e"]
+
+
 def test_simulate_returns_choices_and_probabilities(tokenizer):
     model = make_t5(len(tokenizer))
     ds = datasets.Dataset.from_list([

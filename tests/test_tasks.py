@@ -96,3 +96,72 @@ def test_prompt_render_override_and_clean(tmp_path, tokenizer):
     assert chat.startswith("<user>Q: Where would") and chat.endswith("<assistant>The answer is freezer.")
     with pytest.raises(ValueError, match="chat template"):
         prompt.render("q", ["a", "b"], "a", tokenizer, use_chat_template=True)
+
+
+def _cose_with_label(tmp_path, row: int, label: str):
+    """The real CoS-E dev file with one row's label replaced."""
+    import csv
+
+    with open(shared_data_or_skip("cose_v1", "dev.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))[:20]
+    rows[row]["label"] = label
+    path = tmp_path / f"dev_label_{label or 'missing'}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, rows[row]["id"]
+
+
+@pytest.mark.parametrize("label", ["3", "-1", "", "1.5"])
+def test_cose_bad_label_names_file_and_row(tmp_path, label):
+    """Label 3 was a bare IndexError, -1 silently the last choice, a missing one an int() TypeError."""
+    path, row_id = _cose_with_label(tmp_path, 7, label)
+    with pytest.raises(ValueError, match=rf"{path.name}: cose: row 7 \(id '{row_id}'\) cannot be normalised: "
+                                         r"(label .* is not a choice index in 0\.\.2|it has no label)"):
+        load_task("cose", str(path))
+
+
+def test_cose_test_split_without_labels_is_refused_clearly():
+    path = shared_data_or_skip("cose_v1", "test.csv")
+    with pytest.raises(ValueError, match=r"test.csv: cose: data lacks columns \['label'\]"):
+        load_task("cose", str(path))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("creak.jsonl", "", "is empty"),
+    ("creak.json", "\n  \n", "is empty"),
+    ("creak_array.json", "[]", "creak: the data has no rows"),
+    ("cose.csv", "id,question,choice_0,choice_1,choice_2,label,human_exp\n", r"holds no rows \(a header at most\)"),
+])
+def test_empty_files_give_a_clear_error(tmp_path, name, content, message):
+    """An empty JSONL was a StopIteration from deep inside `datasets`."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"{name}.*{message}"):
+        load_task(name.split(".")[0].split("_")[0], str(path))
+
+
+def test_hub_cose_layout_keeps_the_abstractive_explanation():
+    """The Hub `cos_e` rows already have id/question/choices/answer: the explanation must not be dropped."""
+    import csv
+
+    with open(shared_data_or_skip("cose_v1", "dev.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))[:5]
+    hub = datasets.Dataset.from_list([
+        {"id": r["id"], "question": r["question"], "choices": [r[f"choice_{i}"] for i in range(3)],
+         "answer": r[f"choice_{r['label']}"], "abstractive_explanation": r["human_exp"], "extractive_explanation": ""}
+        for r in rows
+    ])
+    out = normalize_rows(hub, "cose")
+    assert out["rationale"] == [r["human_exp"] for r in rows]
+    assert out["rationale"] == load_task("cose", str(shared_data_or_skip("cose_v1", "dev.csv")))["rationale"][:5]
+
+
+def test_creak_contrast_set_has_no_placeholder_explanations():
+    """Its explanation is "n/a" on every row: that is no explanation (None), not a rationale 'n/a'."""
+    data = load_task("creak", str(shared_data_or_skip("creak", "contrast_set.json")))
+    assert len(data) == 500 and set(data["answer"]) == {"true", "false"}
+    assert set(data["rationale"]) == {None} and "pair_id" in data.column_names
+    dev = load_task("creak", str(shared_data_or_skip("creak", "dev.json")))
+    assert None not in dev["rationale"] and "n/a" not in dev["rationale"]

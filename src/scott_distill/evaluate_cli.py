@@ -9,6 +9,7 @@ from trl import TrlParser
 
 from .evaluation import evaluate_student, predict
 from .io import load_table, write_json
+from .las.pipeline import student_output_rows
 from .student_io import load_student, read_student_format
 
 
@@ -18,7 +19,8 @@ class EvaluateArguments:
     data: str = field(metadata={"help": "Rows with question, choices, answer (+ rationale, counterfactual_*)."})
     output: str = field(default="student_eval.json", metadata={"help": "Where to write metrics (JSON)."})
     predictions_output: str | None = field(
-        default=None, metadata={"help": "Also write per-row predictions (jsonl): input for `scott-distill las`."}
+        default=None, metadata={"help": "Also write per-row predictions (jsonl): input for `scott-distill las` "
+                                "(`explanation` = the rationale, `prediction` = the answer, null when unparseable)."}
     )
     batch_size: int = field(default=16)
     max_new_tokens: int = field(default=128)
@@ -45,10 +47,7 @@ def run(args: EvaluateArguments) -> dict:
                                args.perturb_fraction, args.seed, predictions=preds)
     write_json(metrics, args.output)
     if args.predictions_output:
-        rows = data.remove_columns([c for c in ("explanation", "prediction") if c in data.column_names])
-        rows = rows.add_column("explanation", [p["rationale"] for p in preds])
-        rows = rows.add_column("prediction", [p["answer"] or "" for p in preds])
-        rows.to_json(args.predictions_output)
+        student_output_rows(data, preds).to_json(args.predictions_output)
     print(format_table(metrics))  # the CLI's result table goes to stdout
     return metrics
 

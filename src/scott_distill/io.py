@@ -27,7 +27,20 @@ def load_table(path_or_id: str, split: str = "train", **kwargs: Any) -> datasets
             raise ValueError(f"Unsupported file type {path.suffix!r} for {path}; use one of {sorted(_BUILDERS)}.")
         if path.suffix.lower() == ".tsv":
             kwargs.setdefault("delimiter", "\t")
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        with open(path, "rb") as f:
+            if not f.read(1 << 16).strip():
+                raise ValueError(f"{path} is empty: there are no rows to load.")
+        try:
+            table = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except StopIteration:  # the json builder on a file without records
+            raise ValueError(f"{path} holds no rows.") from None
+        except ValueError as exc:
+            if "corresponds to no data" in str(exc):  # a csv with a header and nothing else
+                raise ValueError(f"{path} holds no rows (a header at most).") from None
+            raise
+        if len(table) == 0:
+            raise ValueError(f"{path} holds no rows.")
+        return table
     if path.is_dir() and (path / "dataset_info.json").exists():
         loaded = datasets.load_from_disk(str(path))
         return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded

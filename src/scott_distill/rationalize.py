@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -51,7 +52,10 @@ class RationalizeSettings:
     use_chat_template: bool
     plausibility_threshold: float | None
     teacher: str
+    teacher_weights: str
+    tokenizer: str
     data: str
+    prompts: str
 
 
 def stop_token_ids_for(tokenizer: PreTrainedTokenizerBase, stop: str = "\n") -> list[int]:
@@ -65,6 +69,105 @@ def _hash(*parts: Iterable[Any]) -> str:
     for part in parts:
         h.update(json.dumps(list(part), default=str).encode())
     return h.hexdigest()[:16]
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of everything that decides token ids: the backend's vocabulary, merges, normalizer, pre-tokenizer,
+    post-processor and added tokens (not its padding/truncation state, which every call changes)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("padding", None)
+        spec.pop("truncation", None)
+    else:
+        spec = sorted(tokenizer.get_vocab().items())
+    return _hash([type(tokenizer).__name__], [json.dumps(spec, sort_keys=True)])
+
+
+@torch.no_grad()
+def _weights_fingerprint(model: PreTrainedModel, samples_per_tensor: int = 256) -> str:
+    """Cheap hash of the teacher's weights: name, dtype and shape of every parameter and buffer, and the values
+    at ``samples_per_tensor`` evenly spaced positions of each. The cost grows with the number of tensors, not
+    their size (a 20B model reads a few hundred thousand values); a changed checkpoint is caught unless it
+    differs only at positions no sample touches."""
+    h = hashlib.sha256()
+    skipped = 0
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        if tensor.device.type == "meta" or tensor.numel() == 0:  # offloaded: no values to read
+            skipped += tensor.device.type == "meta"
+            continue
+        flat = tensor.detach().reshape(-1)
+        n = min(samples_per_tensor, flat.numel())
+        idx = torch.arange(n, device=flat.device) * (flat.numel() - 1) // max(n - 1, 1)
+        h.update(flat[idx].double().cpu().numpy().tobytes())
+    if skipped:
+        logger.warning("%d teacher tensors are offloaded (meta device): the resume fingerprint covers their names "
+                       "and shapes only.", skipped)
+    return h.hexdigest()[:16]
+
+
+def _context_limit(model: PreTrainedModel) -> tuple[int | None, str]:
+    """The number of positions the teacher accepts, from its config (``None``: no absolute limit, e.g. T5)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value, attr
+    return None, ""
+
+
+def _check_context(model, tokenizer, jobs: list[dict], lengths: list[int], data: datasets.Dataset,
+                   s: RationalizeSettings) -> None:
+    """Refuse prompts that do not fit the teacher's context, before anything runs (a GPT-2 teacher would fail
+    with an IndexError deep in its position embedding)."""
+    limit, attr = _context_limit(model)
+    if limit is None:
+        return
+    contrast = [j["contrast"] for j in jobs]
+    with_contrast = [k for k, c in enumerate(contrast) if c is not None]
+    contrast_lengths = dict(zip(with_contrast, (len(ids) for ids in tokenizer(
+        [contrast[k] for k in with_contrast])["input_ids"]))) if with_contrast else {}
+    encoder_decoder = model.config.is_encoder_decoder
+    if encoder_decoder and s.max_new_tokens + 1 > limit:
+        raise ValueError(f"max_new_tokens={s.max_new_tokens} exceeds the teacher's decoder limit of {limit} positions "
+                         f"(config.{attr}).")
+    too_long = []
+    for k in range(len(jobs)):
+        length = max(lengths[k], contrast_lengths.get(k, 0))
+        needed = length if encoder_decoder else length + s.max_new_tokens
+        if needed > limit:
+            too_long.append((k, length, needed))
+    if too_long:
+        k, length, needed = too_long[0]
+        row = jobs[k]["row"]
+        budget = "" if encoder_decoder else f" + max_new_tokens={s.max_new_tokens} = {needed} positions"
+        raise ValueError(
+            f"Row {row} (id {data[row]['id']!r}): the {jobs[k]['kind']} prompt is {length} tokens{budget}, but the "
+            f"teacher accepts at most {limit} positions (config.{attr}); {len(too_long)} of {len(jobs)} prompts do "
+            "not fit. Use fewer exemplars (`prompt=` a shorter prompt file or template with fewer shots), a smaller "
+            "`max_new_tokens`, or a teacher with a longer context."
+        )
+
+
+@contextlib.contextmanager
+def _teacher_padding(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel):
+    """Pad token (the eos token if there is none) and side (left for decoder-only teachers) for generation,
+    restored afterwards: the caller's tokenizer is left as it was."""
+    pad_token, side = tokenizer.pad_token, tokenizer.padding_side
+    if pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("The tokenizer has neither a pad token nor an eos token to pad with; set `pad_token`.")
+        logger.info("The tokenizer has no pad token; padding with its eos token %r.", tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    if not model.config.is_encoder_decoder:
+        tokenizer.padding_side = "left"
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = side
+        if pad_token is None:
+            tokenizer.pad_token = None
 
 
 def _dist() -> tuple[int, int]:
@@ -105,10 +208,9 @@ def _jobs(data: datasets.Dataset, prompt: RationalePrompt, s: RationalizeSetting
     return jobs
 
 
-def _batches(jobs: list[dict], tokenizer, batch_size: int) -> list[list[int]]:
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     # longest first: padding is cut by grouping similar lengths, and an OOM shows up in the first batch
-    lengths = [len(tokenizer(j["prompt"])["input_ids"]) for j in jobs]
-    order = sorted(range(len(jobs)), key=lambda k: (-lengths[k], k))
+    order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -161,7 +263,15 @@ def _check_settings(output_dir: Path, settings: RationalizeSettings) -> None:
     path = output_dir / CONFIG_NAME
     current = asdict(settings)
     if path.exists():
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{path} is corrupted ({exc}); its shards cannot be matched to these settings. Delete {output_dir} "
+                "to start over, or restore the file."
+            ) from None
+        if not isinstance(stored, dict):
+            raise ValueError(f"{path} is corrupted (not a JSON object). Delete {output_dir} to start over.")
         diff = {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v}
         if diff:
             details = ", ".join(f"{k}: stored {a!r} vs now {b!r}" for k, (a, b) in diff.items())
@@ -170,6 +280,10 @@ def _check_settings(output_dir: Path, settings: RationalizeSettings) -> None:
                 "delete it to start over."
             )
     else:
+        shards = [p for p in (output_dir / SHARD_DIR).glob("rank*.jsonl") if p.stat().st_size]
+        if shards:
+            raise ValueError(f"{output_dir} holds shards but no {CONFIG_NAME}: they cannot be matched to these "
+                             "settings. Delete the folder to start over.")
         output_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(current, indent=2))
@@ -224,8 +338,9 @@ def generate_rationales(
     Args:
         dataset: rows in the normalised schema (``id``, ``question``, ``choices``, ``answer``) or in the
             task's published format (normalised with ``scott_distill.tasks.normalize_rows``).
-        model / tokenizer: the frozen teacher. A tokenizer without pad token gets the eos token (warning);
-            decoder-only teachers are padded on the left.
+        model / tokenizer: the frozen teacher. During generation a tokenizer without pad token pads with its eos
+            token, on the left for a decoder-only teacher; the tokenizer is restored afterwards. Every prompt plus
+            ``max_new_tokens`` must fit the teacher's context (checked up front: a ``ValueError`` names the row).
         task: ``csqa``, ``strategyqa``, ``creak``, ``qasc`` or ``cose`` (picks the default prompt).
         perturbation: contrast prompts with a random ``"wrong"`` answer, an ``"empty"`` answer, or ``"none"``
             (plain greedy, the baseline).
@@ -236,7 +351,10 @@ def generate_rationales(
         batch_size / max_new_tokens: generation batching (jobs sorted by prompt length) and budget.
         output_dir: if given, every finished batch is appended to ``output_dir/shards``; a re-run with the
             same settings resumes and gives exactly the rows of one uninterrupted run; the result is saved to
-            ``output_dir/dataset``. Under ``torchrun`` each rank takes every world-size-th batch and rank 0
+            ``output_dir/dataset``. The settings and fingerprints of the data (choices included), the rendered
+            prompts, the tokenizer and the teacher's config and weights are kept in ``run_config.json``; a re-run
+            that differs in any of them is refused. Under ``torchrun`` each rank takes every world-size-th batch
+            and rank 0
             merges.
         prompt: a task name, a prompt file or a template string (see ``scott_distill.tasks.load_prompt``).
         use_chat_template: render prompts through the tokenizer's chat template.
@@ -253,20 +371,21 @@ def generate_rationales(
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("`batch_size` and `max_new_tokens` must be >= 1.")
     data = normalize_rows(dataset, task)
-    if tokenizer.pad_token is None:
-        logger.warning("The tokenizer has no pad token; using its eos token %r for padding.", tokenizer.eos_token)
-        tokenizer.pad_token = tokenizer.eos_token
-    if not model.config.is_encoder_decoder and tokenizer.padding_side != "left":
-        logger.warning("Decoder-only teacher: switching the tokenizer to left padding.")
-        tokenizer.padding_side = "left"
     rationale_prompt = load_prompt(prompt or task)
     settings = RationalizeSettings(
         task=task, perturbation=perturbation, alpha=float(alpha), counterfactual=bool(counterfactual),
         batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, prompt=rationale_prompt.fingerprint,
         use_chat_template=use_chat_template, plausibility_threshold=plausibility_threshold,
         teacher=f"{model.config.name_or_path}:{_hash([model.config.to_json_string(use_diff=False)])}",
-        data=_hash(data["id"], data["question"], data["answer"]),
+        teacher_weights=_weights_fingerprint(model),
+        tokenizer=_tokenizer_fingerprint(tokenizer),
+        data=_hash(data["id"], data["question"], data["choices"], data["answer"]),
+        prompts="",
     )
+    jobs = _jobs(data, rationale_prompt, settings, tokenizer)
+    settings = dataclasses.replace(settings, prompts=_hash([j["prompt"] for j in jobs], [j["contrast"] for j in jobs]))
+    lengths = [len(ids) for ids in tokenizer([j["prompt"] for j in jobs])["input_ids"]]
+    _check_context(model, tokenizer, jobs, lengths, data, settings)
     rank, world = _dist()
     out_dir = Path(output_dir) if output_dir is not None else None
     if out_dir is not None:
@@ -279,8 +398,7 @@ def generate_rationales(
             logger.info("%s already holds the finished dataset; loading it.", out_dir)
             return datasets.load_from_disk(str(out_dir / DATASET_DIR))
 
-    jobs = _jobs(data, rationale_prompt, settings, tokenizer)
-    batches = _batches(jobs, tokenizer, batch_size)
+    batches = _batches(lengths, batch_size)
     stop_ids = stop_token_ids_for(tokenizer, rationale_prompt.stop)
     texts: dict[int, list[str]] = {}
     shard_path = None
@@ -296,7 +414,8 @@ def generate_rationales(
     bar = tqdm(total=sum(len(batches[b]) for b in todo), unit="ex", desc=f"rationalize[{rank}]",
                disable=not show_progress)
     start = time.perf_counter()
-    with open(shard_path, "a") if shard_path else contextlib.nullcontext(io.StringIO()) as sink:
+    with _teacher_padding(tokenizer, model), open(shard_path, "a") if shard_path else contextlib.nullcontext(
+            io.StringIO()) as sink:
         for b in todo:
             batch_jobs = [jobs[k] for k in batches[b]]
             texts[b] = _generate(model, tokenizer, batch_jobs, settings, stop_ids, use_fused)

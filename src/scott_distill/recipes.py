@@ -14,7 +14,6 @@ from trl import TrlParser
 from .collator import StudentFormat
 from .evaluation import evaluate_student, predict
 from .io import write_json
-from .las import leakage_adjusted_simulatability
 from .rationalize_cli import load_teacher
 from .student_io import load_student, read_student_format
 from .tasks import TASKS, load_task
@@ -156,25 +155,21 @@ class Recipe:
     def _las(self, model, tok, fmt, rationales) -> dict[str, float]:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, Seq2SeqTrainingArguments
 
-        from .las.simulator import simulate, simulator_rows, train_simulator
+        from .las.pipeline import simulator_las, student_output_rows
 
         a = self.args
         train_rows = rationales["train"]
         if a.simulator_train_rows:
             train_rows = train_rows.select(range(min(a.simulator_train_rows, len(train_rows))))
-        sims = [simulator_rows(rows, predict(model, tok, rows, fmt, max_new_tokens=a.eval_max_new_tokens,
-                                             show_progress=False))
-                for rows in (train_rows, rationales["eval"])]
-        sim_tok = AutoTokenizer.from_pretrained(a.simulator)
-        simulator = train_simulator(
-            AutoModelForSeq2SeqLM.from_pretrained(a.simulator), sim_tok, sims[0],
-            args=Seq2SeqTrainingArguments(output_dir=str(self.out / "simulator"), num_train_epochs=a.simulator_epochs,
-                                          report_to=[], save_strategy="no", seed=a.seed),
-        )
-        preds = simulate(simulator, sim_tok, sims[1])
-        las = leakage_adjusted_simulatability(preds["xe"], preds["x"], preds["e"], sims[1]["label"],
-                                              bootstrap=a.bootstrap, seed=a.seed)
-        return {k: las[k] for k in ("las", "las_ci_low", "las_ci_high", "n_leaked", "n_nonleaked") if k in las}
+        outputs = [student_output_rows(rows, predict(model, tok, rows, fmt, max_new_tokens=a.eval_max_new_tokens,
+                                                     show_progress=False))
+                   for rows in (train_rows, rationales["eval"])]
+        args = Seq2SeqTrainingArguments(output_dir=str(self.out / "simulator"), num_train_epochs=a.simulator_epochs,
+                                        per_device_eval_batch_size=32, report_to=[], save_strategy="no", seed=a.seed)
+        las = simulator_las(AutoModelForSeq2SeqLM.from_pretrained(a.simulator), AutoTokenizer.from_pretrained(a.simulator),
+                            outputs[0], outputs[1], args, bootstrap=a.bootstrap, output_dir=self.out / "simulator")
+        keys = ("las", "las_ci_low", "las_ci_high", "las_ci_half_width", "n_leaked", "n_nonleaked", "n_excluded")
+        return {k: las[k] for k in keys if k in las}
 
     def push(self) -> dict[str, str]:
         from .hub import push_rationale_dataset, push_student, render_student_card

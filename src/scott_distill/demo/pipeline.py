@@ -26,8 +26,7 @@ from transformers import (
 
 from ..evaluation import evaluate_student, predict
 from ..io import write_json
-from ..las import leakage_adjusted_simulatability
-from ..las.simulator import simulate, simulator_rows, train_simulator
+from ..las.pipeline import simulator_las, student_output_rows
 from ..rationalize import generate_rationales
 from ..tokenizer_utils import padding_side, train_bpe_tokenizer
 from ..trainer import CounterfactualTrainer, CounterfactualTrainingArguments
@@ -117,17 +116,15 @@ def _with_counterfactual_probe(world: World, rows: list[dict], seed: int) -> dat
 
 def _las(student, tok, world: World, train_rows, test_rows, s: DemoSettings, out: Path) -> dict[str, float]:
     """Simulator trained on the student's own train-set explanations and answers; LAS on the test set."""
-    sim_rows = [simulator_rows(split, predict(student, tok, split, batch_size=64, max_new_tokens=48,
-                                              show_progress=False))
-                for split in (train_rows, test_rows)]
-    simulator = _student(tok, s, s.seed + 7)
+    outputs = [student_output_rows(split, predict(student, tok, split, batch_size=64, max_new_tokens=48,
+                                                  show_progress=False))
+               for split in (train_rows, test_rows)]
     args = Seq2SeqTrainingArguments(output_dir=str(out), num_train_epochs=s.simulator_epochs,
-                                    per_device_train_batch_size=32, learning_rate=3e-3, report_to=[],
-                                    save_strategy="no", seed=s.seed, disable_tqdm=True, logging_steps=10**6)
-    simulator = train_simulator(simulator, tok, sim_rows[0], args=args, explanation_dropout=0.5)
-    preds = simulate(simulator, tok, sim_rows[1], batch_size=64)
-    return leakage_adjusted_simulatability(preds["xe"], preds["x"], preds["e"], sim_rows[1]["label"],
-                                           bootstrap=1000, seed=s.seed)
+                                    per_device_train_batch_size=32, per_device_eval_batch_size=64, learning_rate=3e-3,
+                                    report_to=[], save_strategy="no", seed=s.seed, disable_tqdm=True,
+                                    logging_steps=10**6)
+    return simulator_las(_student(tok, s, s.seed + 7), tok, outputs[0], outputs[1], args, explanation_dropout=0.5,
+                         bootstrap=1000)
 
 
 def run_demo(output_dir: str | Path = "demo_output", quick: bool = False, seed: int = 0,

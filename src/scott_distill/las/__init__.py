@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from .formula import las_from_correctness, leakage_adjusted_simulatability
+from .formula import (
+    EMPTY_BIN_RULES,
+    calibrate_leakage_probabilities,
+    las_from_correctness,
+    leakage_adjusted_simulatability,
+    validate_labels,
+)
 from .loading import las_module_path, load_las
 
-__all__ = ["las_from_correctness", "leakage_adjusted_simulatability", "las_module_path", "load_las"]
+__all__ = [
+    "EMPTY_BIN_RULES",
+    "calibrate_leakage_probabilities",
+    "las_from_correctness",
+    "las_module_path",
+    "leakage_adjusted_simulatability",
+    "load_las",
+    "validate_labels",
+]

@@ -30,7 +30,7 @@ from ..tokenizer_utils import padding_side, sequence_log_likelihood
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "simulate", "simulator_rows", "train_simulator"]
+__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "simulate", "train_simulator"]
 
 CONDITIONS = ("xe", "x", "e")
 
@@ -60,17 +60,6 @@ class SimulatorFormat:
 
     def target(self, choice: str) -> str:
         return self.target_template.format(choice=choice)
-
-
-def simulator_rows(dataset: datasets.Dataset, predictions: Sequence[dict]) -> datasets.Dataset:
-    """Simulator rows from a student's predictions (``scott_distill.evaluation.predict``): the explanation is
-    the student's rationale and the label its answer (an answer outside the choices maps to the first choice,
-    so that every row has a label the simulator can score)."""
-    return datasets.Dataset.from_list([
-        {"question": r["question"], "choices": r["choices"], "explanation": p["rationale"],
-         "label": p["answer"] if p["answer"] in r["choices"] else r["choices"][0]}
-        for r, p in zip(dataset, predictions)
-    ])
 
 
 def _check_columns(dataset: datasets.Dataset, needed: Sequence[str], name: str) -> None:

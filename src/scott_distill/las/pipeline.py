@@ -1,0 +1,124 @@
+"""The one LAS pipeline: a student's outputs -> simulator -> predictions -> LAS.
+
+``scott-distill las``, the recipe's evaluate stage and the demo all measure a student through `simulator_las`,
+so a student's LAS does not depend on which of them measured it.
+
+**Rule for answers outside the choices.** A row whose student answer is not one of the row's choices — the
+output had no parseable answer (``None``) or named something else — is *excluded*, from the simulator's
+training rows and from the measured rows, and counted (``n_excluded``, ``n_train_excluded``). The simulator
+only scores the choices, so such an answer cannot be simulated; mapping it to a choice would invent an answer
+the student never gave, and keeping it as an unmatchable label would count every condition wrong and pull the
+non-leaked bin towards 0. The student's accuracy (``scott-distill evaluate``) still counts those rows as wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+
+from .formula import leakage_adjusted_simulatability
+from .simulator import SimulatorFormat, simulate, train_simulator
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["answer_in_choices", "simulator_las", "student_output_rows"]
+
+
+def student_output_rows(dataset: datasets.Dataset, predictions: Sequence[dict[str, Any]]) -> datasets.Dataset:
+    """The rows LAS measures: ``dataset``'s columns plus ``explanation`` (the student's rationale) and
+    ``prediction`` (its answer, ``None`` when unparseable), from ``scott_distill.evaluation.predict``.
+
+    ``scott-distill evaluate --predictions_output`` writes exactly these rows.
+    """
+    if len(predictions) != len(dataset):
+        raise ValueError(f"`predictions` has {len(predictions)} rows but `dataset` has {len(dataset)}.")
+    rows = dataset.remove_columns([c for c in ("explanation", "prediction") if c in dataset.column_names])
+    rows = rows.add_column("explanation", [p["rationale"] for p in predictions])
+    return rows.add_column("prediction", [p["answer"] for p in predictions])
+
+
+def answer_in_choices(label: Any, choices: Sequence[str]) -> bool:
+    """Whether a student's answer can be simulated: it is one of the choices (``None``: no answer)."""
+    return label is not None and str(label) in choices
+
+
+def _usable(rows: datasets.Dataset, label_column: str, explanation_column: str, name: str) -> tuple[
+        datasets.Dataset, int]:
+    missing = [c for c in ("question", "choices", explanation_column, label_column) if c not in rows.column_names]
+    if missing:
+        raise ValueError(f"`{name}` lacks columns {missing}; it has {rows.column_names}.")
+    keep = [i for i, (y, cs) in enumerate(zip(rows[label_column], rows["choices"])) if answer_in_choices(y, cs)]
+    excluded = len(rows) - len(keep)
+    if not keep:
+        raise ValueError(f"`{name}`: none of the {len(rows)} rows has a `{label_column}` among its choices; LAS "
+                         "needs student answers it can simulate.")
+    if excluded:
+        logger.warning("LAS %s: %d of %d rows excluded, their student answer is not one of the choices.",
+                       name, excluded, len(rows))
+    return (rows.select(keep) if excluded else rows), excluded
+
+
+def simulator_las(
+    simulator: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_rows: datasets.Dataset,
+    measured_rows: datasets.Dataset,
+    args: TrainingArguments,
+    dev_rows: datasets.Dataset | None = None,
+    explanation_dropout: float = 0.5,
+    explanation_column: str = "explanation",
+    label_column: str = "prediction",
+    bootstrap: int = 10000,
+    empty_bin: str = "other",
+    fmt: SimulatorFormat | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Train ``simulator`` on a student's outputs for ``train_rows`` and measure LAS on ``measured_rows``.
+
+    Args:
+        simulator / tokenizer: a seq2seq model (or a ``*ForMultipleChoice`` classifier) to fine-tune.
+        train_rows / measured_rows / dev_rows: `student_output_rows`-style rows: ``question``, ``choices``,
+            ``explanation_column`` (the student's rationale) and ``label_column`` (the student's answer). Rows
+            whose answer is not among the choices are excluded (see the module docstring).
+        args: the simulator's training arguments; ``args.seed`` also seeds the explanation dropout and the
+            bootstrap, ``args.per_device_eval_batch_size`` is the scoring batch size. With ``dev_rows`` and
+            ``load_best_model_at_end`` the best dev-loss checkpoint is kept.
+        explanation_dropout: probability of dropping e in a training row (0.5 for QA, as Hase et al.).
+        bootstrap / empty_bin: see `leakage_adjusted_simulatability`.
+        fmt: the simulator's input/target format.
+        output_dir: if given, the trained simulator (and its tokenizer) and ``simulator_predictions.jsonl``
+            (per measured row: the xe / x / e predictions and the student's answer) are written there.
+
+    Returns:
+        `leakage_adjusted_simulatability`'s results (with ``las_k_bins``) plus ``n`` (measured rows used),
+        ``n_excluded`` and ``n_train_excluded``.
+    """
+    fmt = fmt or SimulatorFormat()
+    train, n_train_excluded = _usable(train_rows, label_column, explanation_column, "train_rows")
+    measured, n_excluded = _usable(measured_rows, label_column, explanation_column, "measured_rows")
+    dev = _usable(dev_rows, label_column, explanation_column, "dev_rows")[0] if dev_rows is not None else None
+    model = train_simulator(simulator, tokenizer, train, dev, args, explanation_dropout, fmt,
+                            label_column=label_column, explanation_column=explanation_column)
+    preds = simulate(model, tokenizer, measured, fmt, explanation_column=explanation_column,
+                     label_column=label_column, batch_size=args.per_device_eval_batch_size)
+    labels = [str(v) for v in measured[label_column]]
+    results: dict[str, Any] = leakage_adjusted_simulatability(
+        preds["xe"], preds["x"], preds["e"], labels, bootstrap=bootstrap, seed=args.seed,
+        e_probabilities=preds["e_label_probability"], empty_bin=empty_bin,
+    )
+    results.update(n=len(measured), n_excluded=n_excluded, n_train_excluded=n_train_excluded)
+    if output_dir is not None:
+        out = Path(output_dir)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        datasets.Dataset.from_dict({
+            "xe": preds["xe"], "x": preds["x"], "e": preds["e"], label_column: labels,
+            "e_label_probability": preds["e_label_probability"],
+        }).to_json(out / "simulator_predictions.jsonl")
+    return results
