@@ -19,7 +19,7 @@ import datasets
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .fused import contrastive_generate
 from .processor import ContrastiveRationaleLogitsProcessor
@@ -122,7 +122,7 @@ def _generate(model, tokenizer, jobs: list[dict], s: RationalizeSettings, stop_i
         new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
     elif use_fused:
         new = contrastive_generate(model, tokenizer, prompts, [j["contrast"] for j in jobs], alpha=s.alpha,
-                                   max_new_tokens=s.max_new_tokens, stop_token_ids=stop_ids,
+                                   max_new_tokens=s.max_new_tokens, do_sample=False, stop_token_ids=stop_ids,
                                    plausibility_threshold=s.plausibility_threshold)
     else:
         enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
@@ -130,8 +130,11 @@ def _generate(model, tokenizer, jobs: list[dict], s: RationalizeSettings, stop_i
         proc = ContrastiveRationaleLogitsProcessor(model, con["input_ids"], con["attention_mask"], alpha=s.alpha,
                                                    stop_token_ids=stop_ids,
                                                    plausibility_threshold=s.plausibility_threshold)
-        out = model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                             pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([proc]))
+        # the block frees the contrast cache as soon as generate returns; generate_kwargs() makes generate
+        # stop at exactly the ids of the stop rule (model eos + stop_ids)
+        with proc:
+            out = model.generate(**enc, **proc.generate_kwargs(), max_new_tokens=s.max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
         new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
