@@ -487,9 +487,8 @@ def sampled_pair(model, tokenizer, seed, **sampling):
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3,
                                                stop_token_ids=stop)
     torch.manual_seed(seed)
-    with proc:
-        out = model.generate(**gold, **proc.generate_kwargs(), max_new_tokens=MAX_NEW, pad_token_id=0,
-                             do_sample=True, **sampling)
+    out = model.generate(**gold, logits_processor=[proc], eos_token_id=sorted(end), max_new_tokens=MAX_NEW,
+                         pad_token_id=0, do_sample=True, **sampling)
     torch.manual_seed(seed)
     fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
                                  stop_token_ids=stop, do_sample=True, **sampling)

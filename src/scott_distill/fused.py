@@ -23,6 +23,7 @@ from .processor import (
     decoder_position_ids,
     end_token_ids,
     forward_parameters,
+    input_device,
     left_padded,
 )
 from .tokenizer_utils import padding_side
@@ -161,7 +162,7 @@ def contrastive_generate(
     if pad_token_id is None:
         raise ValueError("No pad token: pass `pad_token_id` or a tokenizer with `pad_token` set.")
 
-    device = model.device
+    device = input_device(model)  # not model.device: `meta` under accelerate's offload
     batch = gold_ids.shape[0]
     length = max(gold_ids.shape[1], con_ids.shape[1])
     if enc_dec:

@@ -24,6 +24,7 @@ __all__ = [
     "decoder_position_ids",
     "end_token_ids",
     "forward_parameters",
+    "input_device",
     "left_padded",
 ]
 
@@ -56,6 +57,20 @@ def forward_parameters(model: PreTrainedModel) -> Mapping[str, inspect.Parameter
     get_base = getattr(model, "get_base_model", None)
     base = get_base() if callable(get_base) else model
     return inspect.signature(base.forward).parameters
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """The device that ``model``'s inputs belong on.
+
+    ``model.device`` is the first parameter's device, which is ``meta`` for a teacher that accelerate
+    offloads (``device_map="auto"`` with disk / CPU offload); the input embedding's hook knows where the
+    forward really runs.
+    """
+    embeddings = model.get_input_embeddings()
+    hook = getattr(embeddings, "_hf_hook", None)
+    if getattr(hook, "execution_device", None) is not None:
+        return torch.device(hook.execution_device)
+    return embeddings.weight.device
 
 
 def left_padded(
