@@ -402,6 +402,8 @@ def test_generate_kwargs_carry_the_model_eos(tokenizer):
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, stop_token_ids=[9, 9, 5])
     kwargs = proc.generate_kwargs()
     assert kwargs["eos_token_id"] == [1, 5, 9] and list(kwargs["logits_processor"]) == [proc]
+    with pytest.raises(TypeError, match="eos_token_id"):  # end ids can't also be given to generate alone
+        model.generate(**encode(tokenizer, GOLD), **kwargs, eos_token_id=[1], max_new_tokens=2)
     model.generation_config.eos_token_id = None
     bare = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
     assert "eos_token_id" not in bare.generate_kwargs()

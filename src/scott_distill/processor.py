@@ -130,7 +130,9 @@ def check_plausibility_threshold(plausibility_threshold: Any) -> float | None:
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
-        raise ValueError(f"`plausibility_threshold` must be a number in [0, 1] or None, got {plausibility_threshold!r}.")
+        raise ValueError(
+            f"`plausibility_threshold` must be a number in [0, 1] or None, got {plausibility_threshold!r}."
+        )
     return float(value)
 
 
@@ -385,12 +387,14 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         if self.is_encoder_decoder:
             seen, self._encoder_rows = self._encoder_rows, None
             if seen is not None and seen != n:
-                raise ValueError(wrong.replace("generate() runs", f"generate() encoded {seen} input rows ({rows} rows after expansion)"))
+                raise ValueError(
+                    wrong.replace("generate() runs", f"generate() encoded {seen} input rows ({rows} after expansion)")
+                )
         elif group > 1:
             # an expansion group holds copies of one prompt; different prompts mean the rows do not match
             grouped = input_ids.view(n, group, -1)
             if not bool((grouped == grouped[:, :1]).all()):
-                raise ValueError(wrong + f" The {rows} input rows are not {n} prompts repeated {group} times each.")
+                raise ValueError(f"{wrong} The {rows} input rows are not {n} prompts repeated {group} times each.")
         return group
 
     @torch.no_grad()
