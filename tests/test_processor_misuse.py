@@ -145,9 +145,8 @@ def test_real_smollm2_tokenizer_default_right_padding(tmp_path):
     tok.padding_side = "left"
     gold = tok(gold_texts, return_tensors="pt", padding=True)
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.5)
-    with proc:
-        out = model.generate(**gold, **proc.generate_kwargs(), max_new_tokens=6, do_sample=False)
-    end = set(proc.generate_kwargs()["eos_token_id"])
+    out = model.generate(**gold, logits_processor=[proc], max_new_tokens=6, do_sample=False)
+    end = {model.generation_config.eos_token_id}
     got = trim(out[:, gold.input_ids.shape[1]:], end)
     tok.padding_side = "right"
     assert got == scott_reference_loop(model, tok, gold_texts, con_texts, 0.5, 6, end)

@@ -78,8 +78,7 @@ def _outputs(model, tok) -> dict:
     gold = tok(GOLD, return_tensors="pt", padding=True)
     con = tok(CONTRAST, return_tensors="pt", padding=True)
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3)
-    with proc:
-        out = model.generate(**gold, **proc.generate_kwargs(), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    out = model.generate(**gold, logits_processor=[proc], max_new_tokens=8, do_sample=False, pad_token_id=0)
     result = {"processor": out[:, gold.input_ids.shape[1]:].tolist(),
               "fused": contrastive_generate(model, tok, GOLD, CONTRAST, alpha=0.3, max_new_tokens=8,
                                             do_sample=False).tolist()}
