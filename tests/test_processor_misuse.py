@@ -131,9 +131,25 @@ def _real_tokenizer():
     return tok, model
 
 
+class _FirstScores(LogitsProcessor):
+    """Keeps the scores of the first step (put it after the contrast processor)."""
+
+    def __init__(self):
+        self.scores = None
+
+    def __call__(self, input_ids, scores):
+        if self.scores is None:
+            self.scores = scores.clone()
+        return scores
+
+
 @pytest.mark.slow
-def test_real_smollm2_tokenizer_default_right_padding(tmp_path):
-    """SmolLM2's tokenizer pads on the right by default: the user's natural call must give right rows."""
+@torch.no_grad()
+def test_real_smollm2_tokenizer_default_right_padding():
+    """SmolLM2's tokenizer pads on the right by default: the user's natural call must give right rows.
+
+    A wrong contrast row rarely flips a real model's greedy token at alpha 0.5, so the combined scores of
+    the first step are compared too, with one unpadded forward per row and branch."""
     tok, model = _real_tokenizer()
     assert tok.padding_side == "right"
     gold_texts = ["Q: Where would you keep milk cold?\nA: The answer is fridge. Because",
@@ -145,11 +161,17 @@ def test_real_smollm2_tokenizer_default_right_padding(tmp_path):
     tok.padding_side = "left"
     gold = tok(gold_texts, return_tensors="pt", padding=True)
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.5)
-    out = model.generate(**gold, logits_processor=[proc], max_new_tokens=6, do_sample=False)
+    first = _FirstScores()
+    out = model.generate(**gold, logits_processor=[proc, first], max_new_tokens=6, do_sample=False)
     end = {model.generation_config.eos_token_id}
     got = trim(out[:, gold.input_ids.shape[1]:], end)
     tok.padding_side = "right"
     assert got == scott_reference_loop(model, tok, gold_texts, con_texts, 0.5, 6, end)
+    for row, (g, c) in enumerate(zip(gold_texts, con_texts)):
+        lg = model(tok(g, return_tensors="pt").input_ids).logits[0, -1]
+        lc = model(tok(c, return_tensors="pt").input_ids).logits[0, -1]
+        expect = torch.log_softmax(lg, -1) - 0.5 * torch.log_softmax(lc, -1)
+        assert torch.allclose(first.scores[row], expect, atol=2e-3), (row, (first.scores[row] - expect).abs().max())
 
 
 def _lora_gpt2(vocab_size: int):
