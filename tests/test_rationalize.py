@@ -135,6 +135,21 @@ def test_resume_refuses_changed_choices_prompts_tokenizer_or_teacher_weights(cos
         generate_rationales(rows, teacher, other_tok, output_dir=tmp_path, **KW)
 
 
+def test_resume_accepts_the_same_teacher_loaded_from_another_folder(cose_rows, teacher, tokenizer, tmp_path):
+    """Only what changes the generations is fingerprinted: the folder a checkpoint was read from is not."""
+    from transformers import GPT2LMHeadModel
+
+    rows = cose_rows.select(range(4))
+    for name in ("a", "b"):
+        teacher.save_pretrained(tmp_path / name)
+    first = GPT2LMHeadModel.from_pretrained(tmp_path / "a").eval()
+    moved = GPT2LMHeadModel.from_pretrained(tmp_path / "b").eval()
+    assert first.config.name_or_path != moved.config.name_or_path
+    expected = generate_rationales(rows, first, tokenizer, output_dir=tmp_path / "run", **KW)
+    resumed = generate_rationales(rows, moved, tokenizer, output_dir=tmp_path / "run", **KW)
+    assert resumed.to_list() == expected.to_list()
+
+
 def test_resume_refuses_a_changed_chat_template(cose_rows, teacher, tokenizer, tmp_path):
     """Same prompt file, another chat template: the rendered prompts differ, so the run is refused."""
     tok = _fresh_copy(tokenizer)

@@ -97,6 +97,8 @@ def _weights_fingerprint(model: PreTrainedModel, samples_per_tensor: int = 256) 
         if tensor.device.type == "meta" or tensor.numel() == 0:  # offloaded: no values to read
             skipped += tensor.device.type == "meta"
             continue
+        if hasattr(tensor, "full_tensor"):  # a tensor-parallel DTensor: every rank must hash the same values
+            tensor = tensor.full_tensor()
         flat = tensor.detach().reshape(-1)
         n = min(samples_per_tensor, flat.numel())
         idx = torch.arange(n, device=flat.device) * (flat.numel() - 1) // max(n - 1, 1)
@@ -105,6 +107,14 @@ def _weights_fingerprint(model: PreTrainedModel, samples_per_tensor: int = 256) 
         logger.warning("%d teacher tensors are offloaded (meta device): the resume fingerprint covers their names "
                        "and shapes only.", skipped)
     return h.hexdigest()[:16]
+
+
+def _config_fingerprint(model: PreTrainedModel) -> str:
+    """The teacher's architecture and settings, without where it was loaded from: the same weights read from
+    another folder (a moved checkpoint, another HF_HOME's GGUF conversion) resume the same run."""
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    return f"{model.config.model_type}:{_hash([json.dumps(config, sort_keys=True, default=str)])}"
 
 
 def _context_limit(model: PreTrainedModel) -> tuple[int | None, str]:
@@ -380,7 +390,7 @@ def generate_rationales(
         task=task, perturbation=perturbation, alpha=float(alpha), counterfactual=bool(counterfactual),
         batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed, prompt=rationale_prompt.fingerprint,
         use_chat_template=use_chat_template, plausibility_threshold=plausibility_threshold,
-        teacher=f"{model.config.name_or_path}:{_hash([model.config.to_json_string(use_diff=False)])}",
+        teacher=_config_fingerprint(model),
         teacher_weights=_weights_fingerprint(model),
         tokenizer=_tokenizer_fingerprint(tokenizer),
         data=_hash(data["id"], data["question"], data["choices"], data["answer"]),
