@@ -65,6 +65,13 @@ def degenerate(text: str) -> bool:
     return max(grams.count(g) for g in set(grams)) >= 3
 
 
+def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def rationale_stats(rows: datasets.Dataset) -> dict[str, float]:
     n = len(rows)
     gold = wrong = none = bad = 0
@@ -78,7 +85,7 @@ def rationale_stats(rows: datasets.Dataset) -> dict[str, float]:
         wrong += w
         none += not (g or w)
         bad += degenerate(text)
-    return {"mean_words": statistics.mean(lengths), "names_gold": gold / n, "names_no_choice": none / n,
+    return {"n": n, "mean_words": statistics.mean(lengths), "names_gold": gold / n, "names_no_choice": none / n,
             "names_wrong_choice": wrong / n, "empty_or_degenerate": bad / n}
 
 
@@ -200,10 +207,16 @@ def student_steps(rationales: datasets.Dataset, args) -> dict[str, dict[str, flo
 
 
 def table(results: list[dict]) -> str:
+    """Shares with their 95% Wilson intervals."""
+
+    def cell(r: dict, key: str) -> str:
+        low, high = wilson(r[key], r["n"])
+        return f"{r[key]:.0%} [{low:.0%}, {high:.0%}]"
+
     head = ("| prompt | decoding | words | names gold | names no choice | names a wrong choice | empty/degenerate "
             "| examples/s |\n|---|---|---|---|---|---|---|---|")
-    lines = [f"| {r['style']} | {r['decoding']} | {r['mean_words']:.1f} | {r['names_gold']:.0%} | "
-             f"{r['names_no_choice']:.0%} | {r['names_wrong_choice']:.0%} | {r['empty_or_degenerate']:.0%} | "
+    lines = [f"| {r['style']} | {r['decoding']} | {r['mean_words']:.1f} | {cell(r, 'names_gold')} | "
+             f"{cell(r, 'names_no_choice')} | {cell(r, 'names_wrong_choice')} | {r['empty_or_degenerate']:.0%} | "
              f"{r['examples_per_s']:.2f} |" for r in results]
     return "\n".join([head, *lines])
 
@@ -225,7 +238,8 @@ def examples(data, outputs, k: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA), help="CoS-E v1 train.csv (LAS-NL-Explanations format)")
-    p.add_argument("--questions", type=int, default=40, help="first N train questions")
+    p.add_argument("--questions", type=int, default=40, help="N train questions")
+    p.add_argument("--offset", type=int, default=0, help="skip the first K questions (a second, disjoint sample)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64, help="rationale budget for the prompt-style part")
     p.add_argument("--speed-tokens", type=int, default=40, help="new tokens in the speed part")
@@ -247,10 +261,11 @@ def main() -> None:
     model.eval()
     tok.padding_side = "left"
     load_s = time.perf_counter() - start
-    data = load_task("cose", args.data).select(range(args.questions))
-    report: dict = {"model": MODEL, "questions": len(data), "threads": args.threads, "load_s": load_s,
+    data = load_task("cose", args.data).select(range(args.offset, args.offset + args.questions))
+    report: dict = {"model": MODEL, "questions": len(data), "offset": args.offset, "threads": args.threads, "load_s": load_s,
                     "torch_threads": torch.get_num_threads()}
-    print(f"# {MODEL}, {len(data)} CoS-E train questions, {args.threads} threads (model load {load_s:.1f} s)\n")
+    print(f"# {MODEL}, CoS-E train questions {args.offset}-{args.offset + len(data) - 1}, {args.threads} threads "
+          f"(model load {load_s:.1f} s)\n")
     outputs = {}
     if "styles" not in args.skip:
         report["styles"], outputs = prompt_styles(model, tok, data, args)
