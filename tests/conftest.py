@@ -1,7 +1,10 @@
-"""Offline fixtures: tiny random-initialised models and a real BPE tokenizer trained on tests/data."""
+"""Offline fixtures: tiny random-initialised models and a real BPE tokenizer trained on tests/data; a tiny GGUF
+file; and, for the ``real_model`` tier, the real SmolLM2-135M-Instruct (skipped when its package is absent)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from transformers import (  # noqa: E402
     T5ForConditionalGeneration,
 )
 
+from scott_distill.checkpoints import BUNDLED_CHECKPOINTS  # noqa: E402
 from scott_distill.tokenizer_utils import train_bpe_tokenizer  # noqa: E402
 
 TESTS_DIR = Path(__file__).parent
@@ -77,3 +81,107 @@ def llama(tokenizer):
 @pytest.fixture
 def t5(tokenizer):
     return make_t5(len(tokenizer))
+
+
+# -- GGUF files ------------------------------------------------------------------------------------------------
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+def write_tiny_llama_gguf(path: Path, tokenizer, seed: int = SEED) -> Path:
+    """A real GGUF file (llama architecture, F32 tensors, byte-level BPE vocabulary of ``tokenizer``): 0.1 MB."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    tokens = [""] * len(model["vocab"])
+    for token, index in model["vocab"].items():
+        tokens[index] = token
+    specials = set(tokenizer.all_special_tokens)
+    hidden, ff, layers, heads, kv_heads = 32, 64, 2, 4, 2
+    head_dim = hidden // heads
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (torch.randn(*shape, generator=g) * 0.2).numpy().astype(np.float32)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(512)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in specials else 1 for t in tokens])  # 3: control (special) token
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_unk_token_id(tokenizer.unk_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(TINY_CHAT_TEMPLATE)
+    writer.add_tensor("token_embd.weight", rand(len(tokens), hidden))
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", rand(hidden, hidden))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", rand(kv_heads * head_dim, hidden))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", rand(kv_heads * head_dim, hidden))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", rand(hidden, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", rand(ff, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", rand(ff, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", rand(hidden, ff))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))  # no output.weight: tied embeddings
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tokenizer) -> Path:
+    """A folder holding exactly one GGUF file, ``tiny.gguf``; returns the file's path."""
+    return write_tiny_llama_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", tokenizer)
+
+
+# -- real_model tier -------------------------------------------------------------------------------------------
+
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+def skip_without_smollm2() -> None:
+    """Skip (reason: the install command) unless the bundled SmolLM2 GGUF and the `gguf` reader are installed."""
+    spec = BUNDLED_CHECKPOINTS[SMOLLM2]
+    if importlib.util.find_spec(spec.module) is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip(f"real SmolLM2 not installed: {spec.install_command}")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct, through the converted-checkpoint cache.
+
+    The first run converts the GGUF once into ``$HF_HOME/scott_distill/converted`` (30-80 s); later runs load
+    the safetensors folder in about a second. The tokenizer is left-padded (the teacher's side).
+    """
+    skip_without_smollm2()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scott_distill.checkpoints import resolve_checkpoint
+
+    folder = resolve_checkpoint(SMOLLM2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    return model, tok

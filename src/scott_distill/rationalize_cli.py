@@ -10,6 +10,7 @@ import torch
 from transformers import AutoTokenizer
 from trl import TrlParser
 
+from .checkpoints import resolve_checkpoint
 from .rationalize import PERTURBATIONS, generate_rationales
 from .student_io import load_generative_model
 from .tasks import TASKS, load_task
@@ -19,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RationalizeArguments:
-    teacher: str = field(metadata={"help": "Teacher model: Hub id or local folder (decoder-only or seq2seq)."})
+    teacher: str = field(metadata={"help": "Teacher model (decoder-only or seq2seq): Hub id, local folder, .gguf "
+                         "file (or a folder holding one) or smollm2-135m-instruct (converted once, cached)."})
     task: str = field(metadata={"help": f"One of {sorted(TASKS)}."})
     output: str = field(metadata={"help": "Output folder: shards while running (resumable), then dataset/."})
     data: str | None = field(default=None, metadata={"help": "Local file/folder in the task's published format, "
@@ -42,6 +44,7 @@ class RationalizeArguments:
 
 
 def load_teacher(name: str, dtype: str):
+    name = resolve_checkpoint(name)  # GGUF files and bundled short names become a converted folder
     kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
     model = load_generative_model(name, **kwargs).eval()
     if torch.cuda.is_available():

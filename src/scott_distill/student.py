@@ -11,6 +11,7 @@ import datasets
 from huggingface_hub import snapshot_download
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .checkpoints import resolve_checkpoint
 from .collator import StudentFormat
 from .evaluation import predict
 from .student_io import load_student, read_student_format
@@ -36,7 +37,7 @@ class RationaleStudent:
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
                         token: str | bool | None = None, **kwargs: Any) -> RationaleStudent:
         """Load from a local folder, or download a Hub repo (``org/name``) with ``snapshot_download``."""
-        path = Path(name_or_path)
+        path = Path(resolve_checkpoint(name_or_path))  # a GGUF file or bundled short name: its converted folder
         if not path.is_dir():
             path = Path(snapshot_download(str(name_or_path), revision=revision, token=token))
         model, tokenizer = load_student(str(path))

@@ -6,15 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .checkpoints import generative_model_class, resolve_checkpoint
 from .collator import StudentFormat, format_choices
 
 __all__ = ["SCOTT_CONFIG_NAME", "load_generative_model", "load_student", "read_student_format",
@@ -41,14 +35,18 @@ def read_student_format(directory: str | os.PathLike) -> StudentFormat:
 
 
 def load_generative_model(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """A seq2seq or causal LM, the class chosen from the checkpoint's config."""
-    config = AutoConfig.from_pretrained(name_or_path)
-    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    return cls.from_pretrained(name_or_path, **kwargs)
+    """A seq2seq or causal LM, the class chosen from the checkpoint's config.
+
+    ``name_or_path``: anything ``scott_distill.checkpoints.resolve_checkpoint`` accepts (Hub id, folder, GGUF
+    file or folder, bundled short name such as ``smollm2-135m-instruct``).
+    """
+    name_or_path = resolve_checkpoint(name_or_path)
+    return generative_model_class(AutoConfig.from_pretrained(name_or_path)).from_pretrained(name_or_path, **kwargs)
 
 
 def load_student(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (seq2seq or causal LM, chosen from its config) and tokenizer of a student or base model."""
+    name_or_path = resolve_checkpoint(name_or_path)
     model = load_generative_model(name_or_path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     if tokenizer.pad_token is None:

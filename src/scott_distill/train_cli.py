@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainScriptArguments:
-    model_name_or_path: str = field(metadata={"help": "Student to start from: a Hub id or a local folder."})
+    model_name_or_path: str = field(metadata={"help": "Student to start from: Hub id, local folder, .gguf file "
+                                   "or smollm2-135m-instruct."})
     train_file: str = field(metadata={"help": "Rationale dataset (file, saved folder or Hub id) to train on."})
     eval_file: str | None = field(default=None, metadata={"help": "Optional dev set (same schema)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
