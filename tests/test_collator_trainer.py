@@ -82,7 +82,7 @@ def test_collator_errors(tokenizer):
 
 def manual_loss(model, batch, alpha, causal):
     """Direct computation: per-row token CE lists, then the two token means weighted by alpha."""
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual")}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual", "row_index")}
     logits = model(**inputs).logits
     f_losses, cf_losses = [], []
     for i in range(logits.shape[0]):
@@ -105,15 +105,17 @@ def test_alpha_weighted_loss_matches_manual(tokenizer, tmp_path, kind):
     assert float(got) == pytest.approx(float(expect), rel=1e-5)
 
 
-def test_one_kind_only_batch_uses_that_kind(tokenizer, tmp_path):
+def test_one_kind_only_batch_keeps_alpha(tokenizer, tmp_path):
+    """A factual-only batch gives (1 - alpha) * its mean: the missing counterfactual part contributes 0
+    (this test used to assert the plain mean, i.e. alpha overridden to 0 for one-kind batches)."""
     model = make_t5(len(tokenizer))
-    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.5, report_to=[])
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.3, report_to=[])
     trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
     only_f = {k: v for k, v in ROW.items() if not k.startswith("counterfactual")}
     batch = trainer.data_collator([only_f])
     loss = trainer.compute_loss(model, batch)
-    plain = model(**{k: v for k, v in batch.items() if k != "is_counterfactual"}).loss
-    assert torch.isfinite(loss) and float(loss) == pytest.approx(float(plain), rel=1e-5)
+    plain = model(**{k: v for k, v in batch.items() if k not in ("is_counterfactual", "row_index")}).loss
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(0.7 * float(plain), rel=1e-5)
 
 
 def test_alpha_zero_equals_seq2seq_trainer_loss_and_gradients(tokenizer, tmp_path):
