@@ -205,14 +205,30 @@ def test_args_validation(tmp_path):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
 
 
-def test_bf16_training_on_cpu(tokenizer, tmp_path):
-    """bf16 autocast (CPU here; the same flag on GPU): the loss parts stay float32 and finite."""
+def test_bf16_training_on_cpu(tokenizer, tmp_path, monkeypatch):
+    """bf16 autocast (CPU here; the same flag on GPU): the forward really runs in bfloat16, the loss parts are
+    computed in float32 and stay finite."""
+    import scott_distill.trainer as trainer_module
+
     model = make_t5(len(tokenizer))
+    seen = {"logits": set(), "ce": set()}
+    model.lm_head.register_forward_hook(lambda mod, inp, out: seen["logits"].add(out.dtype))
+    real = trainer_module.token_cross_entropy
+
+    def spy(*a, **kw):
+        ce, valid = real(*a, **kw)
+        seen["ce"].add(ce.dtype)
+        return ce, valid
+
+    monkeypatch.setattr(trainer_module, "token_cross_entropy", spy)
     args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2,
                                            logging_steps=1, report_to=[], bf16=True, use_cpu=True,
                                            save_strategy="no", learning_rate=1e-3)
     trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(4), processing_class=tokenizer)
     trainer.train()
+    assert seen["logits"] == {torch.bfloat16}, seen
+    assert seen["ce"] == {torch.float32}, seen
+    assert next(model.parameters()).dtype == torch.float32  # autocast: master weights stay float32
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert logged and all(torch.isfinite(torch.tensor(h["loss"])) for h in logged)
     assert all("loss_counterfactual" in h for h in logged)

@@ -124,6 +124,22 @@ def test_metaspace_prompt_has_no_standalone_separator_pieces():
     assert feat["input_ids"][:prompt_len] == tok(source)["input_ids"]
 
 
+def test_dataset_mixing_rationale_and_flat_rows_keeps_every_example(tokenizer, tmp_path):
+    """A JSON-lines file holding both kinds of row loads with ``is_counterfactual=None`` on rationale rows
+    (and NaN through pandas): those rows must still give their counterfactual example."""
+    import json
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (ROW, flat(ROW, counterfactual=True))))
+    data = datasets.Dataset.from_json(str(path))
+    assert data[0]["is_counterfactual"] is None
+    batch = CounterfactualDataCollator(tokenizer)(list(data))
+    assert batch["is_counterfactual"].tolist() == [False, True, True]
+    assert batch["row_index"].tolist() == [0, 0, 1]
+    nan_row = {**ROW, "is_counterfactual": float("nan")}
+    assert CounterfactualDataCollator(tokenizer)([nan_row])["is_counterfactual"].tolist() == [False, True]
+
+
 # -- the answer mask --------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,8 @@ class CounterfactualDataCollator:
       when the counterfactual part is present, one counterfactual example (so a batch of n such rows holds up
       to 2n examples);
     * a **flat row** with an ``is_counterfactual`` column: ``question``, ``choices``, ``answer``, ``rationale``,
-      ``is_counterfactual`` — one example.
+      ``is_counterfactual`` — one example. A row whose ``is_counterfactual`` is ``None`` or NaN is a rationale row (a
+      dataset holding both kinds fills the missing column with ``None``, or NaN through pandas).
 
     Encoder-decoder students get ``[factual] question \\n (a) c1 (b) c2 ...`` as the source and
     ``[factual] rationale So the answer is A`` as the target with loss on every target token (+ EOS).
@@ -106,7 +107,10 @@ class CounterfactualDataCollator:
         if not self.format.without_rationale and "rationale" not in row:
             raise ValueError("Row lacks `rationale` (set without_rationale=True for the answer-only baseline).")
         choices = list(row["choices"])
-        if "is_counterfactual" in row:
+        flag = row.get("is_counterfactual")
+        # None / NaN: a rationale row in a dataset that also holds flat rows (JSON lines and `datasets` fill a
+        # missing column with None, pandas with NaN)
+        if flag is not None and flag == flag:
             return [StudentExample(row["question"], choices, row.get("rationale"), row["answer"],
                                    bool(row["is_counterfactual"]))]
         out = [StudentExample(row["question"], choices, row.get("rationale"), row["answer"], False)]

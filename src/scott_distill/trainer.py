@@ -246,17 +246,19 @@ class CounterfactualTrainer(Seq2SeqTrainer):
     # -- loss -----------------------------------------------------------------------------------------
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
-        """Factual and counterfactual label-token counts over the accumulation window (all processes)."""
+        """Label tokens of the accumulation window (all processes): the normaliser ``N_W`` of the loss.
+
+        The parts are not normalised by their own window counts (that would tie alpha to the batch's
+        composition) but by the training data's shares, counted once in ``train``.
+        """
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
         causal = self._is_causal(self.model)
-        counts = torch.zeros(2, dtype=torch.long)
-        for b in batch_samples:
-            counts += label_token_counts(b["labels"], b["is_counterfactual"], causal)
-        counts = counts.to(device)
+        total = sum(label_token_counts(b["labels"], b["is_counterfactual"], causal).sum() for b in batch_samples)
+        total = total.to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-        return counts
+            total = self.accelerator.gather(total.unsqueeze(0)).sum()
+        return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -267,16 +269,16 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         ce, valid = token_cross_entropy(outputs.logits, labels, self._is_causal(model),
                                         self.args.label_smoothing_factor)
         cf = is_cf.to(valid.device).unsqueeze(1)
-        local = torch.stack([(valid & ~cf).sum(), (valid & cf).sum()])
+        n_f, n_cf = (valid & ~cf).sum(), (valid & cf).sum()
         training = model.training and num_items_in_batch is not None
-        # training: normalise by the whole window's (and all processes') token counts; else by this batch's
-        window = num_items_in_batch.to(local.device) if training else local
+        # training: normalise by the whole window's (and all processes') token count; else by this batch's
+        total = torch.as_tensor(num_items_in_batch, device=ce.device) if training else n_f + n_cf
         share = self.counterfactual_token_share
-        if share is None:  # no training data to count (e.g. evaluate-only): the window's own composition
-            share = float(window[1]) / max(float(window.sum()), 1.0)
+        if share is None:  # no training data was counted (evaluate-only trainer): this batch's own composition
+            share = float(n_cf) / max(float(n_f + n_cf), 1.0)
         c_f, c_cf = counterfactual_part_weights(self.args.counterfactual_alpha, share)
         weights = torch.where(cf, c_cf, c_f) * valid
-        loss = (ce * weights).sum() / window.sum().clamp(min=1)
+        loss = (ce * weights).sum() / total.clamp(min=1)
         if training and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size  # DDP averages gradients over processes
         self._record_parts(ce.detach(), valid, is_cf, row_index, model.training)
