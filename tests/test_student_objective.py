@@ -441,3 +441,14 @@ def test_trainer_push_to_hub_uploads_the_student_format(tokenizer, tmp_path):
         files = files_at(hub.state.repos[("model", "org/cf-student")], "main")
     assert json.loads(files["scott_config.json"])["answer_prefix"] == "Therefore the answer is"
     assert json.loads(proc.stdout.strip().splitlines()[-1])["prefix"] == "Therefore the answer is"
+
+
+def test_train_warns_with_truncation_counts_over_the_training_set(tokenizer, tmp_path, caplog):
+    short = factual_only(RATIONALE_ROWS[:1])[0]
+    long = {**short, "choices": short["choices"] + ["a very long last choice that nobody ever picks at all"]}
+    fmt = StudentFormat()
+    limit = len(tokenizer(fmt.source(long["question"], long["choices"]))["input_ids"]) - 3
+    assert len(tokenizer(fmt.source(short["question"], short["choices"]))["input_ids"]) <= limit
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        ours(tmp_path, "t5", tokenizer, [short, long, short], alpha=0.0, max_steps=1, max_source_length=limit)
+    assert any("1 of 3 sources" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -108,6 +108,10 @@ class StudentFormat:
                 "answer_prefix": self.answer_prefix, "without_rationale": self.without_rationale}
 
 
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def answer_token_mask(offsets: Sequence[tuple[int, int]], text: str, answer_start: int) -> list[bool]:
     """Which tokens of ``text`` belong to the answer that starts at character ``answer_start``.
 
@@ -214,18 +218,18 @@ class StudentEncoder:
                         "Source of row %s has %d tokens > max_source_length=%d: its end is cut (%d tokens left; "
                         "the example's answer stays among the choices). Further cuts are counted in "
                         "`truncation_counts`.",
-                        row or repr(question[:60]), full, limit, len(trial["ids"]))
+                        row or _short(question), full, limit, len(trial["ids"]))
                 return trial["ids"]
             keep -= 1
         if gold_end > 0:  # any cut that fits would remove the example's answer from the choices
             inside = [i for i in content if enc["offsets"][i][0] < gold_end]
             raise ValueError(
-                f"Row {row or repr(question[:60])}: the source has {full} tokens but max_source_length={limit}, and "
-                f"cutting it would drop the answer {answer!r} from the choices (keeping it needs "
-                f"{len(inside) + full - len(content)} tokens). Raise `max_source_length` or shorten the question/choices."
+                f"Row {row or _short(question)}: the source has {full} tokens but max_source_length={limit}, and "
+                f"cutting it would drop the answer {_short(answer)} from the choices (keeping it needs "
+                f"{len(inside) + full - len(content)} tokens). Raise `max_source_length`, or fix or drop the row."
             )
         raise ValueError(
-            f"Row {row or repr(question[:60])}: the source has {full} tokens and max_source_length={limit} cannot hold "
+            f"Row {row or _short(question)}: the source has {full} tokens and max_source_length={limit} cannot hold "
             f"its start. Raise `max_source_length`."
         )
 
@@ -253,8 +257,8 @@ class StudentEncoder:
             keep -= 1
         bare = self._encode_target(self.format.target_parts("", answer, counterfactual))
         raise ValueError(
-            f"Row {row or repr(answer)}: max_target_length={limit} cannot hold the answer: the tag, answer prefix, "
-            f"answer {answer!r} and EOS alone take {len(bare.ids)} tokens. Raise `max_target_length`."
+            f"Row {row or _short(answer)}: max_target_length={limit} cannot hold the answer: the tag, answer prefix, "
+            f"answer {_short(answer)} and EOS alone take {len(bare.ids)} tokens. Raise `max_target_length`."
         )
 
     def _encode_target(self, parts: TargetText) -> EncodedTarget:

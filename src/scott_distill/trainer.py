@@ -225,6 +225,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         if self.counterfactual_token_share is None and self.train_dataset is not None:
+            before = dict(getattr(self.data_collator, "truncation_counts", {}))
             n_f, n_cf = (int(c) for c in self.count_label_tokens(self.train_dataset))
             self.counterfactual_token_share = n_cf / max(n_f + n_cf, 1)
             logger.info("label tokens in train_dataset: %d factual, %d counterfactual (share %.4f)",
@@ -235,7 +236,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                                1 - self.args.counterfactual_alpha)
             if n_f == 0 and self.args.counterfactual_alpha < 1:
                 logger.warning("train_dataset holds no factual label tokens: only counterfactual answers are trained.")
-            counts = getattr(self.data_collator, "truncation_counts", {})
+            after = getattr(self.data_collator, "truncation_counts", {})
+            counts = {k: v - before.get(k, 0) for k, v in after.items()}  # this pass over train_dataset only
             if counts.get("sources_cut") or counts.get("rationales_cut"):
                 logger.warning("Truncation over train_dataset: %d of %d sources lost their end (max_source_length), "
                                "%d of %d targets lost the end of their rationale (max_target_length).",
