@@ -365,8 +365,16 @@ def test_predict_with_generate_evaluates_a_seq2seq_student(tokenizer, tmp_path):
     model = make_model("t5", len(tokenizer))
     args = CounterfactualTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True,
                                            per_device_eval_batch_size=2, report_to=[], generation_max_length=8)
-    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    generated = []
+
+    def compute_metrics(pred):  # with compute_metrics, evaluate() generates (without it, it is loss-only)
+        generated.append(pred.predictions.shape)
+        return {"n_generated": float(pred.predictions.shape[0])}
+
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer,
+                                    compute_metrics=compute_metrics)
     metrics = trainer.evaluate(as_dataset(RATIONALE_ROWS))
+    assert metrics["eval_n_generated"] == 2 * len(RATIONALE_ROWS) and generated
     f, cf = exact_part_means(model, tokenizer, RATIONALE_ROWS)
     assert metrics["eval_loss_factual"] == pytest.approx(f, rel=1e-5)
     assert metrics["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
