@@ -82,7 +82,7 @@ def test_collator_errors(tokenizer):
 
 def manual_loss(model, batch, alpha, causal):
     """Direct computation: per-row token CE lists, then the two token means weighted by alpha."""
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual")}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual", "row_index")}
     logits = model(**inputs).logits
     f_losses, cf_losses = [], []
     for i in range(logits.shape[0]):
@@ -105,15 +105,17 @@ def test_alpha_weighted_loss_matches_manual(tokenizer, tmp_path, kind):
     assert float(got) == pytest.approx(float(expect), rel=1e-5)
 
 
-def test_one_kind_only_batch_uses_that_kind(tokenizer, tmp_path):
+def test_one_kind_only_batch_keeps_alpha(tokenizer, tmp_path):
+    """A factual-only batch gives (1 - alpha) * its mean: the missing counterfactual part contributes 0
+    (this test used to assert the plain mean, i.e. alpha overridden to 0 for one-kind batches)."""
     model = make_t5(len(tokenizer))
-    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.5, report_to=[])
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.3, report_to=[])
     trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
     only_f = {k: v for k, v in ROW.items() if not k.startswith("counterfactual")}
     batch = trainer.data_collator([only_f])
     loss = trainer.compute_loss(model, batch)
-    plain = model(**{k: v for k, v in batch.items() if k != "is_counterfactual"}).loss
-    assert torch.isfinite(loss) and float(loss) == pytest.approx(float(plain), rel=1e-5)
+    plain = model(**{k: v for k, v in batch.items() if k not in ("is_counterfactual", "row_index")}).loss
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(0.7 * float(plain), rel=1e-5)
 
 
 def test_alpha_zero_equals_seq2seq_trainer_loss_and_gradients(tokenizer, tmp_path):
@@ -203,14 +205,30 @@ def test_args_validation(tmp_path):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
 
 
-def test_bf16_training_on_cpu(tokenizer, tmp_path):
-    """bf16 autocast (CPU here; the same flag on GPU): the loss parts stay float32 and finite."""
+def test_bf16_training_on_cpu(tokenizer, tmp_path, monkeypatch):
+    """bf16 autocast (CPU here; the same flag on GPU): the forward really runs in bfloat16, the loss parts are
+    computed in float32 and stay finite."""
+    import scott_distill.trainer as trainer_module
+
     model = make_t5(len(tokenizer))
+    seen = {"logits": set(), "ce": set()}
+    model.lm_head.register_forward_hook(lambda mod, inp, out: seen["logits"].add(out.dtype))
+    real = trainer_module.token_cross_entropy
+
+    def spy(*a, **kw):
+        ce, valid = real(*a, **kw)
+        seen["ce"].add(ce.dtype)
+        return ce, valid
+
+    monkeypatch.setattr(trainer_module, "token_cross_entropy", spy)
     args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2,
                                            logging_steps=1, report_to=[], bf16=True, use_cpu=True,
                                            save_strategy="no", learning_rate=1e-3)
     trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(4), processing_class=tokenizer)
     trainer.train()
+    assert seen["logits"] == {torch.bfloat16}, seen
+    assert seen["ce"] == {torch.float32}, seen
+    assert next(model.parameters()).dtype == torch.float32  # autocast: master weights stay float32
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert logged and all(torch.isfinite(torch.tensor(h["loss"])) for h in logged)
     assert all("loss_counterfactual" in h for h in logged)

@@ -2,64 +2,26 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
 
+from .student_format import StudentEncoder, StudentFormat, format_choices
 from .tokenizer_utils import padding_side
 
-__all__ = ["CounterfactualDataCollator", "StudentFormat", "format_choices"]
+__all__ = ["CounterfactualDataCollator", "StudentExample", "StudentFormat", "format_choices"]
 
 
-def format_choices(choices: Sequence[str]) -> str:
-    """``(a) c1 (b) c2 ...``"""
-    if len(choices) > len(string.ascii_lowercase):
-        raise ValueError(f"At most 26 choices are supported, got {len(choices)}.")
-    return " ".join(f"({string.ascii_lowercase[i]}) {c}" for i, c in enumerate(choices))
+class StudentExample(NamedTuple):
+    """One training example: a dataset row gives one (flat row) or up to two (rationale row)."""
 
-
-@dataclass(frozen=True)
-class StudentFormat:
-    """The student's input/output text format (saved with a student as ``scott_config.json``)."""
-
-    factual_tag: str = "[factual]"
-    counterfactual_tag: str = "[counterfactual]"
-    answer_prefix: str = "So the answer is"
-    without_rationale: bool = False
-
-    def source(self, question: str, choices: Sequence[str], counterfactual: bool = False) -> str:
-        tag = self.counterfactual_tag if counterfactual else self.factual_tag
-        return f"{tag} {question} \n {format_choices(choices)}"
-
-    def target(self, rationale: str | None, answer: str, counterfactual: bool = False) -> tuple[str, int]:
-        """Target text and the character offset where the answer starts."""
-        if self.without_rationale:
-            return answer, 0
-        tag = self.counterfactual_tag if counterfactual else self.factual_tag
-        head = f"{tag} {(rationale or '').strip()} {self.answer_prefix} ".replace("  ", " ")
-        return head + answer, len(head)
-
-    def parse(self, text: str) -> tuple[str, str | None]:
-        """Split a generated target into (rationale, answer); answer is ``None`` when unparseable."""
-        text = text.strip()
-        for tag in (self.factual_tag, self.counterfactual_tag):
-            if text.startswith(tag):
-                text = text[len(tag) :].strip()
-        if self.without_rationale:
-            return "", text or None
-        idx = text.rfind(self.answer_prefix)
-        if idx < 0:
-            return text, None
-        answer = text[idx + len(self.answer_prefix) :].strip().rstrip(".").strip()
-        return text[:idx].strip(), answer or None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"factual_tag": self.factual_tag, "counterfactual_tag": self.counterfactual_tag,
-                "answer_prefix": self.answer_prefix, "without_rationale": self.without_rationale}
+    question: str
+    choices: list[str]
+    rationale: str | None
+    answer: str
+    counterfactual: bool
 
 
 class CounterfactualDataCollator:
@@ -72,20 +34,29 @@ class CounterfactualDataCollator:
       when the counterfactual part is present, one counterfactual example (so a batch of n such rows holds up
       to 2n examples);
     * a **flat row** with an ``is_counterfactual`` column: ``question``, ``choices``, ``answer``, ``rationale``,
-      ``is_counterfactual`` — one example.
+      ``is_counterfactual`` — one example. A row whose ``is_counterfactual`` is ``None`` or NaN is a rationale row (a
+      dataset holding both kinds fills the missing column with ``None``, or NaN through pandas).
 
     Encoder-decoder students get ``[factual] question \\n (a) c1 (b) c2 ...`` as the source and
     ``[factual] rationale So the answer is A`` as the target with loss on every target token (+ EOS).
     Counterfactual examples use the counterfactual tag, the counterfactual rationale and answer, and labels
     ``-100`` everywhere except the answer tokens and EOS; the decoder is still teacher-forced over the whole
-    target (``decoder_input_ids`` are the shifted *full* target). Decoder-only students get ``source \\n target``
-    as one sequence, the source masked (and the rationale too on counterfactual rows). Every batch carries
-    an ``is_counterfactual`` bool tensor. Padding is ``DataCollatorForSeq2Seq``'s.
+    target (``decoder_input_ids`` are the shifted *full* target). Decoder-only students get the prompt
+    ``source \\n`` followed by the target as one sequence, the prompt masked (and the rationale too on
+    counterfactual rows). All token ids come from ``StudentEncoder``, the same code that builds the prompts
+    of forced-rationale scoring and generation. Every batch carries an ``is_counterfactual`` bool tensor and a
+    ``row_index`` tensor (the dataset row of each example within the batch). Padding is
+    ``DataCollatorForSeq2Seq``'s.
+
+    Truncation never removes the answer: a long target loses the end of its rationale, a long source its last
+    choices (counted in ``truncation_counts``; the first cut is logged), and a source whose cut would hide
+    the example's own answer among the choices raises ``ValueError`` naming the row.
 
     Args:
         tokenizer: a fast tokenizer (offsets locate the answer tokens exactly).
         model: the student; required for encoder-decoder students (builds ``decoder_input_ids``).
-        max_source_length / max_target_length: truncation lengths (the target keeps its end: the answer).
+        max_source_length / max_target_length: truncation lengths in tokens (the decoder-only prompt
+            includes its special tokens and the ``\\n`` separator; the target includes EOS).
         factual_tag / counterfactual_tag / answer_prefix: the text format.
         without_rationale: answer-only baseline (targets are just the answer).
     """
@@ -114,64 +85,65 @@ class CounterfactualDataCollator:
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length
         self.format = StudentFormat(factual_tag, counterfactual_tag, answer_prefix, without_rationale)
+        self.encoder = StudentEncoder(tokenizer, self.format, causal=not self.is_encoder_decoder,
+                                      max_source_length=max_source_length, max_target_length=max_target_length)
         self._pad = DataCollatorForSeq2Seq(
             tokenizer, model=model if self.is_encoder_decoder else None, label_pad_token_id=-100,
             pad_to_multiple_of=pad_to_multiple_of,
         )
 
+    @property
+    def truncation_counts(self) -> dict[str, int]:
+        """How many sources / targets were encoded, and how many sources / rationales were cut."""
+        return dict(self.encoder.truncation_counts)
+
     # -- rows -> examples -------------------------------------------------------------------------
 
-    def examples(self, row: Mapping[str, Any]) -> list[tuple[str, str, int, bool]]:
-        """(source, target, answer_char_start, is_counterfactual) examples of one dataset row."""
+    def examples(self, row: Mapping[str, Any]) -> list[StudentExample]:
+        """The training examples of one dataset row."""
         missing = [c for c in ("question", "choices", "answer") if c not in row]
         if missing:
             raise ValueError(f"Row lacks columns {missing}; has {sorted(row)}.")
         if not self.format.without_rationale and "rationale" not in row:
             raise ValueError("Row lacks `rationale` (set without_rationale=True for the answer-only baseline).")
-        out = []
-        if "is_counterfactual" in row:
-            cf = bool(row["is_counterfactual"])
-            target, start = self.format.target(row.get("rationale"), row["answer"], cf)
-            out.append((self.format.source(row["question"], row["choices"], cf), target, start, cf))
-            return out
-        target, start = self.format.target(row.get("rationale"), row["answer"], False)
-        out.append((self.format.source(row["question"], row["choices"], False), target, start, False))
+        choices = list(row["choices"])
+        flag = row.get("is_counterfactual")
+        # None / NaN: a rationale row in a dataset that also holds flat rows (JSON lines and `datasets` fill a
+        # missing column with None, pandas with NaN)
+        if flag is not None and flag == flag:
+            return [StudentExample(row["question"], choices, row.get("rationale"), row["answer"],
+                                   bool(row["is_counterfactual"]))]
+        out = [StudentExample(row["question"], choices, row.get("rationale"), row["answer"], False)]
         if row.get("counterfactual_answer") and (row.get("counterfactual_rationale") or self.format.without_rationale):
-            target, start = self.format.target(row.get("counterfactual_rationale"), row["counterfactual_answer"], True)
-            out.append((self.format.source(row["question"], row["choices"], True), target, start, True))
+            out.append(StudentExample(row["question"], choices, row.get("counterfactual_rationale"),
+                                      row["counterfactual_answer"], True))
         return out
-
-    def _target_ids(self, target: str, answer_start: int) -> tuple[list[int], list[int]]:
-        enc = self.tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
-        ids = enc["input_ids"] + [self.tokenizer.eos_token_id]
-        answer = [int(end > answer_start) for _, end in enc["offset_mapping"]] + [1]
-        if len(ids) > self.max_target_length:  # keep the end: the answer and EOS must survive truncation
-            ids, answer = ids[-self.max_target_length :], answer[-self.max_target_length :]
-        return ids, answer
 
     def features(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         feats = []
-        for source, target, start, cf in self.examples(row):
-            tgt_ids, answer_mask = self._target_ids(target, start)
-            src_ids = self.tokenizer(source, truncation=True, max_length=self.max_source_length)["input_ids"]
+        name = repr(row["id"]) if "id" in row else None
+        for ex in self.examples(row):
+            where = name or repr(ex.question[:60])
+            src_ids = self.encoder.source_ids(ex.question, ex.choices, ex.counterfactual, answer=ex.answer, row=where)
+            tgt = self.encoder.target(ex.rationale, ex.answer, ex.counterfactual, row=where)
+            keep = tgt.answer_mask if ex.counterfactual else [True] * len(tgt.ids)
             if self.is_encoder_decoder:
-                feat = {"input_ids": src_ids, "attention_mask": [1] * len(src_ids), "labels": tgt_ids}
-                feat["loss_mask"] = answer_mask if cf else [1] * len(tgt_ids)
+                feat = {"input_ids": src_ids, "attention_mask": [1] * len(src_ids), "labels": tgt.ids,
+                        "loss_mask": [int(k) for k in keep]}
             else:
-                sep = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
-                prompt = src_ids + sep
-                ids = prompt + tgt_ids
-                keep = answer_mask if cf else [1] * len(tgt_ids)
-                labels = [-100] * len(prompt) + [t if k else -100 for t, k in zip(tgt_ids, keep)]
+                ids = src_ids + tgt.ids
+                labels = [-100] * len(src_ids) + [t if k else -100 for t, k in zip(tgt.ids, keep)]
                 feat = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
-            feat["is_counterfactual"] = cf
+            feat["is_counterfactual"] = ex.counterfactual
             feats.append(feat)
         return feats
 
     # -- batch --------------------------------------------------------------------------------------
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        feats = [f for row in rows for f in self.features(row)]
+        per_row = [self.features(row) for row in rows]
+        feats = [f for fs in per_row for f in fs]
+        row_index = torch.tensor([i for i, fs in enumerate(per_row) for _ in fs], dtype=torch.long)
         is_cf = torch.tensor([f.pop("is_counterfactual") for f in feats], dtype=torch.bool)
         loss_masks = [f.pop("loss_mask", None) for f in feats]
         # training: right padding keeps positions 0..n-1 for every row
@@ -184,4 +156,5 @@ class CounterfactualDataCollator:
             mask = torch.tensor([m + [0] * (width - len(m)) for m in loss_masks], dtype=torch.bool)
             batch["labels"] = batch["labels"].masked_fill(~mask, -100)
         batch["is_counterfactual"] = is_cf
+        batch["row_index"] = row_index
         return dict(batch)

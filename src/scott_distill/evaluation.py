@@ -12,17 +12,18 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collator import StudentFormat
+from .student_format import StudentEncoder, StudentFormat
 from .tokenizer_utils import padding_side, sequence_log_likelihood
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_student", "perturb_rationale", "predict", "score_answers_given_rationales"]
+__all__ = ["evaluate_student", "perturb_token_ids", "predict", "replacement_vocabulary",
+           "score_answers_given_rationales"]
 
 
-def _prompts(fmt: StudentFormat, questions: Sequence[str], choices: Sequence[Sequence[str]], causal: bool) -> list[str]:
-    # decoder-only students saw "source \n target" in training (see CounterfactualDataCollator)
-    return [fmt.source(q, c) + ("\n" if causal else "") for q, c in zip(questions, choices)]
+def _encoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: StudentFormat) -> StudentEncoder:
+    # no length limits at inference: the student sees its whole source
+    return StudentEncoder(tokenizer, fmt, causal=not model.config.is_encoder_decoder)
 
 
 @torch.no_grad()
@@ -37,17 +38,19 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Generate (greedy) a rationale and an answer for every row (``question``, ``choices``).
 
-    Returns one dict per row: ``rationale``, ``answer`` (``None`` when the output has no answer prefix),
-    ``answer_in_choices`` and the raw ``output``.
+    The prompt ids are ``StudentEncoder.source_ids``, the ones the collator trained on. Returns one dict
+    per row: ``rationale``, ``answer`` (``None`` when the output has no answer prefix; matched against the
+    row's choices first, see ``StudentFormat.parse``), ``answer_in_choices`` and the raw ``output``.
     """
     fmt = fmt or StudentFormat()
     causal = not model.config.is_encoder_decoder
-    prompts = _prompts(fmt, dataset["question"], dataset["choices"], causal)
+    encoder = _encoder(model, tokenizer, fmt)
+    prompts = [encoder.source_ids(q, c) for q, c in zip(dataset["question"], dataset["choices"])]
     model.eval()
     outputs: list[str] = []
     with padding_side(tokenizer, "left" if causal else "right"):
         for i in tqdm(range(0, len(prompts), batch_size), desc="predict", disable=not show_progress):
-            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(model.device)
+            enc = tokenizer.pad({"input_ids": prompts[i : i + batch_size]}, return_tensors="pt").to(model.device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             if causal:
@@ -55,12 +58,36 @@ def predict(
             outputs.extend(tokenizer.batch_decode(gen, skip_special_tokens=True))
     rows = []
     for text, choices in zip(outputs, dataset["choices"]):
-        rationale, answer = fmt.parse(text)
+        rationale, answer = fmt.parse(text, choices)
         rows.append({"rationale": rationale, "answer": answer, "answer_in_choices": answer in choices, "output": text})
     unparseable = sum(r["answer"] is None for r in rows)
     if unparseable:
         logger.warning("%d of %d student outputs have no '%s ...' answer.", unparseable, len(rows), fmt.answer_prefix)
     return rows
+
+
+def replacement_vocabulary(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids a perturbation may insert: the whole vocabulary except special tokens (build it once)."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in special]
+
+
+def perturb_token_ids(ids: Sequence[int], fraction: float, rng: random.Random, vocabulary: Sequence[int]) -> list[int]:
+    """Replace ``round(fraction * len(ids))`` tokens (at least one when ``fraction > 0``) at random positions with
+    a different random token from ``vocabulary``: exactly that share of the ids changes (the paper's test)."""
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"`fraction` must be in [0, 1], got {fraction!r}.")
+    out = list(ids)
+    if not out or fraction == 0:
+        return out
+    if len(vocabulary) < 2:
+        raise ValueError(f"`vocabulary` needs at least 2 token ids to replace from, got {len(vocabulary)}.")
+    for pos in rng.sample(range(len(out)), k=max(1, round(fraction * len(out)))):
+        new = out[pos]
+        while new == out[pos]:
+            new = vocabulary[rng.randrange(len(vocabulary))]
+        out[pos] = new
+    return out
 
 
 @torch.no_grad()
@@ -72,35 +99,50 @@ def score_answers_given_rationales(
     rationales: Sequence[str],
     fmt: StudentFormat | None = None,
     batch_size: int = 32,
+    perturb_fraction: float = 0.0,
+    seed: int = 0,
+    vocabulary: Sequence[int] | None = None,
 ) -> list[str]:
-    """The student's answer with the rationale *forced*: the choice with the highest likelihood of
-    ``" {choice}</s>"`` after ``[factual] {rationale} So the answer is``."""
+    """The student's answer with the rationale *forced*: the choice with the highest likelihood of its answer
+    tokens and EOS after ``[factual] {rationale} So the answer is`` (the tokens ``answer_token_mask`` selects,
+    the ones counterfactual training trains on).
+
+    ``perturb_fraction > 0`` replaces that share of the rationale's *token ids* (the same positions and
+    replacements for every choice of a row; ``vocabulary`` from ``replacement_vocabulary``, built once) and
+    scores with those ids.
+    """
     fmt = fmt or StudentFormat()
     causal = not model.config.is_encoder_decoder
-    sources, targets, answer_starts = [], [], []
-    for prompt, cs, r in zip(_prompts(fmt, questions, choices, causal), choices, rationales):
+    encoder = _encoder(model, tokenizer, fmt)
+    if perturb_fraction and vocabulary is None:
+        vocabulary = replacement_vocabulary(tokenizer)
+    rng = random.Random(seed)
+    feats_ids: list[Any] = []
+    feats_labels: list[list[int]] = []
+    for q, cs, r in zip(questions, choices, rationales):
+        src_ids = encoder.source_ids(q, cs)
+        replaced: list[int] | None = None
         for c in cs:
-            target, start = fmt.target(r, c)
-            sources.append(prompt)
-            targets.append(target)
-            answer_starts.append(start)
+            tgt = encoder.target(r, c)
+            ids = list(tgt.ids)
+            positions = [i for i, m in enumerate(tgt.rationale_mask) if m]
+            if perturb_fraction and positions:
+                if replaced is None:  # one perturbation per row, shared by its choices
+                    replaced = perturb_token_ids([ids[i] for i in positions], perturb_fraction, rng, vocabulary)
+                for i, new in zip(positions, replaced):
+                    ids[i] = new
+            labels = [t if keep else -100 for t, keep in zip(ids, tgt.answer_mask)]
+            if causal:
+                feats_ids.append(src_ids + ids)
+                feats_labels.append([-100] * len(src_ids) + labels)
+            else:
+                feats_ids.append((src_ids, ids))
+                feats_labels.append(labels)
     model.eval()
     scores: list[float] = []
-    for i in range(0, len(sources), batch_size):
-        feats_ids, feats_labels = [], []
-        for src, tgt, start in zip(sources[i : i + batch_size], targets[i : i + batch_size],
-                                   answer_starts[i : i + batch_size]):
-            enc = tokenizer(tgt, add_special_tokens=False, return_offsets_mapping=True)
-            tgt_ids = enc["input_ids"] + [tokenizer.eos_token_id]
-            keep = [end > start for _, end in enc["offset_mapping"]] + [True]
-            src_ids = tokenizer(src)["input_ids"]
-            if causal:
-                feats_ids.append(src_ids + tgt_ids)
-                feats_labels.append([-100] * len(src_ids) + [t if k else -100 for t, k in zip(tgt_ids, keep)])
-            else:
-                feats_ids.append((src_ids, tgt_ids))
-                feats_labels.append([t if k else -100 for t, k in zip(tgt_ids, keep)])
-        scores.extend(_sequence_scores(model, tokenizer, feats_ids, feats_labels, causal))
+    for i in range(0, len(feats_ids), batch_size):
+        scores.extend(_sequence_scores(model, tokenizer, feats_ids[i : i + batch_size],
+                                       feats_labels[i : i + batch_size], causal))
     out, k = [], 0
     for cs in choices:
         block = scores[k : k + len(cs)]
@@ -134,21 +176,6 @@ def _sequence_scores(model, tokenizer, ids, labels, causal: bool) -> list[float]
     return sequence_log_likelihood(logits, lab).tolist()
 
 
-def perturb_rationale(
-    rationale: str, tokenizer: PreTrainedTokenizerBase, fraction: float = 0.5, rng: random.Random | None = None
-) -> str:
-    """Replace ``fraction`` of the rationale's tokens with random vocabulary tokens (the paper's test)."""
-    rng = rng or random.Random(0)
-    ids = tokenizer(rationale, add_special_tokens=False)["input_ids"]
-    if not ids:
-        return rationale
-    special = set(tokenizer.all_special_ids)
-    vocab = [i for i in range(len(tokenizer)) if i not in special]
-    for pos in rng.sample(range(len(ids)), k=max(1, round(fraction * len(ids)))):
-        ids[pos] = rng.choice(vocab)
-    return tokenizer.decode(ids, skip_special_tokens=True)
-
-
 def evaluate_student(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -165,8 +192,9 @@ def evaluate_student(
     * ``accuracy``: free generation, parsed answer == gold (unparseable rows count as wrong;
       ``unparseable`` is their fraction).
     * ``accuracy_gold_rationale``: the teacher's factual ``rationale`` forced (if the column exists).
-    * ``accuracy_perturbed_rationale``: the student's own rationale with ``perturb_fraction`` of its tokens
-      replaced at random, forced; ``perturbed_answer_changed`` is how often that changes the answer.
+    * ``accuracy_perturbed_rationale``: the student's own rationale with ``perturb_fraction`` of its token ids
+      replaced by random vocabulary tokens, forced; ``perturbed_answer_changed`` is how often that changes
+      the answer.
     * ``counterfactual_consistency``: ``counterfactual_rationale`` forced (under the factual tag, as at
       inference); how often the answer follows it to ``counterfactual_answer``.
     """
@@ -187,11 +215,10 @@ def evaluate_student(
         forced = score_answers_given_rationales(model, tokenizer, q, c, dataset["rationale"], fmt)
         result["accuracy_gold_rationale"] = sum(a == g for a, g in zip(forced, gold)) / n
     if not fmt.without_rationale:
-        rng = random.Random(seed)
         own = [p["rationale"] for p in preds]
         clean = score_answers_given_rationales(model, tokenizer, q, c, own, fmt)
-        noisy = [perturb_rationale(r, tokenizer, perturb_fraction, rng) for r in own]
-        perturbed = score_answers_given_rationales(model, tokenizer, q, c, noisy, fmt)
+        perturbed = score_answers_given_rationales(model, tokenizer, q, c, own, fmt, perturb_fraction=perturb_fraction,
+                                                   seed=seed, vocabulary=replacement_vocabulary(tokenizer))
         result["accuracy_perturbed_rationale"] = sum(a == g for a, g in zip(perturbed, gold)) / n
         result["perturbed_answer_changed"] = sum(a != b for a, b in zip(clean, perturbed)) / n
     if {"counterfactual_rationale", "counterfactual_answer"} <= set(dataset.column_names) and not fmt.without_rationale:

@@ -12,8 +12,8 @@ from huggingface_hub import snapshot_download
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoints import resolve_checkpoint
-from .collator import StudentFormat
 from .evaluation import predict
+from .student_format import StudentFormat
 from .student_io import load_student, read_student_format
 
 __all__ = ["RationaleStudent"]
@@ -35,13 +35,20 @@ class RationaleStudent:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
-                        token: str | bool | None = None, **kwargs: Any) -> RationaleStudent:
-        """Load from a local folder, or download a Hub repo (``org/name``) with ``snapshot_download``."""
+                        token: str | bool | None = None, fmt: StudentFormat | None = None,
+                        **kwargs: Any) -> RationaleStudent:
+        """Load from a local folder, or download a Hub repo (``org/name``) with ``snapshot_download``.
+
+        The format comes from the folder's ``scott_config.json``; a folder without one is refused
+        (``FileNotFoundError``) unless ``fmt`` says what the student was trained with.
+        """
         path = Path(resolve_checkpoint(name_or_path))  # a GGUF file or bundled short name: its converted folder
         if not path.is_dir():
             path = Path(snapshot_download(str(name_or_path), revision=revision, token=token))
+        if fmt is None:
+            fmt = read_student_format(path, required=True)
         model, tokenizer = load_student(str(path))
-        return cls(model, tokenizer, read_student_format(path), **kwargs)
+        return cls(model, tokenizer, fmt, **kwargs)
 
     def explain(self, question: str, choices: Sequence[str]) -> tuple[str, str | None]:
         """``(rationale, answer)``; ``answer`` is ``None`` if the output has no answer prefix."""

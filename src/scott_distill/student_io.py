@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoints import generative_model_class, resolve_checkpoint
-from .collator import StudentFormat, format_choices
+from .student_format import StudentFormat, format_choices
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SCOTT_CONFIG_NAME", "load_generative_model", "load_student", "read_student_format",
            "write_student_format"]
@@ -25,9 +28,23 @@ def write_student_format(fmt: StudentFormat, directory: str | os.PathLike) -> Pa
     return path
 
 
-def read_student_format(directory: str | os.PathLike) -> StudentFormat:
+def read_student_format(directory: str | os.PathLike, required: bool = False) -> StudentFormat:
+    """The student format saved in ``directory``.
+
+    Without a ``scott_config.json`` there: ``required=True`` raises ``FileNotFoundError``; otherwise the
+    default format is returned with a warning (right for an untrained base model, wrong for a student
+    trained with another answer prefix or tags).
+    """
     path = Path(directory) / SCOTT_CONFIG_NAME
     if not path.exists():
+        if required:
+            raise FileNotFoundError(
+                f"{path} does not exist: {directory} holds no student format. Save students with "
+                "CounterfactualTrainer.save_model / scott_distill.hub.save_student, or pass the format "
+                "explicitly (e.g. RationaleStudent.from_pretrained(path, fmt=StudentFormat(...)))."
+            )
+        logger.warning("%s has no %s; using the default student format %s.", directory, SCOTT_CONFIG_NAME,
+                       StudentFormat())
         return StudentFormat()
     data = json.loads(path.read_text())
     return StudentFormat(data.get("factual_tag", "[factual]"), data.get("counterfactual_tag", "[counterfactual]"),

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from .collator import StudentFormat
 from .io import load_table
-from .student_io import load_student, write_student_format
+from .student_io import load_student
 from .trainer import CounterfactualTrainer, CounterfactualTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -34,10 +33,8 @@ def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> 
     trainer = CounterfactualTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                                     processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(args.output_dir)
+    trainer.save_model(args.output_dir)  # weights, tokenizer and scott_config.json (the student format)
     if trainer.is_world_process_zero():
-        fmt = StudentFormat(args.factual_tag, args.counterfactual_tag, args.answer_prefix, args.without_rationale)
-        write_student_format(fmt, args.output_dir)
         logger.info("student saved to %s", args.output_dir)
     return args.output_dir
 

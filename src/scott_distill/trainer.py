@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import datasets
 import torch
 import torch.nn.functional as F
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from .collator import CounterfactualDataCollator
+from .student_format import StudentFormat
+from .student_io import write_student_format
 
-__all__ = ["CounterfactualTrainer", "CounterfactualTrainingArguments", "counterfactual_loss_parts"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CounterfactualTrainer",
+    "CounterfactualTrainingArguments",
+    "counterfactual_loss_parts",
+    "counterfactual_part_weights",
+    "label_token_counts",
+    "token_cross_entropy",
+]
+
+# the collator's bookkeeping tensors: never model inputs
+_BOOKKEEPING_KEYS = ("is_counterfactual", "row_index")
 
 
 @dataclass
@@ -21,14 +38,20 @@ class CounterfactualTrainingArguments(Seq2SeqTrainingArguments):
 
     counterfactual_alpha: float = field(
         default=0.5,
-        metadata={"help": "Loss = (1 - alpha) * factual + alpha * counterfactual (token means). 0 = plain fine-tuning."},
+        metadata={"help": "Objective = (1 - alpha) * factual + alpha * counterfactual (token means over the "
+                          "training data). 0 = plain fine-tuning on the factual rows; 1 = counterfactual rows only."},
+    )
+    counterfactual_token_share: float | None = field(
+        default=None,
+        metadata={"help": "Share of counterfactual label tokens in the training data (in (0, 1)). Default: counted "
+                          "once over train_dataset through the collator; required for an IterableDataset."},
     )
     factual_tag: str = field(default="[factual]", metadata={"help": "Tag prefixed to factual sources/targets."})
     counterfactual_tag: str = field(default="[counterfactual]", metadata={"help": "Tag of counterfactual rows."})
     answer_prefix: str = field(default="So the answer is", metadata={"help": "Text before the answer."})
     without_rationale: bool = field(default=False, metadata={"help": "Answer-only baseline (no rationale)."})
-    max_source_length: int = field(default=512)
-    max_target_length: int = field(default=256)
+    max_source_length: int = field(default=512, metadata={"help": "Source/prompt tokens (its end is cut)."})
+    max_target_length: int = field(default=256, metadata={"help": "Target tokens (the rationale's end is cut)."})
     # the collator reads raw text columns: the Trainer must not drop them
     remove_unused_columns: bool = field(default=False)
 
@@ -36,34 +59,78 @@ class CounterfactualTrainingArguments(Seq2SeqTrainingArguments):
         super().__post_init__()
         if not 0 <= self.counterfactual_alpha <= 1:
             raise ValueError(f"`counterfactual_alpha` must be in [0, 1], got {self.counterfactual_alpha!r}.")
+        share = self.counterfactual_token_share
+        if share is not None and not 0 < share < 1:
+            raise ValueError(f"`counterfactual_token_share` must be in (0, 1) or None, got {share!r}.")
+
+    @property
+    def student_format(self) -> StudentFormat:
+        return StudentFormat(self.factual_tag, self.counterfactual_tag, self.answer_prefix, self.without_rationale)
+
+
+def token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, causal: bool, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy (float32, ``label_smoothing`` as in ``Trainer``'s ``LabelSmoother``) and the mask
+    of label tokens; both aligned with ``labels`` (shifted by one for decoder-only students)."""
+    if causal:  # decoder-only: token t predicts t+1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    ce = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none",
+        label_smoothing=label_smoothing,
+    ).view(labels.shape)
+    return ce, labels != -100
+
+
+def label_token_counts(labels: torch.Tensor, is_counterfactual: torch.Tensor, causal: bool) -> torch.Tensor:
+    """``[factual, counterfactual]`` label-token counts of a batch (the tokens the loss is computed on)."""
+    valid = (labels[:, 1:] if causal else labels) != -100
+    cf = is_counterfactual.to(valid.device).bool().unsqueeze(1)
+    return torch.stack([(valid & ~cf).sum(), (valid & cf).sum()]).cpu()
 
 
 def counterfactual_loss_parts(
-    logits: torch.Tensor, labels: torch.Tensor, is_counterfactual: torch.Tensor, causal: bool
+    logits: torch.Tensor, labels: torch.Tensor, is_counterfactual: torch.Tensor, causal: bool,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed token cross-entropy and token counts of factual and counterfactual label tokens.
 
     Returns ``(sum_factual, n_factual, sum_counterfactual, n_counterfactual)``.
     """
-    if causal:  # decoder-only: token t predicts t+1
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    ce = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
-    ).view(labels.shape)
-    valid = labels != -100
+    ce, valid = token_cross_entropy(logits, labels, causal, label_smoothing)
     cf = is_counterfactual.to(labels.device).bool().unsqueeze(1)
     fact_tok, cf_tok = valid & ~cf, valid & cf
     return (ce * fact_tok).sum(), fact_tok.sum(), (ce * cf_tok).sum(), cf_tok.sum()
 
 
+def counterfactual_part_weights(alpha: float, counterfactual_share: float) -> tuple[float, float]:
+    """Per-token weights ``(c_f, c_cf) = ((1 - alpha) / pi_f, alpha / pi_cf)``, ``pi`` the parts' token shares.
+
+    A part with no tokens (share 0) gets weight 0: the missing part contributes nothing.
+    """
+    share_f = 1.0 - counterfactual_share
+    return ((1.0 - alpha) / share_f if share_f > 0 else 0.0,
+            alpha / counterfactual_share if counterfactual_share > 0 else 0.0)
+
+
 class CounterfactualTrainer(Seq2SeqTrainer):
     """``Seq2SeqTrainer`` with SCOTT's counterfactual objective.
 
-    One forward over the mixed batch; the loss is ``(1 - alpha)`` times the mean token cross-entropy over
-    factual label tokens plus ``alpha`` times the mean over counterfactual label tokens (a batch with rows
-    of only one kind uses that kind alone). The means are taken over all label tokens of the gradient-
-    accumulation window (and of all processes when ``average_tokens_across_devices``), so accumulation and
-    DDP give the gradient of one big batch. Logs ``loss_factual`` and ``loss_counterfactual``.
+    The objective is ``(1 - alpha)`` times the mean token cross-entropy over the factual label tokens of the
+    training data plus ``alpha`` times the mean over its counterfactual label tokens. Each step optimises
+    an unbiased-by-construction share of it: every label token ``t`` of an accumulation window gets the
+    weight ``c_t / N_window`` with ``c_f = (1 - alpha) / pi_f`` and ``c_cf = alpha / pi_cf`` (``pi`` the
+    parts' shares of label tokens in the training data, counted once before training) and ``N_window``
+    the window's label tokens over all processes. So alpha holds whatever the batch holds (a
+    counterfactual-only batch at ``alpha=0`` gives no gradient), a token's weight never depends on which
+    rows share its batch, and a window whose composition matches the data's gives exactly
+    ``(1 - alpha) * mean_factual + alpha * mean_counterfactual``. Accumulation and DDP stay exact: the
+    window's counts are summed over micro-batches and processes, as ``Trainer`` does for its own loss.
+
+    Logs ``loss_factual`` and ``loss_counterfactual`` (token means, gathered over processes) with every
+    training ``loss``; ``evaluate`` / ``predict`` return them as ``eval_*`` / ``test_*`` metrics.
+    ``label_smoothing_factor`` smooths both parts. Every save (``save_model``, checkpoints, ``push_to_hub``)
+    writes ``scott_config.json`` with the student's text format next to the weights.
     Works for encoder-decoder and decoder-only students, and on ``peft`` (LoRA) models.
 
     If ``data_collator`` is not given, a ``CounterfactualDataCollator`` is built from ``args``.
@@ -75,9 +142,9 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         targs = kwargs.get("args", args[1] if len(args) > 1 else None)
         if not isinstance(targs, CounterfactualTrainingArguments):
             raise ValueError("`args` must be a CounterfactualTrainingArguments.")
+        model = kwargs.get("model", args[0] if args else None)
         if kwargs.get("data_collator") is None:
             tok = kwargs.get("processing_class")
-            model = kwargs.get("model", args[0] if args else None)
             if tok is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
             kwargs["data_collator"] = CounterfactualDataCollator(
@@ -87,64 +154,211 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                 without_rationale=targs.without_rationale,
             )
         super().__init__(*args, **kwargs)
-        self._part_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.student_format = self._resolve_format()
+        if self.args.predict_with_generate and self._is_causal(self.model):
+            raise ValueError(
+                "`predict_with_generate=True` is not supported for decoder-only students: their batches hold the "
+                "target after the prompt, so `generate` would continue the answer. Evaluate them with "
+                "`scott_distill.evaluation.evaluate_student` (or `predict`), which generates from the prompt."
+            )
+        self.counterfactual_token_share: float | None = self.args.counterfactual_token_share
+        # [sum_f, n_f, sum_cf, n_cf] since the last log (train) / over the running evaluation loop (eval)
+        self._train_parts = torch.zeros(4, dtype=torch.float64)
+        self._eval_parts: torch.Tensor | None = None
         # our loss is already normalised by the window's token counts
         self.loss_is_scaled_for_ga = True
+        self._warn_without_counterfactual_rows(self.train_dataset)
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def _resolve_format(self) -> StudentFormat:
+        """The format the student learns: the collator's when it is ours (args must agree or be default)."""
+        fmt = self.args.student_format
+        collator_fmt = getattr(self.data_collator, "format", None)
+        if isinstance(self.data_collator, CounterfactualDataCollator) and collator_fmt != fmt:
+            if fmt != StudentFormat():
+                raise ValueError(
+                    f"The data_collator's format {collator_fmt} differs from the one in `args` {fmt}; set the tags "
+                    "and answer prefix in one place."
+                )
+            return collator_fmt
+        return fmt
+
+    def _warn_without_counterfactual_rows(self, dataset: Any) -> None:
+        names = getattr(dataset, "column_names", None)
+        if self.args.counterfactual_alpha == 0 or not names:
+            return
+        needed = ["counterfactual_answer"] + ([] if self.args.without_rationale else ["counterfactual_rationale"])
+        missing = [c for c in needed if c not in names]
+        if "is_counterfactual" not in names and missing:
+            logger.warning(
+                "counterfactual_alpha=%s but train_dataset has no counterfactual rows: it lacks the columns %s "
+                "(and `is_counterfactual`). Only the factual part is trained, weighted by (1 - alpha) = %s, "
+                "i.e. plain fine-tuning with a smaller loss. Columns: %s.",
+                self.args.counterfactual_alpha, missing, 1 - self.args.counterfactual_alpha, names,
+            )
 
     def _is_causal(self, model: torch.nn.Module) -> bool:
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
         return not bool(getattr(config, "is_encoder_decoder", False))
 
+    def count_label_tokens(self, dataset: Any, batch_rows: int = 256) -> torch.Tensor:
+        """``[factual, counterfactual]`` label tokens of ``dataset`` as the training collator builds them."""
+        if isinstance(dataset, torch.utils.data.IterableDataset) or isinstance(dataset, datasets.IterableDataset) \
+                or not hasattr(dataset, "__len__"):
+            raise ValueError(
+                "train_dataset has no length, so the share of counterfactual label tokens cannot be counted; pass "
+                "`counterfactual_token_share` in CounterfactualTrainingArguments."
+            )
+        causal = self._is_causal(self.model)
+        counts = torch.zeros(2, dtype=torch.long)
+        for start in range(0, len(dataset), batch_rows):
+            stop = min(start + batch_rows, len(dataset))
+            if isinstance(dataset, datasets.Dataset):
+                chunk = dataset[start:stop]
+                rows: Sequence[Mapping[str, Any]] = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+            else:
+                rows = [dataset[i] for i in range(start, stop)]
+            batch = self.data_collator(rows)
+            counts += label_token_counts(batch["labels"], batch["is_counterfactual"], causal)
+        return counts
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        if self.counterfactual_token_share is None and self.train_dataset is not None:
+            before = dict(getattr(self.data_collator, "truncation_counts", {}))
+            n_f, n_cf = (int(c) for c in self.count_label_tokens(self.train_dataset))
+            self.counterfactual_token_share = n_cf / max(n_f + n_cf, 1)
+            logger.info("label tokens in train_dataset: %d factual, %d counterfactual (share %.4f)",
+                        n_f, n_cf, self.counterfactual_token_share)
+            if n_cf == 0 and self.args.counterfactual_alpha > 0:
+                logger.warning("train_dataset holds no counterfactual label tokens: counterfactual_alpha=%s only "
+                               "scales the factual loss by %s.", self.args.counterfactual_alpha,
+                               1 - self.args.counterfactual_alpha)
+            if n_f == 0 and self.args.counterfactual_alpha < 1:
+                logger.warning("train_dataset holds no factual label tokens: only counterfactual answers are trained.")
+            after = getattr(self.data_collator, "truncation_counts", {})
+            counts = {k: v - before.get(k, 0) for k, v in after.items()}  # this pass over train_dataset only
+            if counts.get("sources_cut") or counts.get("rationales_cut"):
+                logger.warning("Truncation over train_dataset: %d of %d sources lost their end (max_source_length), "
+                               "%d of %d targets lost the end of their rationale (max_target_length).",
+                               counts.get("sources_cut", 0), counts.get("sources", 0),
+                               counts.get("rationales_cut", 0), counts.get("targets", 0))
+        return super().train(*args, **kwargs)
+
+    # -- loss -----------------------------------------------------------------------------------------
+
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
-        """Factual and counterfactual label-token counts over the accumulation window (all processes)."""
+        """Label tokens of the accumulation window (all processes): the normaliser ``N_W`` of the loss.
+
+        The parts are not normalised by their own window counts (that would tie alpha to the batch's
+        composition) but by the training data's shares, counted once in ``train``.
+        """
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
         causal = self._is_causal(self.model)
-        counts = torch.zeros(2, dtype=torch.long)
-        for b in batch_samples:
-            labels = b["labels"][:, 1:] if causal else b["labels"]
-            valid = labels != -100
-            cf = b["is_counterfactual"].bool().unsqueeze(1).to(valid.device)
-            counts += torch.stack([(valid & ~cf).sum(), (valid & cf).sum()]).cpu()
-        counts = counts.to(device)
+        total = sum(label_token_counts(b["labels"], b["is_counterfactual"], causal).sum() for b in batch_samples)
+        total = total.to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
-        return counts
+            total = self.accelerator.gather(total.unsqueeze(0)).sum()
+        return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        is_cf = inputs.pop("is_counterfactual")
+        is_cf = inputs.pop("is_counterfactual").bool()
+        row_index = inputs.pop("row_index", None)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        sum_f, n_f, sum_cf, n_cf = counterfactual_loss_parts(outputs.logits, labels, is_cf, self._is_causal(model))
+        ce, valid = token_cross_entropy(outputs.logits, labels, self._is_causal(model),
+                                        self.args.label_smoothing_factor)
+        cf = is_cf.to(valid.device).unsqueeze(1)
+        n_f, n_cf = (valid & ~cf).sum(), (valid & cf).sum()
         training = model.training and num_items_in_batch is not None
-        if training:  # normalise by the whole window's (and all processes') token counts
-            tot_f, tot_cf = num_items_in_batch[0], num_items_in_batch[1]
-        else:
-            tot_f, tot_cf = n_f, n_cf
-        alpha = self.args.counterfactual_alpha
-        w_f, w_cf = (1.0 - alpha, alpha)
-        if int(tot_cf) == 0:
-            w_f, w_cf = 1.0, 0.0
-        elif int(tot_f) == 0:
-            w_f, w_cf = 0.0, 1.0
-        loss = w_f * sum_f / tot_f.clamp(min=1) + w_cf * sum_cf / tot_cf.clamp(min=1)
+        # training: normalise by the whole window's (and all processes') token count; else by this batch's
+        total = torch.as_tensor(num_items_in_batch, device=ce.device) if training else n_f + n_cf
+        share = self.counterfactual_token_share
+        if share is None:  # no training data was counted (evaluate-only trainer): this batch's own composition
+            share = float(n_cf) / max(float(n_f + n_cf), 1.0)
+        c_f, c_cf = counterfactual_part_weights(self.args.counterfactual_alpha, share)
+        weights = torch.where(cf, c_cf, c_f) * valid
+        loss = (ce * weights).sum() / total.clamp(min=1)
         if training and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size  # DDP averages gradients over processes
-        mode = "train" if model.training else "eval"
-        with torch.no_grad():
-            if int(n_f):
-                self._part_metrics[mode]["loss_factual"].append(float(sum_f / n_f))
-            if int(n_cf):
-                self._part_metrics[mode]["loss_counterfactual"].append(float(sum_cf / n_cf))
+        self._record_parts(ce.detach(), valid, is_cf, row_index, model.training)
         outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
 
+    # -- per-part metrics -------------------------------------------------------------------------------
+
+    def _record_parts(self, ce: torch.Tensor, valid: torch.Tensor, is_cf: torch.Tensor,
+                      row_index: torch.Tensor | None, training: bool) -> None:
+        """Accumulate ``[sum_f, n_f, sum_cf, n_cf]`` over processes for the logged per-part losses."""
+        if not training and self._eval_parts is None:
+            return  # a direct compute_loss call outside train/evaluate/predict
+        with torch.no_grad():
+            tok_sum, tok_n = (ce * valid).sum(1).double(), valid.sum(1).double()
+            cf = is_cf.to(tok_sum.device)
+            per_example = torch.stack([tok_sum * ~cf, tok_n * ~cf, tok_sum * cf, tok_n * cf], dim=1)
+            if training:
+                # per-process sums; plain `gather`: the Trainer prefetches the accumulation window, so
+                # `gather_for_metrics` could see end_of_dataloader while an earlier micro-batch is processed
+                parts = self.accelerator.gather(per_example.sum(0, keepdim=True)).sum(0)
+                self._train_parts += parts.cpu()
+            else:
+                # per dataset row (a rationale row holds two examples), so that `gather_for_metrics` drops
+                # exactly the rows duplicated to even out the last batch across processes
+                if row_index is None:
+                    row_index = torch.arange(len(per_example))
+                row_index = row_index.to(per_example.device)
+                per_row = torch.zeros(int(row_index.max()) + 1, 4, dtype=per_example.dtype,
+                                      device=per_example.device).index_add_(0, row_index, per_example)
+                self._eval_parts += self.accelerator.gather_for_metrics(per_row).sum(0).cpu()
+
+    @staticmethod
+    def _part_means(parts: torch.Tensor, prefix: str = "") -> dict[str, float]:
+        sum_f, n_f, sum_cf, n_cf = parts.tolist()
+        out = {}
+        if n_f:
+            out[f"{prefix}loss_factual"] = sum_f / n_f
+        if n_cf:
+            out[f"{prefix}loss_counterfactual"] = sum_cf / n_cf
+        return out
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        # a fresh accumulator per loop: `predict` never leaks into the next `evaluate`
+        self._eval_parts = torch.zeros(4, dtype=torch.float64)
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
+            output.metrics.update(self._part_means(self._eval_parts, f"{metric_key_prefix}_"))
+        finally:
+            self._eval_parts = None
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
+                                           **gen_kwargs)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs).detach()
+        generation_inputs = {k: v for k, v in inputs.items() if k not in _BOOKKEEPING_KEYS}
+        _, tokens, labels = super().prediction_step(model, generation_inputs, prediction_loss_only,
+                                                    ignore_keys=ignore_keys, **gen_kwargs)
+        return loss, tokens, labels
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if "loss" in logs or not any(k.startswith("eval_") for k in logs) else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        for key, values in self._part_metrics[mode].items():
-            if values:
-                logs[prefix + key] = sum(values) / len(values)
-        self._part_metrics[mode].clear()
+        if "loss" in logs:  # a training log: the per-part token means since the previous one
+            logs.update(self._part_means(self._train_parts))
+            self._train_parts.zero_()
         super().log(logs, start_time)
+
+    # -- saving ---------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # every save path (save_model, checkpoints, push_to_hub) goes through _save
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            directory = output_dir if output_dir is not None else self.args.output_dir
+            os.makedirs(directory, exist_ok=True)
+            write_student_format(self.student_format, directory)

@@ -1,0 +1,462 @@
+"""The counterfactual objective on the real training path (``Trainer.train`` with accumulation), checked against
+``Seq2SeqTrainer`` and against an independent hand-written loop; alpha in one-kind batches; label smoothing;
+per-part metrics; the student format on every save.
+
+All comparisons run plain SGD with a constant learning rate and no clipping: weights after k steps are then
+a linear read-out of the summed gradients, so a wrong token weight or normaliser shows up in the weights
+(Adam's per-parameter scaling or clipping could hide a uniform scale error).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import pytest
+import torch
+from conftest import make_gpt2, make_t5
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+from scott_distill import (
+    CounterfactualDataCollator,
+    CounterfactualTrainer,
+    CounterfactualTrainingArguments,
+    RationaleStudent,
+    StudentFormat,
+)
+
+RATIONALE_ROWS = [
+    {"question": "Where would you keep milk cold?", "choices": ["fridge", "oven", "shelf"], "answer": "fridge",
+     "rationale": "A fridge keeps food cold.", "counterfactual_answer": "oven",
+     "counterfactual_rationale": "An oven is where milk is kept."},
+    {"question": "What tool cuts wood?", "choices": ["saw", "towel"], "answer": "saw",
+     "rationale": "A saw has sharp teeth that cut through wood.", "counterfactual_answer": "towel",
+     "counterfactual_rationale": "A towel cuts wood well."},
+    {"question": "What do people use to write on paper?", "choices": ["pen", "spoon", "hammer"], "answer": "pen",
+     "rationale": "A pen leaves ink.", "counterfactual_answer": "hammer",
+     "counterfactual_rationale": "People write on paper with a hammer because it leaves marks on the page."},
+    {"question": "Where do fish live?", "choices": ["water", "desert"], "answer": "water",
+     "rationale": "Fish breathe with gills in water.", "counterfactual_answer": "desert",
+     "counterfactual_rationale": "Fish live in the desert."},
+]
+BOOKKEEPING = ("is_counterfactual", "row_index")
+
+
+def flat(row: dict, counterfactual: bool) -> dict:
+    if counterfactual:
+        return {"question": row["question"], "choices": row["choices"], "answer": row["counterfactual_answer"],
+                "rationale": row["counterfactual_rationale"], "is_counterfactual": True}
+    return {"question": row["question"], "choices": row["choices"], "answer": row["answer"],
+            "rationale": row["rationale"], "is_counterfactual": False}
+
+
+def factual_only(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("counterfactual")} for r in rows]
+
+
+def as_dataset(rows: list[dict]) -> datasets.Dataset:
+    """All keys on every row (missing ones None, as JSON lines load): ``Dataset.from_list`` would take the
+    first row's keys only and silently drop the others' columns."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return datasets.Dataset.from_list([{k: r.get(k) for k in keys} for r in rows])
+
+
+def make_model(kind: str, vocab: int):
+    if kind == "t5":
+        return make_t5(vocab, dropout_rate=0.0)
+    return make_gpt2(vocab, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+SGD = dict(optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0,
+           report_to=[], save_strategy="no", disable_tqdm=True, train_sampling_strategy="sequential", seed=0,
+           dataloader_drop_last=False)
+
+
+def ours(tmp_path, kind, tokenizer, rows, alpha, bs=2, ga=2, epochs=1, **kw):
+    model = make_model(kind, len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / f"ours-{alpha}"), counterfactual_alpha=alpha,
+                                           per_device_train_batch_size=bs, gradient_accumulation_steps=ga,
+                                           num_train_epochs=epochs, **{**SGD, **kw})
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=as_dataset(rows),
+                                    processing_class=tokenizer)
+    trainer.train()
+    return model, trainer
+
+
+class PlainCollator:
+    """Our collator's batches for ``Seq2SeqTrainer``: bookkeeping dropped, counterfactual rows' labels hidden."""
+
+    def __init__(self, inner: CounterfactualDataCollator):
+        self.inner = inner
+
+    def __call__(self, rows):
+        batch = self.inner(rows)
+        cf = batch.pop("is_counterfactual")
+        batch.pop("row_index", None)  # (absent in collators before row_index existed)
+        batch["labels"] = batch["labels"].masked_fill(cf.unsqueeze(1), -100)
+        return batch
+
+
+def plain(tmp_path, kind, tokenizer, rows, bs=2, ga=2, epochs=1, **kw):
+    model = make_model(kind, len(tokenizer))
+    collator = CounterfactualDataCollator(tokenizer, model=model if kind == "t5" else None)
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "plain"), per_device_train_batch_size=bs,
+                                    gradient_accumulation_steps=ga, num_train_epochs=epochs,
+                                    remove_unused_columns=False, **{**SGD, **kw})
+    Seq2SeqTrainer(model=model, args=args, train_dataset=as_dataset(rows),
+                   data_collator=PlainCollator(collator)).train()
+    return model
+
+
+def assert_same_weights(a, b, rtol=1e-4, atol=1e-6):
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=rtol, atol=atol, msg=name)
+
+
+# -- the independent reference --------------------------------------------------------------------------------
+
+
+def _token_ce(model, batch, causal, eps):
+    """Hand-written token cross-entropy (with label smoothing as in transformers' LabelSmoother)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", *BOOKKEEPING)}
+    logits, labels = model(**inputs).logits, batch["labels"]
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    ce = (1 - eps) * nll + eps * (-logp.mean(-1))
+    mask = labels != -100
+    cf = batch["is_counterfactual"].unsqueeze(1)
+    return ce, mask & ~cf, mask & cf
+
+
+def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps=0.0, per_part_means=False):
+    """SGD over windows of ``ga`` micro-batches of ``bs`` rows, in order; no scott_distill loss code.
+
+    ``per_part_means=True``: each window's loss is (1 - alpha) * mean over its factual label tokens +
+    alpha * mean over its counterfactual ones. Otherwise the documented token weights:
+    ((1 - alpha) / pi_f or alpha / pi_cf) / (label tokens in the window), pi the dataset's token shares.
+    """
+    model = make_model(kind, len(tokenizer)).train()
+    causal = kind != "t5"
+    collator = CounterfactualDataCollator(tokenizer, model=model if not causal else None)
+    batches = [collator(rows[i : i + bs]) for i in range(0, len(rows), bs)]
+
+    def counts(batch):
+        labels = batch["labels"][:, 1:] if causal else batch["labels"]
+        cf = batch["is_counterfactual"].unsqueeze(1)
+        return int(((labels != -100) & ~cf).sum()), int(((labels != -100) & cf).sum())
+
+    n_f = sum(counts(b)[0] for b in batches)
+    n_cf = sum(counts(b)[1] for b in batches)
+    pi_f, pi_cf = n_f / (n_f + n_cf), n_cf / (n_f + n_cf)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    windows = [batches[i : i + ga] for i in range(0, len(batches), ga)]
+    for _ in range(epochs):
+        for window in windows:
+            w_f = sum(counts(b)[0] for b in window)
+            w_cf = sum(counts(b)[1] for b in window)
+            opt.zero_grad()
+            for b in window:
+                ce, fact, cf = _token_ce(model, b, causal, eps)
+                if per_part_means:
+                    loss = (1 - alpha) * (ce * fact).sum() / max(w_f, 1) + alpha * (ce * cf).sum() / max(w_cf, 1)
+                else:
+                    c_f = (1 - alpha) / pi_f if pi_f else 0.0
+                    c_cf = alpha / pi_cf if pi_cf else 0.0
+                    loss = (c_f * (ce * fact).sum() + c_cf * (ce * cf).sum()) / (w_f + w_cf)
+                loss.backward()
+            opt.step()
+    return model
+
+
+# -- #17: the training path against Seq2SeqTrainer and the reference ---------------------------------------
+
+
+# transformers' T5 computes a per-micro-batch mean loss yet tells the Trainer it normalises by the window's
+# token count (its forward accepts **kwargs), so Seq2SeqTrainer + T5 + accumulation is not token-normalised:
+# T5 is compared without accumulation, GPT-2 (whose loss does use num_items_in_batch) with it.
+PLAIN_SHAPES = [("t5", 2, 1), ("gpt2", 2, 2)]
+
+
+@pytest.mark.parametrize(("kind", "bs", "ga"), PLAIN_SHAPES)
+def test_alpha_zero_training_equals_seq2seq_trainer_on_factual_data(tokenizer, tmp_path, kind, bs, ga):
+    """k optimizer steps (GPT-2: windows of 4 rows then 2), data without counterfactual rows."""
+    rows = factual_only(RATIONALE_ROWS) + factual_only(RATIONALE_ROWS[:2])
+    a, _ = ours(tmp_path, kind, tokenizer, rows, alpha=0.0, bs=bs, ga=ga, epochs=2)
+    b = plain(tmp_path, kind, tokenizer, rows, bs=bs, ga=ga, epochs=2)
+    assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize(("kind", "bs", "ga"), [("t5", 4, 1), ("gpt2", 2, 2)])
+def test_alpha_zero_training_equals_seq2seq_trainer_with_counterfactual_rows_masked(tokenizer, tmp_path, kind, bs,
+                                                                                    ga):
+    """With counterfactual rows, alpha=0 is plain fine-tuning on the factual tokens. Each window here is the
+    whole dataset (3 epochs = 3 steps), the case where the per-window token normalisations of both trainers
+    coincide exactly (docs/training.md)."""
+    a, _ = ours(tmp_path, kind, tokenizer, RATIONALE_ROWS, alpha=0.0, bs=bs, ga=ga, epochs=3)
+    b = plain(tmp_path, kind, tokenizer, RATIONALE_ROWS, bs=bs, ga=ga, epochs=3)
+    assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_alpha_half_training_equals_reference_per_part_token_means(tokenizer, tmp_path, kind):
+    """Windows holding the whole data (rationale rows and flat rows): every step minimises
+    0.5 * mean_factual + 0.5 * mean_counterfactual over the window's tokens, written here by hand."""
+    rows = RATIONALE_ROWS[:2] + [flat(RATIONALE_ROWS[2], False), flat(RATIONALE_ROWS[3], True)]
+    a, _ = ours(tmp_path, kind, tokenizer, rows, alpha=0.5, epochs=3)
+    b = reference_training(kind, tokenizer, rows, alpha=0.5, bs=2, ga=2, epochs=3, per_part_means=True)
+    assert_same_weights(a, b)
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.5])
+def test_training_with_uneven_windows_equals_reference_token_weights(tokenizer, tmp_path, alpha):
+    """Windows whose composition differs from the data's (flat and rationale rows, 2 x 2 then 1 x 2 rows,
+    2 epochs) against the documented token weights, written by hand."""
+    rows = [RATIONALE_ROWS[0], flat(RATIONALE_ROWS[1], False), flat(RATIONALE_ROWS[2], True), RATIONALE_ROWS[3],
+            flat(RATIONALE_ROWS[1], True), flat(RATIONALE_ROWS[2], False)]
+    a, _ = ours(tmp_path, "t5", tokenizer, rows, alpha=alpha, epochs=2)
+    b = reference_training("t5", tokenizer, rows, alpha=alpha, bs=2, ga=2, epochs=2)
+    assert_same_weights(a, b)
+
+
+# -- alpha whatever the batch holds -------------------------------------------------------------------------
+
+FLAT_ROWS = [flat(RATIONALE_ROWS[0], False), flat(RATIONALE_ROWS[0], True),
+             flat(RATIONALE_ROWS[1], True), flat(RATIONALE_ROWS[1], False)]
+
+
+def test_alpha_matters_with_flat_rows_and_batch_size_one(tokenizer, tmp_path):
+    """Flat rows, one row per step, no accumulation: every batch holds one kind of row."""
+    a, _ = ours(tmp_path, "t5", tokenizer, FLAT_ROWS, alpha=0.2, bs=1, ga=1)
+    b, _ = ours(tmp_path, "t5", tokenizer, FLAT_ROWS, alpha=0.8, bs=1, ga=1)
+    diff = max(float((pa - pb).abs().max()) for pa, pb in zip(a.parameters(), b.parameters()))
+    assert diff > 1e-4, diff
+
+
+@pytest.mark.parametrize(("alpha", "first"), [(0.0, True), (1.0, False)])
+def test_alpha_zero_or_one_leaves_the_other_part_without_gradient(tokenizer, tmp_path, alpha, first):
+    """alpha=0: steps on counterfactual rows change nothing; alpha=1: the same for factual rows."""
+    kind_rows = [r for r in FLAT_ROWS if r["is_counterfactual"] == first]
+    other = [r for r in FLAT_ROWS if r["is_counterfactual"] != first]
+    model, _ = ours(tmp_path, "t5", tokenizer, kind_rows + other, alpha=alpha, bs=1, ga=1, max_steps=2)
+    start = make_model("t5", len(tokenizer))
+    for (name, p), q in zip(model.named_parameters(), start.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_token_weights_do_not_depend_on_the_rest_of_the_batch(tokenizer, tmp_path):
+    """The loss is a sum of per-token terms with batch-independent weights over the window's token count:
+    N_mixed * grad(mixed window) == N_f * grad(factual row alone) + N_cf * grad(counterfactual row alone)."""
+    f_row, cf_row = flat(RATIONALE_ROWS[0], False), flat(RATIONALE_ROWS[1], True)
+    collator = CounterfactualDataCollator(tokenizer, model=make_t5(len(tokenizer)))
+    n = {k: int((collator(rows)["labels"] != -100).sum()) for k, rows in
+         (("mixed", [f_row, cf_row]), ("f", [f_row]), ("cf", [cf_row]))}
+    start = [p.detach().clone() for p in make_model("t5", len(tokenizer)).parameters()]
+    steps = {}
+    for key, rows in (("mixed", [f_row, cf_row]), ("f", [f_row]), ("cf", [cf_row])):
+        model, _ = ours(tmp_path / key, "t5", tokenizer, rows, alpha=0.3, bs=2, ga=1, max_steps=1, learning_rate=1.0,
+                        counterfactual_token_share=0.25)
+        steps[key] = [s - p.detach() for s, p in zip(start, model.parameters())]  # lr=1 SGD: the gradient
+    lhs = torch.cat([n["mixed"] * m.flatten() for m in steps["mixed"]])
+    rhs = torch.cat([(n["f"] * f + n["cf"] * cf).flatten() for f, cf in zip(steps["f"], steps["cf"])])
+    # float32 round-off only (a weight off by a few per cent, as alpha overridden per batch gives, is ~1e-2)
+    assert float((lhs - rhs).norm() / rhs.norm()) < 1e-4
+
+
+def test_iterable_dataset_needs_the_token_share(tokenizer, tmp_path):
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no")
+    stream = as_dataset(FLAT_ROWS).to_iterable_dataset()
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=stream, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="counterfactual_token_share"):
+        trainer.train()
+    with pytest.raises(ValueError, match="counterfactual_token_share"):
+        CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=1.0)
+
+
+# -- label smoothing ----------------------------------------------------------------------------------------
+
+
+def test_label_smoothing_alpha_zero_equals_seq2seq_trainer(tokenizer, tmp_path):
+    rows = factual_only(RATIONALE_ROWS)
+    a, _ = ours(tmp_path, "t5", tokenizer, rows, alpha=0.0, ga=1, epochs=2, label_smoothing_factor=0.2)
+    b = plain(tmp_path, "t5", tokenizer, rows, ga=1, epochs=2, label_smoothing_factor=0.2)
+    assert_same_weights(a, b)
+
+
+def test_label_smoothing_per_part_equals_reference(tokenizer, tmp_path):
+    rows = RATIONALE_ROWS[:3] + [flat(RATIONALE_ROWS[3], True)]
+    a, _ = ours(tmp_path, "t5", tokenizer, rows, alpha=0.5, epochs=2, label_smoothing_factor=0.2)
+    b = reference_training("t5", tokenizer, rows, alpha=0.5, bs=2, ga=2, epochs=2, eps=0.2)
+    assert_same_weights(a, b)
+
+
+# -- data without counterfactual rows ---------------------------------------------------------------------
+
+
+def test_dataset_without_counterfactual_columns_warns(tokenizer, tmp_path, caplog):
+    data = as_dataset(factual_only(RATIONALE_ROWS))
+    model = make_model("t5", len(tokenizer))
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[]),
+                              train_dataset=data, processing_class=tokenizer)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("counterfactual_answer" in m and "counterfactual_rationale" in m for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+            output_dir=str(tmp_path), report_to=[], counterfactual_alpha=0.0), train_dataset=data,
+            processing_class=tokenizer)
+        CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[]),
+                              train_dataset=as_dataset(FLAT_ROWS), processing_class=tokenizer)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# -- per-part metrics ---------------------------------------------------------------------------------------
+
+
+def exact_part_means(model, tokenizer, rows, causal=False):
+    """Token means of the factual / counterfactual label tokens over all rows (one batch, by hand);
+    ``None`` for a part without tokens."""
+    model.eval()
+    collator = CounterfactualDataCollator(tokenizer, model=None if causal else model)
+    with torch.no_grad():
+        ce, fact, cf = _token_ce(model, collator(rows), causal, 0.0)
+    return tuple(float((ce * m).sum() / m.sum()) if m.any() else None for m in (fact, cf))
+
+
+def test_eval_part_losses_are_exact_and_predict_does_not_leak(tokenizer, tmp_path):
+    """5 rationale rows (10 examples) in eval batches of 2 rows: the last batch is partial."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    eval_rows = RATIONALE_ROWS + RATIONALE_ROWS[:1]
+    first = trainer.evaluate(as_dataset(eval_rows))
+    f, cf = exact_part_means(model, tokenizer, eval_rows)
+    assert first["eval_loss_factual"] == pytest.approx(f, rel=1e-5)
+    assert first["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
+    other = [flat(RATIONALE_ROWS[1], True)] * 3
+    predicted = trainer.predict(as_dataset(other))
+    expected = exact_part_means(model, tokenizer, other)[1]
+    assert predicted.metrics["test_loss_counterfactual"] == pytest.approx(expected, rel=1e-5)
+    assert "test_loss_factual" not in predicted.metrics
+    again = trainer.evaluate(as_dataset(eval_rows))
+    assert again["eval_loss_factual"] == pytest.approx(f, rel=1e-5)
+    assert again["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
+
+
+def test_train_logs_exact_part_losses_per_window(tokenizer, tmp_path):
+    """learning_rate=0 keeps the weights, so each logged step's per-part loss is the token mean over that
+    window's rows at the initial weights (a token mean over the window, not a mean of batch means)."""
+    rows = RATIONALE_ROWS[:2] + [flat(RATIONALE_ROWS[2], False), flat(RATIONALE_ROWS[3], False)]
+    model, trainer = ours(tmp_path, "t5", tokenizer, rows, alpha=0.5, bs=1, ga=2, learning_rate=0.0, logging_steps=1)
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 2
+    f, cf = exact_part_means(model, tokenizer, rows[:2])
+    assert logged[0]["loss_factual"] == pytest.approx(f, rel=1e-5)
+    assert logged[0]["loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
+    f, cf = exact_part_means(model, tokenizer, rows[2:])
+    assert logged[1]["loss_factual"] == pytest.approx(f, rel=1e-5) and cf is None
+    assert "loss_counterfactual" not in logged[1]
+
+
+def test_predict_with_generate_evaluates_a_seq2seq_student(tokenizer, tmp_path):
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True,
+                                           per_device_eval_batch_size=2, report_to=[], generation_max_length=8)
+    generated = []
+
+    def compute_metrics(pred):  # with compute_metrics, evaluate() generates (without it, it is loss-only)
+        generated.append(pred.predictions.shape)
+        return {"n_generated": float(pred.predictions.shape[0])}
+
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer,
+                                    compute_metrics=compute_metrics)
+    metrics = trainer.evaluate(as_dataset(RATIONALE_ROWS))
+    assert metrics["eval_n_generated"] == 2 * len(RATIONALE_ROWS) and generated
+    f, cf = exact_part_means(model, tokenizer, RATIONALE_ROWS)
+    assert metrics["eval_loss_factual"] == pytest.approx(f, rel=1e-5)
+    assert metrics["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
+    out = trainer.predict(as_dataset(RATIONALE_ROWS[:1]))
+    assert out.predictions.shape[0] == 2  # one factual + one counterfactual example
+
+
+def test_predict_with_generate_is_refused_for_decoder_only(tokenizer, tmp_path):
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, report_to=[])
+    with pytest.raises(ValueError, match="evaluate_student"):
+        CounterfactualTrainer(model=make_model("gpt2", len(tokenizer)), args=args, processing_class=tokenizer)
+
+
+# -- the student format on every save -----------------------------------------------------------------------
+
+
+def test_every_save_writes_the_student_format(tokenizer, tmp_path):
+    args = dict(answer_prefix="Therefore the answer is", factual_tag="<f>", save_strategy="steps", save_steps=1)
+    model, trainer = ours(tmp_path, "gpt2", tokenizer, RATIONALE_ROWS, alpha=0.5, max_steps=2, **args)
+    trainer.save_model(str(tmp_path / "final"))
+    expected = StudentFormat(factual_tag="<f>", answer_prefix="Therefore the answer is")
+    out = tmp_path / "ours-0.5"
+    for folder in (tmp_path / "final", out / "checkpoint-1", out / "checkpoint-2"):
+        student = RationaleStudent.from_pretrained(folder, max_new_tokens=4)
+        assert student.format == expected, folder
+
+
+def test_a_custom_collators_format_is_the_one_saved(tokenizer, tmp_path):
+    model = make_model("gpt2", len(tokenizer))
+    collator = CounterfactualDataCollator(tokenizer, answer_prefix="Hence")
+    trainer = CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+        output_dir=str(tmp_path), report_to=[]), data_collator=collator, processing_class=tokenizer)
+    trainer.save_model(str(tmp_path / "s"))
+    assert RationaleStudent.from_pretrained(tmp_path / "s").format.answer_prefix == "Hence"
+    with pytest.raises(ValueError, match="format"):
+        CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+            output_dir=str(tmp_path), report_to=[], answer_prefix="Thus"), data_collator=collator)
+
+
+def test_rationale_student_refuses_a_folder_without_format(tokenizer, tmp_path):
+    model = make_model("gpt2", len(tokenizer))
+    model.save_pretrained(tmp_path / "bare")
+    tokenizer.save_pretrained(tmp_path / "bare")
+    with pytest.raises(FileNotFoundError, match="scott_config.json"):
+        RationaleStudent.from_pretrained(tmp_path / "bare")
+    fmt = StudentFormat(answer_prefix="Thus")
+    assert RationaleStudent.from_pretrained(tmp_path / "bare", fmt=fmt).format == fmt
+
+
+def test_trainer_push_to_hub_uploads_the_student_format(tokenizer, tmp_path):
+    """The Trainer's own ``push_to_hub`` (real huggingface_hub client code) against the local test Hub server
+    on 127.0.0.1 (tests/hub_server.py), in a subprocess with HF_ENDPOINT set; then pulled back."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from hub_server import FakeHub, files_at
+
+    tests = Path(__file__).parent
+    make_model("gpt2", len(tokenizer)).save_pretrained(tmp_path / "init")
+    tokenizer.save_pretrained(tmp_path / "init")
+    (tmp_path / "rows.json").write_text(json.dumps(RATIONALE_ROWS[:2]))
+    with FakeHub(required_token="hf_test_token") as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf_home"),
+               "HF_HUB_DISABLE_XET": "1", "PYTHONPATH": str(tests)}
+        env.pop("HF_TOKEN", None)
+        proc = subprocess.run([sys.executable, str(tests / "trainer_push_client.py"), str(tmp_path)],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        files = files_at(hub.state.repos[("model", "org/cf-student")], "main")
+    assert json.loads(files["scott_config.json"])["answer_prefix"] == "Therefore the answer is"
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["prefix"] == "Therefore the answer is"
+
+
+def test_train_warns_with_truncation_counts_over_the_training_set(tokenizer, tmp_path, caplog):
+    short = factual_only(RATIONALE_ROWS[:1])[0]
+    long = {**short, "choices": short["choices"] + ["a very long last choice that nobody ever picks at all"]}
+    fmt = StudentFormat()
+    limit = len(tokenizer(fmt.source(long["question"], long["choices"]))["input_ids"]) - 3
+    assert len(tokenizer(fmt.source(short["question"], short["choices"]))["input_ids"]) <= limit
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        ours(tmp_path, "t5", tokenizer, [short, long, short], alpha=0.0, max_steps=1, max_source_length=limit)
+    assert any("1 of 3 sources" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

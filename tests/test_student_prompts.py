@@ -1,0 +1,310 @@
+"""Masks and prompts: what the student is trained on, scored on and generates from, token for token.
+
+Every test here runs on tokenizers that behave like real ones (student_tokenizers.py): a Llama-style
+Metaspace tokenizer, the byte-level BPE of conftest, one that appends EOS, and the real SmolLM2 tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import datasets
+import pytest
+import torch
+from conftest import make_gpt2, make_llama, make_t5
+from student_tokenizers import eos_appending_bpe, llama_style_tokenizer, smollm2_tokenizer
+
+from scott_distill import CounterfactualDataCollator, StudentFormat
+from scott_distill import evaluation as evaluation_module
+from scott_distill.evaluation import evaluate_student, predict, score_answers_given_rationales
+
+ROW = {
+    "question": "Where would you keep milk cold?",
+    "choices": ["fridge", "oven", "shelf"],
+    "answer": "fridge",
+    "rationale": "A fridge keeps food cold.",
+    "counterfactual_answer": "oven",
+    "counterfactual_rationale": "An oven is where milk is kept.",
+}
+YEAR_ROW = {"question": "When did the war end?", "choices": ["1990", "1880"], "answer": "1990",
+            "rationale": "The treaty was signed then.", "counterfactual_answer": "1880",
+            "counterfactual_rationale": "The treaty was signed long before."}
+
+
+def flat(row: dict, counterfactual: bool = False) -> dict:
+    if counterfactual:
+        return {"question": row["question"], "choices": row["choices"], "answer": row["counterfactual_answer"],
+                "rationale": row["counterfactual_rationale"], "is_counterfactual": True}
+    return {"question": row["question"], "choices": row["choices"], "answer": row["answer"],
+            "rationale": row["rationale"], "is_counterfactual": False}
+
+
+class Recorder:
+    """Wraps a model's ``forward`` and ``generate`` to record the unpadded input ids they receive
+    (forward calls made inside ``generate`` are not recorded)."""
+
+    def __init__(self, model):
+        self.forward_ids: list[list[int]] = []
+        self.generate_ids: list[list[int]] = []
+        self._generating = False
+        forward, generate = model.forward, model.generate
+
+        def unpadded(kwargs):
+            ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+            return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+        def rec_forward(*args, **kwargs):
+            if not self._generating:
+                self.forward_ids.extend(unpadded(kwargs))
+            return forward(*args, **kwargs)
+
+        def rec_generate(*args, **kwargs):
+            self.generate_ids.extend(unpadded(kwargs))
+            self._generating = True
+            try:
+                return generate(*args, **kwargs)
+            finally:
+                self._generating = False
+
+        model.forward, model.generate = rec_forward, rec_generate
+
+
+def _tokenizer(kind: str):
+    return {"llama": llama_style_tokenizer, "eos": eos_appending_bpe, "smollm2": smollm2_tokenizer}[kind]()
+
+
+def _prompt_parity(tok, model) -> None:
+    """Training ids == scoring ids (prompt + target), and the training prompt == the generation prompt."""
+    fmt = StudentFormat()
+    collator = CounterfactualDataCollator(tok)
+    (train,) = collator.features(flat(ROW))
+    prompt_len = next(i for i, t in enumerate(train["labels"]) if t != -100)
+    train_prompt = train["input_ids"][:prompt_len]
+
+    rec = Recorder(model)
+    score_answers_given_rationales(model, tok, [ROW["question"]], [ROW["choices"]], [ROW["rationale"]], fmt)
+    scored = rec.forward_ids[ROW["choices"].index(ROW["answer"])]
+    assert scored == train["input_ids"], (tok.convert_ids_to_tokens(scored), tok.convert_ids_to_tokens(train["input_ids"]))
+
+    rows = datasets.Dataset.from_list([{"question": ROW["question"], "choices": ROW["choices"]}])
+    predict(model, tok, rows, fmt, max_new_tokens=2, show_progress=False)
+    assert rec.generate_ids == [train_prompt], (tok.convert_ids_to_tokens(rec.generate_ids[0]),
+                                                tok.convert_ids_to_tokens(train_prompt))
+    # the prompt ends with the separator, never with an EOS, and starts with the tokenizer's own BOS if it adds one
+    assert tok.eos_token_id not in train_prompt
+    with_specials = tok("x")["input_ids"]
+    if with_specials[0] in tok.all_special_ids:
+        assert train_prompt[0] == with_specials[0]
+
+
+@pytest.mark.parametrize("kind", ["llama", "eos"])
+def test_training_scoring_generation_prompts_are_identical(kind):
+    tok = _tokenizer(kind)
+    _prompt_parity(tok, make_llama(len(tok)))
+
+
+def test_training_scoring_generation_prompts_are_identical_byte_level(tokenizer):
+    _prompt_parity(tokenizer, make_gpt2(len(tokenizer)))
+
+
+@pytest.mark.real_model
+def test_training_scoring_generation_prompts_are_identical_smollm2():
+    tok = smollm2_tokenizer()
+    _prompt_parity(tok, make_llama(len(tok)))
+
+
+def test_metaspace_prompt_has_no_standalone_separator_pieces():
+    """The separator is tokenized with the source: no ['▁', '\\n'] pair after the last choice, as in
+    ``tokenizer(source + "\\n")``."""
+    tok = llama_style_tokenizer()
+    (feat,) = CounterfactualDataCollator(tok).features(flat(ROW))
+    prompt_len = next(i for i, t in enumerate(feat["labels"]) if t != -100)
+    source = StudentFormat().source(ROW["question"], ROW["choices"]) + "\n"
+    assert feat["input_ids"][:prompt_len] == tok(source)["input_ids"]
+
+
+def test_dataset_mixing_rationale_and_flat_rows_keeps_every_example(tokenizer, tmp_path):
+    """A JSON-lines file holding both kinds of row loads with ``is_counterfactual=None`` on rationale rows
+    (and NaN through pandas): those rows must still give their counterfactual example."""
+    import json
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (ROW, flat(ROW, counterfactual=True))))
+    data = datasets.Dataset.from_json(str(path))
+    assert data[0]["is_counterfactual"] is None
+    batch = CounterfactualDataCollator(tokenizer)(list(data))
+    assert batch["is_counterfactual"].tolist() == [False, True, True]
+    assert batch["row_index"].tolist() == [0, 0, 1]
+    nan_row = {**ROW, "is_counterfactual": float("nan")}
+    assert CounterfactualDataCollator(tokenizer)([nan_row])["is_counterfactual"].tolist() == [False, True]
+
+
+# -- the answer mask --------------------------------------------------------------------------------------
+
+
+def kept_tokens(tok, labels) -> list[str]:
+    return tok.convert_ids_to_tokens([t for t in labels if t != -100])
+
+
+@pytest.mark.parametrize("kind", ["llama", pytest.param("smollm2", marks=pytest.mark.real_model)])
+def test_counterfactual_mask_keeps_standalone_space_before_answer(kind):
+    """Llama-style digits: " 1880" is ▁ 1 8 8 0; the ▁ is where the two choices' tokens differ first
+    (▁ then 1-9-9-0 vs ▁ then 1-8-8-0 share it, but against a word answer it is the differing token), and
+    the reference code trains on it. SmolLM2 (byte-level) has a standalone Ġ before digits."""
+    tok = _tokenizer(kind)
+    batch = CounterfactualDataCollator(tok)([YEAR_ROW])
+    space = "▁" if kind == "llama" else "Ġ"
+    assert kept_tokens(tok, batch["labels"][1].tolist()) == [space, "1", "8", "8", "0", tok.eos_token]
+
+
+def test_choice_ranking_scores_the_same_tokens_as_counterfactual_training(monkeypatch):
+    """One rule: the tokens scored for a choice in forced-rationale ranking are the answer tokens a
+    counterfactual row with that answer is trained on (the leading ▁ included)."""
+    tok = llama_style_tokenizer()
+    model = make_llama(len(tok))
+    scored_labels = []
+    real = evaluation_module.sequence_log_likelihood
+
+    def spy(logits, labels):
+        scored_labels.extend(labels.tolist())
+        return real(logits, labels)
+
+    monkeypatch.setattr(evaluation_module, "sequence_log_likelihood", spy)
+    score_answers_given_rationales(model, tok, [YEAR_ROW["question"]], [YEAR_ROW["choices"]],
+                                   [YEAR_ROW["rationale"]])
+    batch = CounterfactualDataCollator(tok)([YEAR_ROW])
+    trained_1880 = kept_tokens(tok, batch["labels"][1].tolist())
+    assert kept_tokens(tok, scored_labels[1]) == trained_1880 == ["▁", "1", "8", "8", "0", "</s>"]
+    assert kept_tokens(tok, scored_labels[0]) == ["▁", "1", "9", "9", "0", "</s>"]
+
+
+# -- truncation --------------------------------------------------------------------------------------------
+
+
+def _target_len(tok, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"]) + 1
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_long_target_loses_rationale_end_never_the_answer(tokenizer, kind):
+    model = make_t5(len(tokenizer)) if kind == "t5" else None
+    bare = max(_target_len(tokenizer, "[factual] So the answer is fridge"),
+               _target_len(tokenizer, "[counterfactual] So the answer is oven"))
+    row = {**ROW, "rationale": "A fridge keeps food cold, so milk stays fresh there for days."}
+    full = _target_len(tokenizer, f"[factual] {row['rationale']} So the answer is fridge")
+    limit = bare + 2
+    assert full > limit + 2
+    col = CounterfactualDataCollator(tokenizer, model=model, max_target_length=limit)
+    batch = col([row])
+    labels = batch["labels"][0].tolist()
+    kept = tokenizer.decode([t for t in labels if t != -100])
+    assert len([t for t in labels if t != -100]) == limit
+    assert kept.startswith("[factual] A") and kept.endswith(" So the answer is fridge</s>"), kept
+    assert tokenizer.decode([t for t in batch["labels"][1].tolist() if t != -100]) == " oven</s>"
+    assert col.truncation_counts["rationales_cut"] == 2
+
+
+def test_target_limit_that_would_cut_the_answer_is_refused(tokenizer):
+    bare = _target_len(tokenizer, "[factual] So the answer is fridge")
+    col = CounterfactualDataCollator(tokenizer, max_target_length=bare - 2)
+    with pytest.raises(ValueError, match="max_target_length"):
+        col([ROW])
+
+
+def test_source_cut_that_would_hide_the_gold_choice_is_refused(tokenizer):
+    row = {**ROW, "choices": ["shelf", "oven", "fridge"], "id": "row-7"}
+    full = len(tokenizer(StudentFormat().source(row["question"], row["choices"]) + "\n")["input_ids"])
+    col = CounterfactualDataCollator(tokenizer, max_source_length=full - 3)
+    with pytest.raises(ValueError, match=r"row-7.*max_source_length=\d+.*'fridge'"):
+        col([row])
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_source_cut_keeps_the_gold_choice_and_warns_with_counts(tokenizer, kind, caplog):
+    model = make_t5(len(tokenizer)) if kind == "t5" else None
+    row = {**ROW, "choices": ["fridge", "oven", "shelf", "a very long last choice nobody picks"]}
+    row.pop("counterfactual_answer")
+    fmt = StudentFormat()
+    full = len(tokenizer(fmt.source(row["question"], row["choices"]) + ("" if model else "\n"))["input_ids"])
+    col = CounterfactualDataCollator(tokenizer, model=model, max_source_length=full - 4)
+    with caplog.at_level(logging.WARNING):
+        batch = col([row, row])
+    ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    if model is None:  # decoder-only: the prompt is what precedes the first label
+        ids = ids[: next(i for i, t in enumerate(batch["labels"][0].tolist()) if t != -100)]
+    assert len(ids) <= full - 4
+    assert "(a) fridge" in tokenizer.decode(ids)
+    assert any("max_source_length" in r.getMessage() for r in caplog.records)
+    assert col.truncation_counts["sources_cut"] == 2 and col.truncation_counts["sources"] == 2
+
+
+# -- perturbation ------------------------------------------------------------------------------------------
+
+
+def test_perturbation_changes_exactly_the_asked_share_of_rationale_ids(tokenizer):
+    """The perturbed rationale is fed as token ids: the scored sequences differ from the clean ones in
+    exactly round(fraction * n_rationale_tokens) positions, all inside the rationale (no re-encoding)."""
+    model = make_gpt2(len(tokenizer))
+    rows = datasets.Dataset.from_list([ROW, {**ROW, "rationale": "Milk stays cold and fresh in the fridge at home."}])
+    rec = Recorder(model)
+    preds = [{"rationale": r, "answer": None} for r in rows["rationale"]]
+    evaluate_student(model, tokenizer, rows, predictions=preds, perturb_fraction=0.5, seed=3)
+    n_choices = len(ROW["choices"])
+    # forward calls: gold-rationale scoring, own (clean), own (perturbed); 2 rows x 3 choices each
+    clean, perturbed = rec.forward_ids[6:12], rec.forward_ids[12:18]
+    for i, rationale in enumerate(rows["rationale"]):
+        n_r = len(tokenizer(" " + rationale, add_special_tokens=False)["input_ids"])
+        for c in range(n_choices):
+            a, b = clean[i * n_choices + c], perturbed[i * n_choices + c]
+            assert len(a) == len(b)
+            changed = sum(x != y for x, y in zip(a, b))
+            assert changed == round(0.5 * n_r), (changed, n_r)
+        # the same perturbation for every choice of a row
+        diffs = [[k for k, (x, y) in enumerate(zip(clean[i * n_choices + c], perturbed[i * n_choices + c])) if x != y]
+                 for c in range(n_choices)]
+        assert diffs[0] == diffs[1] == diffs[2]
+
+
+def test_perturb_token_ids_exact_share_and_never_a_no_op():
+    from scott_distill.evaluation import perturb_token_ids
+
+    rng = random.Random(0)
+    vocab = list(range(10, 20))
+    for n in (1, 2, 7, 40):
+        ids = [10 + (i % 10) for i in range(n)]
+        for fraction in (0.1, 0.5, 1.0):
+            out = perturb_token_ids(ids, fraction, rng, vocab)
+            assert sum(a != b for a, b in zip(ids, out)) == max(1, round(fraction * n))
+    assert perturb_token_ids([10, 11], 0.0, rng, vocab) == [10, 11]
+    with pytest.raises(ValueError, match="fraction"):
+        perturb_token_ids([10], 1.5, rng, vocab)
+
+
+# -- parsing -----------------------------------------------------------------------------------------------
+
+
+def test_parse_matches_choices_before_stripping_the_period():
+    fmt = StudentFormat()
+    choices = ["U.S.A.", "Canada"]
+    assert fmt.parse("[factual] It is big. So the answer is U.S.A.", choices) == ("It is big.", "U.S.A.")
+    assert fmt.parse("So the answer is Canada.", choices) == ("", "Canada")
+    assert fmt.parse("So the answer is Mexico.", choices) == ("", "Mexico")
+    assert fmt.parse("So the answer is U.S.A.") == ("", "U.S.A")  # no choices: the old rule
+    assert fmt.parse("no prefix here", choices) == ("no prefix here", None)
+
+
+def test_predict_counts_an_answer_ending_with_a_period_as_correct(tokenizer):
+    """Through ``predict`` (the path every metric uses): a choice that ends with "." is recognised."""
+    model = make_gpt2(len(tokenizer))
+    answer_ids = tokenizer("[factual] It is big. So the answer is U.S.A.", add_special_tokens=False)["input_ids"]
+
+    def fixed_generate(input_ids, **kwargs):
+        tail = torch.tensor([answer_ids + [tokenizer.eos_token_id]] * input_ids.shape[0])
+        return torch.cat([input_ids, tail], dim=1)
+
+    model.generate = fixed_generate
+    rows = datasets.Dataset.from_list([{"question": "Which country?", "choices": ["U.S.A.", "Canada"],
+                                        "answer": "U.S.A."}])
+    (pred,) = predict(model, tokenizer, rows, show_progress=False)
+    assert pred["answer"] == "U.S.A." and pred["answer_in_choices"]
