@@ -150,3 +150,21 @@ def test_student_output_rows_keep_unparseable_answers_as_none(setup):
     assert [answer_in_choices(p, r["choices"]) for p, r in zip(out["prediction"], rows)] == [False, False, True]
     with pytest.raises(ValueError, match="`predictions` has 2 rows"):
         student_output_rows(rows, preds[:2])
+
+
+def test_no_usable_row_gives_nan_not_a_crash(setup, tmp_path):
+    """A student with no answer among the choices cannot be simulated: NaN LAS and the counts, so that a recipe's
+    evaluation keeps its other metrics (before, recipe/demo mapped every such answer to the first choice)."""
+    import math
+
+    from transformers import Seq2SeqTrainingArguments
+
+    from scott_distill.las.pipeline import simulator_las, student_output_rows
+
+    rows = setup["test"].select(range(6))
+    train = student_output_rows(rows, [{"rationale": "r", "answer": c[0]} for c in rows["choices"]])
+    measured = student_output_rows(rows, [{"rationale": "r", "answer": None}] * 6)
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[], save_strategy="no")
+    out = simulator_las(demo._student(setup["tok"], setup["s"], 0), setup["tok"], train, measured, args, bootstrap=50)
+    assert math.isnan(out["las"]) and math.isnan(out["las_ci_low"]) and out["n"] == 0 and out["n_excluded"] == 6
+    assert out["n_train_excluded"] == 0 and out["n_leaked"] + out["n_nonleaked"] == 0

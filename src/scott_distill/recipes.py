@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,7 +186,9 @@ class Recipe:
                                              settings, private=a.private, revision=a.revision)
         model, tok = load_student(str(self.student_dir))
         fmt = read_student_format(self.student_dir)
-        card = render_student_card(a.student_repo, fmt, metrics, task=a.task, dataset_id=a.dataset_repo,
+        # a metric that could not be measured (NaN LAS: no student answer among the choices) is left off the card
+        measured = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+        card = render_student_card(a.student_repo, fmt, measured, task=a.task, dataset_id=a.dataset_repo,
                                    base_model=a.student, teacher=a.teacher, perturbation=a.perturbation,
                                    decoding_alpha=a.decoding_alpha, counterfactual_alpha=a.counterfactual_alpha,
                                    n_train=len(rationales["train"]))

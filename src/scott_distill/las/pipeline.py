@@ -9,11 +9,14 @@ training rows and from the measured rows, and counted (``n_excluded``, ``n_train
 only scores the choices, so such an answer cannot be simulated; mapping it to a choice would invent an answer
 the student never gave, and keeping it as an unmatchable label would count every condition wrong and pull the
 non-leaked bin towards 0. The student's accuracy (``scott-distill evaluate``) still counts those rows as wrong.
+When no training row or no measured row is left, LAS cannot be measured: the results are NaN (``n`` = 0) with a
+warning, so that a long evaluation keeps its other metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,13 +58,21 @@ def _usable(rows: datasets.Dataset, label_column: str, explanation_column: str, 
         raise ValueError(f"`{name}` lacks columns {missing}; it has {rows.column_names}.")
     keep = [i for i, (y, cs) in enumerate(zip(rows[label_column], rows["choices"])) if answer_in_choices(y, cs)]
     excluded = len(rows) - len(keep)
-    if not keep:
-        raise ValueError(f"`{name}`: none of the {len(rows)} rows has a `{label_column}` among its choices; LAS "
-                         "needs student answers it can simulate.")
     if excluded:
         logger.warning("LAS %s: %d of %d rows excluded, their student answer is not one of the choices.",
                        name, excluded, len(rows))
     return (rows.select(keep) if excluded else rows), excluded
+
+
+def _not_measurable(bootstrap: int) -> dict[str, Any]:
+    """The results' keys, NaN: there is no row LAS could be measured on."""
+    nan = math.nan
+    out: dict[str, Any] = {"las": nan, "leaked_diff": nan, "nonleaked_diff": nan, "n_leaked": 0, "n_nonleaked": 0,
+                           "acc_xe": nan, "acc_x": nan, "acc_e": nan, "las_k_bins": nan}
+    if bootstrap:
+        out.update(las_ci_low=nan, las_ci_high=nan, las_ci_half_width=nan, las_bootstrap_mean=nan, las_std=nan,
+                   bootstrap_resamples_with_empty_bin=0)
+    return out
 
 
 def simulator_las(
@@ -97,12 +108,19 @@ def simulator_las(
 
     Returns:
         `leakage_adjusted_simulatability`'s results (with ``las_k_bins``) plus ``n`` (measured rows used),
-        ``n_excluded`` and ``n_train_excluded``.
+        ``n_excluded`` and ``n_train_excluded``; NaN values (``n`` = 0) when no usable training or measured row
+        is left.
     """
     fmt = fmt or SimulatorFormat()
     train, n_train_excluded = _usable(train_rows, label_column, explanation_column, "train_rows")
     measured, n_excluded = _usable(measured_rows, label_column, explanation_column, "measured_rows")
     dev = _usable(dev_rows, label_column, explanation_column, "dev_rows")[0] if dev_rows is not None else None
+    if len(train) == 0 or len(measured) == 0:
+        logger.warning("LAS cannot be measured: no %s row has a student answer among its choices; reporting NaN.",
+                       "training" if len(train) == 0 else "measured")
+        return {**_not_measurable(bootstrap), "n": 0, "n_excluded": n_excluded, "n_train_excluded": n_train_excluded}
+    if dev is not None and len(dev) == 0:
+        dev = None
     model = train_simulator(simulator, tokenizer, train, dev, args, explanation_dropout, fmt,
                             label_column=label_column, explanation_column=explanation_column)
     preds = simulate(model, tokenizer, measured, fmt, explanation_column=explanation_column,
