@@ -16,7 +16,7 @@ from conftest import SMOLLM2, make_llama, skip_without_smollm2, write_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import scott_distill.checkpoints as checkpoints
-from scott_distill import RationaleStudent
+from scott_distill import RationaleStudent, StudentFormat
 from scott_distill.checkpoints import (
     BUNDLED_CHECKPOINTS,
     BundledCheckpoint,
@@ -135,7 +135,7 @@ def test_second_load_does_not_reconvert(tiny_gguf, cache, conversions):
     model, tok = load_student(str(tiny_gguf))
     assert conversions == [tiny_gguf]
     load_generative_model(str(tiny_gguf.parent))
-    student = RationaleStudent.from_pretrained(tiny_gguf)
+    student = RationaleStudent.from_pretrained(tiny_gguf, fmt=StudentFormat())  # a base model: no saved format
     assert conversions == [tiny_gguf]  # three more loads, no second conversion
     assert student.tokenizer(TEXT).input_ids == tok(TEXT).input_ids
     assert tok.pad_token is not None and model.config.model_type == "llama"
@@ -248,8 +248,10 @@ def test_rationalize_cli_accepts_a_gguf_teacher(tiny_gguf, cache, tmp_path):
     from scott_distill.rationalize_cli import main as rationalize_main
 
     data = shared_data_or_skip("cose_v1", "dev.csv")
+    # zero-shot: the 6-shot CoS-E prompt does not fit the tiny model's 512 positions (refused up front)
     rationalize_main(["--teacher", str(tiny_gguf), "--task", "cose", "--data", str(data), "--max_rows", "2",
-                      "--batch_size", "2", "--max_new_tokens", "3", "--output", str(tmp_path / "out")])
+                      "--batch_size", "2", "--max_new_tokens", "3", "--output", str(tmp_path / "out"),
+                      "--prompt", "Q: {question}\nAnswer Choices: {choices}\nA: {answer_sentence}"])
     assert (tmp_path / "out" / "dataset").is_dir() and (cache / sha256(tiny_gguf)).is_dir()
 
 
