@@ -142,7 +142,7 @@ def _sha256(path: Path) -> str:
     return _DIGESTS[key]
 
 
-def generative_model_class(config: PretrainedConfig) -> type:
+def generative_model_class(config: PretrainedConfig) -> Any:
     """``AutoModelForSeq2SeqLM`` for an encoder-decoder config, else ``AutoModelForCausalLM``."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

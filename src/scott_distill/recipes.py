@@ -29,9 +29,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datasets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from .checkpoints import load_teacher
 from .files import write_json
@@ -198,7 +201,8 @@ class Recipe:
         trainer = CounterfactualTrainer(model=model, args=self.config.train, train_dataset=train,
                                         processing_class=tok)
         trainer.train(resume_from_checkpoint=_last_checkpoint(self.config.train.output_dir))
-        RationaleStudent(trainer.model, tok, trainer.student_format).save_pretrained(self.student_dir)
+        RationaleStudent(cast(PreTrainedModel, trainer.model), tok, trainer.student_format).save_pretrained(
+            self.student_dir)
         return self.student_dir
 
     def evaluate(self) -> dict[str, float]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from ..demo.pipeline import run_demo
+from ._parser import command_parser
 
 
 @dataclass
@@ -18,10 +19,10 @@ class DemoArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser(DemoArguments, prog="scott-distill demo",
-                     description="Train a teacher LM from scratch on a synthetic world, decode rationales "
-                     "greedily and contrastively, train four students (with and without counterfactual "
-                     "training) and report accuracy, counterfactual consistency and LAS.")
+    return command_parser("demo", (DemoArguments,),
+                          "Train a teacher LM from scratch on a synthetic world, decode rationales "
+                          "greedily and contrastively, train four students (with and without counterfactual "
+                          "training) and report accuracy, counterfactual consistency and LAS.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from ..formats import StudentFormat
 from ..las.pipeline import student_output_rows
 from ..student.evaluation import EvaluationConfig, evaluate_student, predict
 from ..student.model import load_student
+from ._parser import command_parser
 
 
 @dataclass
@@ -28,9 +29,9 @@ class EvaluateArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((EvaluateArguments, EvaluationConfig), prog="scott-distill evaluate",
-                     description="Accuracy, forced-gold-rationale accuracy, perturbed-rationale accuracy and "
-                     "counterfactual consistency of a student. Accepts --config file.yaml.")
+    return command_parser("evaluate", (EvaluateArguments, EvaluationConfig),
+                          "Accuracy, forced-gold-rationale accuracy, perturbed-rationale accuracy and "
+                          "counterfactual consistency of a student. Accepts --config file.yaml.")
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from trl import TrlParser
 from ..files import load_table, write_json
 from ..las.pipeline import LASConfig, simulator_las
 from ..las.simulator import load_simulator
+from ._parser import command_parser
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ class LASArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((LASArguments, LASConfig), prog="scott-distill las",
-                     description="Train a LAS simulator on a student's explanations and report LAS with a "
-                     "bootstrap interval. The simulator's training arguments are transformers' "
-                     "(--num_train_epochs, --learning_rate, --output_dir, ...). Accepts --config file.yaml.")
+    return command_parser("las", (LASArguments, LASConfig),
+                          "Train a LAS simulator on a student's explanations and report LAS with a "
+                          "bootstrap interval. The simulator's training arguments are transformers' "
+                          "(--num_train_epochs, --learning_rate, --output_dir, ...). Accepts --config file.yaml.")
 
 
 def format_table(results: dict[str, Any]) -> str:

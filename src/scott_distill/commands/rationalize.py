@@ -15,6 +15,7 @@ from ..checkpoints import load_teacher
 from ..formats import RATIONALIZE_CONFIG_NAME
 from ..tasks import load_task
 from ..teacher.rationalize import RationalizeConfig, generate_rationales
+from ._parser import command_parser
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ class RationalizeScriptArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((RationalizeScriptArguments, RationalizeConfig), prog="scott-distill rationalize",
-                     description="Write teacher rationales with SCOTT's contrastive decoding (resumable; "
-                     "shard over processes with torchrun). Accepts --config file.yaml.")
+    return command_parser("rationalize", (RationalizeScriptArguments, RationalizeConfig),
+                          "Write teacher rationales with SCOTT's contrastive decoding (resumable; "
+                          "shard over processes with torchrun). Accepts --config file.yaml.")
 
 
 def run(script: RationalizeScriptArguments, config: RationalizeConfig) -> datasets.Dataset:

@@ -14,7 +14,7 @@ import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from transformers import HfArgumentParser
@@ -31,7 +31,7 @@ def _add_fields(parser: argparse.ArgumentParser, dataclass_type: type, prefix: s
     does not.
     """
     group = parser.add_argument_group(title)
-    for action in HfArgumentParser(dataclass_type)._actions:
+    for action in HfArgumentParser(cast(Any, dataclass_type))._actions:
         if not action.option_strings or action.dest == "help":
             continue
         flag = copy.copy(action)

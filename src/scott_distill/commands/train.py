@@ -11,6 +11,7 @@ from trl import TrlParser
 from ..files import load_table
 from ..student.model import load_student
 from ..student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from ._parser import command_parser
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ class TrainScriptArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((TrainScriptArguments, CounterfactualTrainingArguments), prog="scott-distill train",
-                     description="Counterfactual training (SCOTT) of a seq2seq or decoder-only student. "
-                     "All transformers TrainingArguments are accepted; --config file.yaml too.")
+    return command_parser("train", (TrainScriptArguments, CounterfactualTrainingArguments),
+                          "Counterfactual training (SCOTT) of a seq2seq or decoder-only student. "
+                          "All transformers TrainingArguments are accepted; --config file.yaml too.")
 
 
 def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> str:

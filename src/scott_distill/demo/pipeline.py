@@ -99,10 +99,12 @@ def _decoding_quality(world: World, rows: datasets.Dataset) -> dict[str, float]:
 
 def _student(tok, s: DemoSettings, seed: int) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
+    # the special ids are generic config keywords that T5Config's own signature does not list
+    special_ids: dict[str, Any] = {"decoder_start_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
     return T5ForConditionalGeneration(T5Config(
         vocab_size=len(tok), d_model=s.width, d_kv=s.width // 4, d_ff=2 * s.width, num_layers=2,
         num_decoder_layers=2, num_heads=4, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, dropout_rate=0.0))
+        dropout_rate=0.0, **special_ids))
 
 
 def _with_counterfactual_probe(world: World, rows: list[dict], seed: int) -> datasets.Dataset:

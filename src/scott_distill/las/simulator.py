@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import datasets
 import torch
@@ -147,7 +148,7 @@ def train_simulator(
     )
     with padding_side(tokenizer, "right"):  # seq2seq labels are padded on the right, whatever the default
         trainer.train()
-    return trainer.model
+    return cast(PreTrainedModel, trainer.model)
 
 
 def is_choice_simulator(model: PreTrainedModel) -> bool:
@@ -181,7 +182,7 @@ def _train_choice_simulator(model, tokenizer, train_dataset, eval_dataset, args,
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                       data_collator=DataCollatorForMultipleChoice(tokenizer), processing_class=tokenizer)
     trainer.train()
-    return trainer.model
+    return cast(PreTrainedModel, trainer.model)
 
 
 @torch.no_grad()

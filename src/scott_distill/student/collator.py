@@ -142,6 +142,7 @@ class CounterfactualDataCollator:
             src_ids = self.encoder.source_ids(ex.question, ex.choices, ex.counterfactual, answer=ex.answer, row=where)
             tgt = self.encoder.target(ex.rationale, ex.answer, ex.counterfactual, row=where)
             keep = tgt.answer_mask if ex.counterfactual else [True] * len(tgt.ids)
+            feat: dict[str, Any]
             if self.is_encoder_decoder:
                 feat = {"input_ids": src_ids, "attention_mask": [1] * len(src_ids), "labels": tgt.ids,
                         "loss_mask": [int(k) for k in keep]}

@@ -139,6 +139,7 @@ class StudentEncoder:
                 return trial["ids"]
             keep -= 1
         if gold_end > 0:  # any cut that fits would remove the example's answer from the choices
+            assert answer is not None  # gold_end > 0 only for a given answer
             inside = [i for i in content if enc["offsets"][i][0] < gold_end]
             raise ValueError(
                 f"Row {row or _short(question)}: the source has {full} tokens but max_source_length={limit}, and "

@@ -10,12 +10,12 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..formats import StudentFormat
 from ..likelihood import sequence_log_likelihood
@@ -77,8 +77,9 @@ def predict(
     with padding_side(tokenizer, "left" if causal else "right"):
         for i in tqdm(range(0, len(prompts), batch_size), desc="predict", disable=not show_progress):
             enc = tokenizer.pad({"input_ids": prompts[i : i + batch_size]}, return_tensors="pt").to(model.device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            gen = cast(GenerationMixin, model).generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                                        pad_token_id=tokenizer.pad_token_id,
+                                                        eos_token_id=tokenizer.eos_token_id)
             if causal:
                 gen = gen[:, enc["input_ids"].shape[1] :]
             outputs.extend(tokenizer.batch_decode(gen, skip_special_tokens=True))
@@ -139,8 +140,8 @@ def score_answers_given_rationales(
     """
     encoder = _inference_encoder(model, tokenizer, fmt)
     causal = encoder.causal
-    if perturb_fraction and vocabulary is None:
-        vocabulary = replacement_vocabulary(tokenizer)
+    if vocabulary is None:
+        vocabulary = replacement_vocabulary(tokenizer) if perturb_fraction else []
     rng = random.Random(seed)
     feats_ids: list[Any] = []
     feats_labels: list[list[int]] = []

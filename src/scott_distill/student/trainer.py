@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -215,22 +215,22 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         # our loss is already normalised by the window's token counts
         self.loss_is_scaled_for_ga = True
         self._warn_without_counterfactual_rows(self.train_dataset)
-        if hasattr(self.model, "add_model_tags"):
-            self.model.add_model_tags(self._tag_names)
+        add_model_tags = getattr(self.model, "add_model_tags", None)
+        if callable(add_model_tags):  # shown on the model card of a push (as TRL's trainers do)
+            add_model_tags(self._tag_names)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
     def _resolve_format(self) -> StudentFormat:
         """The format the student learns: the collator's when it is ours (args must agree or be default)."""
         fmt = self.args.student_format
-        collator_fmt = getattr(self.data_collator, "format", None)
-        if isinstance(self.data_collator, CounterfactualDataCollator) and collator_fmt != fmt:
+        if isinstance(self.data_collator, CounterfactualDataCollator) and self.data_collator.format != fmt:
             if fmt != StudentFormat():
                 raise ValueError(
-                    f"The data_collator's format {collator_fmt} differs from the one in `args` {fmt}; set the tags "
-                    "and answer prefix in one place."
+                    f"The data_collator's format {self.data_collator.format} differs from the one in `args` {fmt}; "
+                    "set the tags and answer prefix in one place."
                 )
-            return collator_fmt
+            return self.data_collator.format
         return fmt
 
     def _warn_without_counterfactual_rows(self, dataset: Any) -> None:
@@ -247,7 +247,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                 self.args.counterfactual_alpha, missing, 1 - self.args.counterfactual_alpha, names,
             )
 
-    def _is_causal(self, model: torch.nn.Module) -> bool:
+    def _is_causal(self, model: Any) -> bool:
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
         return not bool(getattr(config, "is_encoder_decoder", False))
 
@@ -265,7 +265,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             stop = min(start + batch_rows, len(dataset))
             if isinstance(dataset, datasets.Dataset):
                 chunk = dataset[start:stop]
-                rows: Sequence[Mapping[str, Any]] = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+                rows: list[dict[str, Any]] = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
             else:
                 rows = [dataset[i] for i in range(start, stop)]
             batch = self.data_collator(rows)
@@ -307,8 +307,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
         causal = self._is_causal(self.model)
-        total = sum(label_token_counts(b["labels"], b["is_counterfactual"], causal).sum() for b in batch_samples)
-        total = total.to(device)
+        total = torch.stack([label_token_counts(b["labels"], b["is_counterfactual"], causal).sum()
+                             for b in batch_samples]).sum().to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             total = self.accelerator.gather(total.unsqueeze(0)).sum()
         return total
@@ -411,5 +411,6 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         super()._save(output_dir, state_dict)
         if self.args.should_save:
             directory = output_dir if output_dir is not None else self.args.output_dir
+            assert directory is not None  # TrainingArguments fills in a default output_dir
             os.makedirs(directory, exist_ok=True)
             self.student_format.save_pretrained(directory)

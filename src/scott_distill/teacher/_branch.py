@@ -40,10 +40,12 @@ def input_device(model: PreTrainedModel) -> torch.device:
     forward really runs.
     """
     embeddings = model.get_input_embeddings()
-    hook = getattr(embeddings, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    return embeddings.weight.device
+    execution_device = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
+    if execution_device is not None:
+        return torch.device(execution_device)
+    weight = embeddings.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.device
 
 
 class DecodingBranch:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -138,7 +138,7 @@ def _decode(branch: DecodingBranch, logits: torch.Tensor, batch: int, alpha: flo
         scores = contrastive_scores(logits[:batch], logits[batch:], alpha, stop_token_ids=end_ids,
                                     plausibility_threshold=plausibility_threshold)
         if warpers is not None:  # sampling: generate's warpers act on the contrastive score
-            probs = torch.softmax(warpers(generated[:, :step], scores), dim=-1)
+            probs = torch.softmax(warpers(cast(torch.LongTensor, generated[:, :step]), scores), dim=-1)
             next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         else:
             next_tokens = scores.argmax(dim=-1)
@@ -169,7 +169,7 @@ def contrastive_generate(
     plausibility_threshold: float | None = None,
     generator: torch.Generator | None = None,
     pad_token_id: int | None = None,
-) -> torch.LongTensor:
+) -> torch.Tensor:
     """Contrastive decoding with both branches fused into one forward of ``2 x batch`` rows per step.
 
     Picks the same tokens as [`ContrastiveRationaleLogitsProcessor`] in greedy mode, but pays one

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
@@ -104,8 +104,8 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
     def __init__(
         self,
         model: PreTrainedModel,
-        contrast_input_ids: torch.LongTensor,
-        contrast_attention_mask: torch.LongTensor | None = None,
+        contrast_input_ids: torch.Tensor,
+        contrast_attention_mask: torch.Tensor | None = None,
         alpha: float = 0.5,
         stop_token_ids: Iterable[int] | None = None,
         plausibility_threshold: float | None = None,
@@ -197,7 +197,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
 
     # -- contrast branch -------------------------------------------------------------------------
 
-    def _check_rows(self, input_ids: torch.LongTensor) -> int:
+    def _check_rows(self, input_ids: torch.Tensor) -> int:
         """The expansion factor of ``generate`` (num_beams x num_return_sequences), checked."""
         rows, n = input_ids.shape[0], self.contrast_input_ids.shape[0]
         wrong = (
@@ -220,7 +220,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
                 raise ValueError(f"{wrong} The {rows} input rows are not {n} prompts repeated {group} times each.")
         return group
 
-    def _start(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def _start(self, input_ids: torch.Tensor) -> torch.Tensor:
         group = self._check_rows(input_ids)
         device = input_ids.device
         ids = self.contrast_input_ids.to(device).repeat_interleave(group, dim=0)
@@ -232,14 +232,14 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         self._state = _ContrastState(input_ids.shape[1], input_ids, branch, group)
         return logits
 
-    def _step(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def _step(self, input_ids: torch.Tensor) -> torch.Tensor:
         state = self._state
         assert state is not None
         logits = state.branch.step(input_ids[:, -1:])
         state.prev_input_ids = input_ids
         return logits
 
-    def _parent_rows(self, input_ids: torch.LongTensor) -> torch.LongTensor | None:
+    def _parent_rows(self, input_ids: torch.Tensor) -> torch.Tensor | None:
         """Which previous row each current row extends, or ``None`` if some row extends none.
 
         Beam search reorders rows every step without telling processors; the parent of a row is the
@@ -264,7 +264,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         offsets = torch.arange(match.shape[0], device=prev.device).unsqueeze(1) * g
         return (parent_in_group + offsets).reshape(-1)
 
-    def _contrast_logits(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def _contrast_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self._state is not None:
             parents = self._parent_rows(input_ids)
             if parents is not None:
@@ -295,17 +295,18 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.alpha == 0:
-            return contrastive_scores(scores, scores, 0.0)
+            return cast(torch.FloatTensor, contrastive_scores(scores, scores, 0.0))
         contrast_logits = self._contrast_logits(input_ids)
         if contrast_logits.shape[-1] != scores.shape[-1]:
             raise ValueError(
                 f"The contrast model's vocabulary ({contrast_logits.shape[-1]}) differs from the scores of "
                 f"generate() ({scores.shape[-1]}): `model` must be the model that is generating."
             )
-        return contrastive_scores(
+        combined = contrastive_scores(
             scores,
             contrast_logits,
             self.alpha,
             stop_token_ids=self.stop_token_ids,
             plausibility_threshold=self.plausibility_threshold,
-        ).to(scores.dtype)
+        )
+        return cast(torch.FloatTensor, combined.to(scores.dtype))

@@ -57,6 +57,7 @@ class RationalePrompt:
         head, _, _ = text.rpartition("A:")
         messages = [{"role": "user", "content": f"{self.exemplars.rstrip()}\n\n{head.rstrip()}"}]
         chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert isinstance(chat, str)  # tokenize=False renders text
         return chat + answer_sentence(answer)
 
     def clean(self, generated: str) -> str:

@@ -15,12 +15,12 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..overrides import with_overrides
 from ..tasks import TASKS, get_task, normalize_rows
@@ -194,8 +194,8 @@ def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: 
     device = input_device(model)  # not model.device, which is `meta` for an accelerate-offloaded teacher
     if config.perturbation == "none":
         enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
-        out = model.generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                             pad_token_id=tokenizer.pad_token_id)
+        out = cast(GenerationMixin, model).generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False,
+                                                    eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
         new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
     elif config.use_fused:
         new = contrastive_generate(model, tokenizer, prompts, [j["contrast"] for j in jobs], alpha=config.alpha,
@@ -210,8 +210,9 @@ def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: 
         # the block frees the contrast cache as soon as generate returns; generate_kwargs() makes generate
         # stop at exactly the ids of the stop rule (model eos + stop_ids)
         with proc:
-            out = model.generate(**enc, **proc.generate_kwargs(), max_new_tokens=config.max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+            out = cast(GenerationMixin, model).generate(**enc, **proc.generate_kwargs(), do_sample=False,
+                                                        max_new_tokens=config.max_new_tokens,
+                                                        pad_token_id=tokenizer.pad_token_id)
         new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
@@ -220,8 +221,8 @@ def _assemble(data: datasets.Dataset, jobs: list[dict], batches: list[list[int]]
               prompt: RationalePrompt, config: RationalizeConfig) -> datasets.Dataset:
     by_job: dict[int, str] = {}
     for b, members in enumerate(batches):
-        for job, text in zip(members, texts[b]):
-            by_job[job] = prompt.clean(text)
+        for k, text in zip(members, texts[b]):
+            by_job[k] = prompt.clean(text)
     columns: dict[str, list] = {"human_rationale": data["rationale"], "rationale": [None] * len(data),
                                 "contrast_answer": [None] * len(data)}
     if config.counterfactual:

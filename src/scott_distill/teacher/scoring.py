@@ -36,7 +36,7 @@ __all__ = [
 _PENALTY_FLOOR = torch.finfo(torch.float32).min / 4
 
 
-def end_token_ids(model: PreTrainedModel, stop_token_ids: Iterable[int] | None = None) -> torch.LongTensor:
+def end_token_ids(model: PreTrainedModel, stop_token_ids: Iterable[int] | None = None) -> torch.Tensor:
     """The model's ``generation_config.eos_token_id`` (int or list) plus ``stop_token_ids``, sorted."""
     ids: set[int] = {int(i) for i in (stop_token_ids or [])}
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -51,7 +51,7 @@ def stop_token_ids_for(tokenizer: PreTrainedTokenizerBase, stop: str = "\n") -> 
     return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
 
 
-def decoder_position_ids(attention_mask: torch.Tensor) -> torch.LongTensor:
+def decoder_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids for a left-padded decoder-only batch (the rule ``generate`` itself uses)."""
     position_ids = attention_mask.long().cumsum(-1) - 1
     return position_ids.masked_fill(attention_mask == 0, 0)
