@@ -50,3 +50,11 @@ def test_lazy_exports_resolve_to_their_modules():
     assert scott_distill.RationaleStudent.__module__ == "scott_distill.student.model"
     assert set(scott_distill.__all__) == {"__version__", *scott_distill._EXPORTS} and set(scott_distill.__all__) <= set(
         dir(scott_distill))
+
+
+def test_console_script_entry_point_loads_the_dispatcher():
+    """The installed `scott-distill` script's target exists (it pointed at a module the layout change removed)."""
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "scott-distill"]
+    assert script.load() is main

@@ -137,10 +137,13 @@ def simulator_las(
     """Train ``simulator`` on a student's outputs for ``train_rows`` and measure LAS on ``measured_rows``.
 
     Args:
-        simulator / tokenizer: a seq2seq model (or a ``*ForMultipleChoice`` classifier) to fine-tune.
-        train_rows / measured_rows / dev_rows: `student_output_rows`-style rows: ``question``, ``choices``,
-            ``args.explanation_column`` (the student's rationale) and ``args.label_column`` (the student's
-            answer). Rows whose answer is not among the choices are excluded (see the module docstring).
+        simulator: a seq2seq model (or a ``*ForMultipleChoice`` classifier) to fine-tune.
+        tokenizer: the simulator's tokenizer.
+        train_rows: `student_output_rows`-style rows: ``question``, ``choices``, ``args.explanation_column``
+            (the student's rationale) and ``args.label_column`` (the student's answer). Rows whose answer is not
+            among the choices are excluded (see the module docstring).
+        measured_rows: rows of the same shape on which LAS is measured.
+        dev_rows: optional rows of the same shape for model selection.
         args: the simulator's training and the LAS settings (`LASConfig`). With ``dev_rows`` and
             ``load_best_model_at_end`` the best dev-loss checkpoint is kept.
         fmt: the simulator's input/target format.

@@ -59,8 +59,9 @@ class CounterfactualDataCollator:
         tokenizer: a fast tokenizer (offsets locate the answer tokens exactly).
         model: the student; required for encoder-decoder students (builds ``decoder_input_ids``).
         format: the student's text format (tags, answer prefix, answer-only baseline).
-        max_source_length / max_target_length: truncation lengths in tokens (the decoder-only prompt
-            includes its special tokens and the ``\\n`` separator; the target includes EOS); ``None``: no limit.
+        max_source_length: truncation length of the source in tokens (the decoder-only prompt includes its
+            special tokens and the ``\\n`` separator); ``None``: no limit.
+        max_target_length: truncation length of the target in tokens (it includes EOS); ``None``: no limit.
         pad_to_multiple_of: passed to ``DataCollatorForSeq2Seq``.
 
     Examples:

@@ -150,11 +150,16 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             truncation lengths).
         data_collator: defaults to a ``CounterfactualDataCollator`` built from ``args`` and
             ``processing_class``; a given one must use the format of ``args`` (or ``args`` the default one).
-        train_dataset / eval_dataset: rationale rows (``generate_rationales`` output) and/or flat rows with
+        train_dataset: rationale rows (``generate_rationales`` output) and/or flat rows with
             ``is_counterfactual`` (see ``CounterfactualDataCollator``).
+        eval_dataset: rows of the same kinds, for per-part evaluation losses.
         processing_class: the student's fast tokenizer (required without a ``data_collator``).
-        model_init, compute_loss_func, compute_metrics, callbacks, optimizers, preprocess_logits_for_metrics:
-            as for ``Seq2SeqTrainer``.
+        model_init: as for ``Seq2SeqTrainer``.
+        compute_loss_func: as for ``Seq2SeqTrainer``.
+        compute_metrics: as for ``Seq2SeqTrainer``.
+        callbacks: as for ``Seq2SeqTrainer``.
+        optimizers: as for ``Seq2SeqTrainer``.
+        preprocess_logits_for_metrics: as for ``Seq2SeqTrainer``.
 
     Examples:
 

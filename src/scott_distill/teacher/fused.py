@@ -183,10 +183,13 @@ def contrastive_generate(
         contrast_prompts: prompts carrying the perturbed answer, one per gold prompt.
         alpha: weight of the perturbed branch.
         max_new_tokens: generation budget.
-        do_sample, temperature, top_k, top_p: sampling, applied after the contrastive combination as
-            ``generate``'s warpers are; unset values come from ``model.generation_config`` as in
-            ``generate`` (``do_sample=False``, ``temperature=1``, ``top_k=50``, ``top_p=1`` by default), so
-            for one seed both paths draw the same tokens.
+        do_sample: sample instead of greedy. Sampling (this and the next three) is applied after the
+            contrastive combination as ``generate``'s warpers are; unset values come from
+            ``model.generation_config`` as in ``generate`` (``do_sample=False``, ``temperature=1``,
+            ``top_k=50``, ``top_p=1`` by default), so for one seed both paths draw the same tokens.
+        temperature: sampling temperature.
+        top_k: top-k filtering when sampling.
+        top_p: nucleus filtering when sampling.
         stop_token_ids: extra end tokens besides ``model.generation_config.eos_token_id``.
         plausibility_threshold: optional adaptive plausibility constraint (see the processor).
         generator: random generator for sampling; ``None`` uses torch's global one, as ``generate`` does.

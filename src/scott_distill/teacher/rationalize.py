@@ -294,7 +294,8 @@ def generate_rationales(
     Args:
         dataset: rows in the normalised schema (``id``, ``question``, ``choices``, ``answer``) or in the
             task's published format (normalised with ``scott_distill.tasks.normalize_rows``).
-        model / tokenizer: the frozen teacher. During generation a tokenizer without pad token pads with its eos
+        model: the frozen teacher.
+        tokenizer: the teacher's tokenizer. During generation a tokenizer without pad token pads with its eos
             token, on the left for a decoder-only teacher; the tokenizer is restored afterwards. Every prompt plus
             ``max_new_tokens`` must fit the teacher's context (checked up front: a ``ValueError`` names the row).
         config: the settings (`RationalizeConfig`); ``None`` is the defaults.
