@@ -7,27 +7,30 @@ argv: MODE WORKDIR REPO_ID [--token T]. Prints one JSON line.
                  WORKDIR/local_student
   pull_student   RationaleStudent.from_pretrained(REPO_ID) and from WORKDIR/local_student: their outputs
   push_dataset   push_rationale_dataset of WORKDIR/rows.json from WORKDIR/local_dataset
-  pull_dataset   snapshot_download of the dataset repo
+  pull_snapshot  snapshot_download of REPO_ID (--repo-type model or dataset)
+Pushes and pull_snapshot report the seconds their call took.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
 parser = argparse.ArgumentParser()
-parser.add_argument("mode", choices=["push_student", "pull_student", "push_dataset", "pull_dataset"])
+parser.add_argument("mode", choices=["push_student", "pull_student", "push_dataset", "pull_snapshot"])
 parser.add_argument("work", type=Path)
 parser.add_argument("repo_id")
 parser.add_argument("--token")
+parser.add_argument("--repo-type", default="model")
 args = parser.parse_args()
 work, repo_id, token = args.work, args.repo_id, args.token
 questions = ["Where would you keep milk cold?", "What tool cuts wood?"]
 choices = [["fridge", "oven", "shelf"], ["saw", "towel"]]
-if args.mode != "pull_dataset":  # the dataset pull needs only huggingface_hub: skip importing torch for it
+if args.mode != "pull_snapshot":  # a snapshot needs only huggingface_hub: skip importing torch for it
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,8 +41,9 @@ if args.mode != "pull_dataset":  # the dataset pull needs only huggingface_hub: 
 
 
 def pushed(push) -> dict:
+    start = time.perf_counter()
     try:
-        return {"raised": False, "url": push()}
+        return {"raised": False, "url": push(), "seconds": time.perf_counter() - start}
     except HubPushError as exc:
         return {"raised": True, "message": str(exc)}
 
@@ -59,5 +63,7 @@ elif args.mode == "push_dataset":
     out = pushed(lambda: push_rationale_dataset(rows, repo_id, work / "local_dataset", {"task": "cose", "alpha": 0.5},
                                                 token=token))
 else:
-    out = {"dir": snapshot_download(repo_id, repo_type="dataset", token=token)}
+    start = time.perf_counter()
+    out = {"dir": snapshot_download(repo_id, repo_type=args.repo_type, token=token),
+           "seconds": time.perf_counter() - start}
 print(json.dumps(out))

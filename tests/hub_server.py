@@ -42,6 +42,7 @@ counts them by route, so a test can tell the LFS path from a silent fall-back to
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -65,6 +66,7 @@ class LfsFile:
         return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.oid}\nsize {self.size}\n".encode()
 
 
+@functools.lru_cache(maxsize=64)  # git knows its blobs' oids; do not rehash a 100 MB file on every HEAD
 def git_blob_oid(content: bytes) -> str:
     """``git hash-object``: the oid git (and the Hub's ``tree``) gives a blob."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()

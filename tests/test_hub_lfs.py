@@ -52,8 +52,9 @@ def client_env(hub: FakeHub, work: Path, upload: bool) -> dict[str, str]:
     return env
 
 
-def run_client(hub: FakeHub, mode: str, work: Path, repo_id: str, upload: bool = True) -> dict:
-    proc = subprocess.run([sys.executable, str(TESTS / "hub_lfs_client.py"), mode, str(work), repo_id, "--token", TOKEN],
+def run_client(hub: FakeHub, mode: str, work: Path, repo_id: str, upload: bool = True, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, str(TESTS / "hub_lfs_client.py"), mode, str(work), repo_id, "--token", TOKEN,
+                           *extra],
                           capture_output=True, text=True, env=client_env(hub, work, upload), timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -131,7 +132,7 @@ def test_rationale_dataset_parquet_above_threshold_goes_through_lfs(tmp_path):
         assert (local / parquet).stat().st_size >= THRESHOLD and (local / "README.md").stat().st_size < THRESHOLD
         assert hub.lfs_paths("dataset", DATASET) == {parquet}
         assert hub.count("lfs_put", 200) == 1 and hub.count("lfs_verify", 200) == 1
-        pulled = run_client(hub, "pull_dataset", tmp_path, DATASET, upload=False)
+        pulled = run_client(hub, "pull_snapshot", tmp_path, DATASET, False, "--repo-type", "dataset")
         assert hub.count("storage_get", 200) == 1
     assert sha256_tree(Path(pulled["dir"])) == sha256_tree(local) == sha256_files(hub.files("dataset", DATASET))
 
