@@ -8,7 +8,8 @@ not a Hub implementation: no auth beyond an optional required token, no Xet, bra
 **Large files (git LFS).** With ``lfs_threshold=N``, ``preupload`` answers ``uploadMode: "lfs"`` for files of N
 bytes or more (the Hub's own rule is per repo: ``.gitattributes`` patterns such as ``*.safetensors`` and
 ``*.parquet``, and a 10 MB cap on regular git files; here it is size only, so a test can pick a small N) and the
-client then takes the LFS path, as it does against the Hub:
+client then takes the LFS path, as it does against the Hub (without ``lfs_threshold``, the default, every file is
+regular, as in the first version of this server):
 
 1. ``POST /{prefix}{repo_id}.git/info/lfs/objects/batch`` (the git-LFS batch API): an upload action per object not
    yet stored (``basic`` transfer: one signed PUT URL; ``multipart`` when ``multipart_chunk_size`` is set and the
