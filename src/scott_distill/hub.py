@@ -105,10 +105,23 @@ def upload_folder(folder: Path, repo_id: str, repo_type: str, private: bool, rev
     except Exception as exc:  # network, auth, server: the local folder stays, say how to retry
         retry = (f"hf upload {repo_id} {folder} . --repo-type {repo_type}"
                  + (f" --revision {revision}" if revision else "") + (" --private" if private else ""))
+        reason = _failure_reason(exc)
         logger.error("Push to %s failed (%s). Local files are intact in %s. Retry with:\n  %s",
-                     repo_id, exc, folder, retry)
-        raise HubPushError(f"push to {repo_id} failed: {exc}. Local files: {folder}. Retry: {retry}") from exc
+                     repo_id, reason, folder, retry)
+        raise HubPushError(f"push to {repo_id} failed: {reason}. Local files: {folder}. Retry: {retry}") from exc
     return str(getattr(info, "commit_url", info))
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The error and what caused it: huggingface_hub wraps a failed LFS transfer in "Error while uploading 'x'",
+    and the HTTP status that says why (an expired URL, a server error) is only in its ``__cause__``."""
+    reasons: list[str] = []
+    while exc is not None and len(reasons) < 4:
+        text = str(exc).strip().rstrip(".")
+        if text and text not in reasons:
+            reasons.append(text)
+        exc = exc.__cause__
+    return "; caused by: ".join(reasons)
 
 
 def render_dataset_card(dataset: datasets.Dataset, repo_id: str, settings: dict[str, Any]) -> DatasetCard:
