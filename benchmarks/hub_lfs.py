@@ -31,9 +31,8 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from hub_server import FakeHub  # noqa: E402  (test code: the local Hub stand-in)
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-
 from scott_distill.tokenizer_utils import train_bpe_tokenizer  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 TOKEN = "hf_bench_token"
 

@@ -116,11 +116,12 @@ def _failure_reason(exc: BaseException) -> str:
     """The error and what caused it: huggingface_hub wraps a failed LFS transfer in "Error while uploading 'x'",
     and the HTTP status that says why (an expired URL, a server error) is only in its ``__cause__``."""
     reasons: list[str] = []
-    while exc is not None and len(reasons) < 4:
-        text = str(exc).strip().rstrip(".")
+    link: BaseException | None = exc
+    while link is not None and len(reasons) < 4:
+        text = str(link).strip().rstrip(".")
         if text and text not in reasons:
             reasons.append(text)
-        exc = exc.__cause__
+        link = link.__cause__
     return "; caused by: ".join(reasons)
 
 
