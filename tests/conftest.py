@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import NoReturn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -32,11 +33,25 @@ SEED = 1234
 VOCAB = 400
 
 
+def in_ci() -> bool:
+    """``CI`` set to a true value (``.ci/run`` sets ``CI=true`` unless the caller set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip a test whose real data or real model is missing; in CI that is a failure, not a skip: a suite that
+    silently skips its real-data tier passes without testing what users run."""
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true, so real-data and real-model tests must run (set CI=false to allow skips)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_data_or_skip(*parts: str) -> Path:
     """Path under ../shared/data, or skip: the folder exists in CI, not on a user's machine."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available at {path} (only present on the project's CI machines)")
+        skip_unless_ci(f"real data not available at {path} (only present on the project's CI machines)")
     return path
 
 
@@ -165,7 +180,7 @@ def skip_without_smollm2() -> None:
     """Skip (reason: the install command) unless the bundled SmolLM2 GGUF and the `gguf` reader are installed."""
     spec = BUNDLED_CHECKPOINTS[SMOLLM2]
     if importlib.util.find_spec(spec.module) is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip(f"real SmolLM2 not installed: {spec.install_command}")
+        skip_unless_ci(f"real SmolLM2 not installed: {spec.install_command}")
 
 
 def smollm2_folder() -> str:

@@ -201,7 +201,7 @@ class Recipe:
         trainer = CounterfactualTrainer(model=model, args=self.config.train, train_dataset=train,
                                         processing_class=tok)
         trainer.train(resume_from_checkpoint=_last_checkpoint(self.config.train.output_dir))
-        RationaleStudent(cast(PreTrainedModel, trainer.model), tok, trainer.student_format).save_pretrained(
+        RationaleStudent(cast("PreTrainedModel", trainer.model), tok, trainer.student_format).save_pretrained(
             self.student_dir)
         return self.student_dir
 
