@@ -85,6 +85,20 @@ def test_collator_errors(tokenizer):
         col([{"question": "q", "choices": ["a"], "answer": "a"}])
 
 
+def test_is_counterfactual_flag_is_read_by_value_never_by_truthiness(tokenizer):
+    """A JSON/CSV dataset may hold the flag as text: bool("False") is True, which made every row counterfactual."""
+    import numpy as np
+
+    col = CounterfactualDataCollator(tokenizer)
+    row = {"question": "q", "choices": ["a", "b"], "answer": "a", "rationale": "r"}
+    for flag, expected in ((False, False), (True, True), (0, False), (1, True), (0.0, False), (1.0, True),
+                           (np.bool_(False), False), (np.int64(1), True)):
+        assert col([{**row, "is_counterfactual": flag}])["is_counterfactual"].tolist() == [expected], flag
+    for flag in ("False", "0", "true", 2, 0.5):
+        with pytest.raises(ValueError, match="is_counterfactual"):
+            col([{**row, "id": "r7", "is_counterfactual": flag}])
+
+
 def manual_loss(model, batch, alpha, causal):
     """Direct computation: per-row token CE lists, then the two token means weighted by alpha."""
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual", "row_index")}
