@@ -224,6 +224,17 @@ def test_args_validation(tmp_path):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
 
 
+def test_nan_alpha_and_a_custom_loss_function_are_refused(tokenizer, tmp_path):
+    """A NaN alpha fails the range check; a `compute_loss_func` (accepted by Trainer) would be silently ignored
+    by the counterfactual objective's compute_loss, so it is refused."""
+    with pytest.raises(ValueError, match="counterfactual_alpha"):
+        CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=float("nan"))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    with pytest.raises(ValueError, match="compute_loss_func"):
+        CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, processing_class=tokenizer,
+                              compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.loss)
+
+
 def test_bf16_training_on_cpu(tokenizer, tmp_path, monkeypatch):
     """bf16 autocast (CPU here; the same flag on GPU): the forward really runs in bfloat16, the loss parts are
     computed in float32 and stay finite."""
