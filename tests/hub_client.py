@@ -17,7 +17,7 @@ from scott_distill.hub import HubPushError, push_rationale_dataset, render_stude
 
 mode, work = sys.argv[1], Path(sys.argv[2])
 token = sys.argv[3] if len(sys.argv) > 3 else None
-if mode in ("roundtrip", "fail"):
+if mode in ("roundtrip", "fail", "evaluate_cli"):
     model = AutoModelForSeq2SeqLM.from_pretrained(work / "init")
     tok = AutoTokenizer.from_pretrained(work / "init")
 fmt = StudentFormat(answer_prefix="Therefore the answer is")
@@ -69,3 +69,21 @@ elif mode == "rationalize":
                       "--max_rows", "4", "--max_new_tokens", "4", "--output", str(work / "rz"),
                       "--push_to_hub", "org/rz", "--private"])
     print(json.dumps({"ok": True}))
+elif mode == "evaluate_cli":
+    # `scott-distill evaluate` on a Hub id: the student's format must come from the repo's scott_config.json
+    import scott_distill.commands.evaluate as evaluate_command
+
+    RationaleStudent(model, tok, fmt).push_to_hub("org/scott-t5-cose", work / "local_student", card, token=token)
+    seen = []
+    real_predict = evaluate_command.predict
+
+    def recording_predict(model, tokenizer, data, fmt, *args, **kwargs):
+        seen.append(fmt.answer_prefix)
+        return real_predict(model, tokenizer, data, fmt, *args, **kwargs)
+
+    evaluate_command.predict = recording_predict
+    rows = datasets.Dataset.from_list([{"question": q, "choices": c, "answer": c[0]} for q, c in zip(questions, choices)])
+    rows.to_json(str(work / "eval.jsonl"))
+    evaluate_command.main(["--model_name_or_path", "org/scott-t5-cose", "--data", str(work / "eval.jsonl"),
+                           "--output", str(work / "eval.json"), "--max_new_tokens", "4"])
+    print(json.dumps({"prefixes": seen}))

@@ -85,6 +85,20 @@ def test_collator_errors(tokenizer):
         col([{"question": "q", "choices": ["a"], "answer": "a"}])
 
 
+def test_is_counterfactual_flag_is_read_by_value_never_by_truthiness(tokenizer):
+    """A JSON/CSV dataset may hold the flag as text: bool("False") is True, which made every row counterfactual."""
+    import numpy as np
+
+    col = CounterfactualDataCollator(tokenizer)
+    row = {"question": "q", "choices": ["a", "b"], "answer": "a", "rationale": "r"}
+    for flag, expected in ((False, False), (True, True), (0, False), (1, True), (0.0, False), (1.0, True),
+                           (np.bool_(False), False), (np.int64(1), True)):
+        assert col([{**row, "is_counterfactual": flag}])["is_counterfactual"].tolist() == [expected], flag
+    for flag in ("False", "0", "true", 2, 0.5):
+        with pytest.raises(ValueError, match="is_counterfactual"):
+            col([{**row, "id": "r7", "is_counterfactual": flag}])
+
+
 def manual_loss(model, batch, alpha, causal):
     """Direct computation: per-row token CE lists, then the two token means weighted by alpha."""
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "is_counterfactual", "row_index")}
@@ -208,6 +222,17 @@ def test_lora_student_trains(tokenizer, tmp_path):
 def test_args_validation(tmp_path):
     with pytest.raises(ValueError, match="counterfactual_alpha"):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
+
+
+def test_nan_alpha_and_a_custom_loss_function_are_refused(tokenizer, tmp_path):
+    """A NaN alpha fails the range check; a `compute_loss_func` (accepted by Trainer) would be silently ignored
+    by the counterfactual objective's compute_loss, so it is refused."""
+    with pytest.raises(ValueError, match="counterfactual_alpha"):
+        CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=float("nan"))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    with pytest.raises(ValueError, match="compute_loss_func"):
+        CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, processing_class=tokenizer,
+                              compute_loss_func=lambda outputs, labels, num_items_in_batch=None: outputs.loss)
 
 
 def test_bf16_training_on_cpu(tokenizer, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The documentation names only code that exists: every `from scott_distill... import` in a Markdown file imports,
-and every dotted `scott_distill.x.y` it mentions (in backticks or after `python -m`) resolves."""
+and every dotted `scott_distill.x.y` it mentions (in backticks or after `-m`: `python -m`, `torchrun ... -m`)
+resolves."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted(p for folder in ("", "docs", "recipes", "metrics/las", "benchmarks", "model_cards")
                for p in (ROOT / folder).glob("*.md"))
 IMPORT = re.compile(r"^\s*from (scott_distill[\w.]*) import \(?([\w, ]+)", re.M)
-DOTTED = re.compile(r"(?:python -m |`)(scott_distill(?:\.\w+)+)")
+DOTTED = re.compile(r"(?:-m |`)(scott_distill(?:\.\w+)+)")  # `python -m` and `torchrun ... -m`
 
 
 def _resolves(dotted: str) -> bool:

@@ -69,6 +69,15 @@ def test_push_then_pull_student_gives_same_outputs(tmp_path, tokenizer):
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "las", "counterfactual_consistency"}
 
 
+def test_evaluate_cli_reads_the_format_of_a_hub_student(tmp_path, tokenizer):
+    """`scott-distill evaluate --model_name_or_path org/name` evaluates with the pushed scott_config.json, not the
+    default format (its outputs would all be unparseable under another answer prefix)."""
+    init_student(tmp_path, tokenizer)
+    with FakeHub() as hub:
+        out = run_client(hub, "evaluate_cli", tmp_path)
+    assert out["prefixes"] == ["Therefore the answer is"]
+
+
 def test_failed_push_keeps_local_files_and_says_how_to_retry(tmp_path, tokenizer):
     init_student(tmp_path, tokenizer)
     with FakeHub(fail_commits=True) as hub:

@@ -157,6 +157,25 @@ def test_numbers_and_strings_are_never_mixed():
     assert load_las().compute(**odd) == leakage_adjusted_simulatability(**odd)
 
 
+def test_numbers_and_strings_are_never_mixed_across_batches():
+    """`evaluate` casts every batch to the feature set of the first: strings added after numbers became numbers
+    ("1" == 1) without a word. The label rule holds over the batches of one computation."""
+    module = load_las()
+    module.add_batch(predictions=[1, 0], x_predictions=[1, 0], e_predictions=[1, 1], references=[1, 0])
+    with pytest.raises(ValueError, match="mix numbers .* and strings"):
+        module.add_batch(predictions=["1"], x_predictions=["0"], e_predictions=["1"], references=["1"])
+    with pytest.raises(ValueError, match="mix numbers .* and strings"):
+        module.add(prediction="1", x_predictions="0", e_predictions="1", reference="1")
+    with pytest.raises(ValueError, match="mix numbers .* and strings"):
+        module.compute(predictions=["1"], x_predictions=["0"], e_predictions=["1"], references=["1"])
+    module.compute()  # the numbers added so far; the next computation may use strings
+    module.add(prediction="a", x_predictions="a", e_predictions="b", reference="a")
+    with pytest.raises(ValueError, match="mix numbers .* and strings"):
+        module.add(prediction=1.0, x_predictions=1, e_predictions=0, reference=1)
+    module.compute()
+    assert module.compute(**BASE) == leakage_adjusted_simulatability(**BASE)
+
+
 def test_bootstrap_interval_contains_estimate_and_narrows():
     rng = np.random.default_rng(0)
     widths = []

@@ -102,11 +102,15 @@ _LABEL_COLUMNS = ("predictions", "x_predictions", "e_predictions", "references")
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class LAS(evaluate.Metric):
     # `evaluate` picks one feature set from the first row and casts every other value to it (a string "1"
-    # would silently become 1.0): the pure function's label rule is applied to the inputs before that.
+    # would silently become 1.0): the pure function's label rule is applied to the inputs before that, over all
+    # the batches of one computation (one label of the earlier batches stands for their kind).
     def compute(self, **kwargs):
         """Compute LAS (the labels are checked with the pure function's rule first)."""
-        self._check_labels(kwargs)
-        return super().compute(**kwargs)
+        self._check_labels(kwargs)  # refused: the batches added so far stay, as does their kind
+        try:
+            return super().compute(**kwargs)
+        finally:
+            self._earlier_label = None  # the next computation starts afresh
 
     def add_batch(self, **kwargs):
         """Add a batch (the labels are checked with the pure function's rule first)."""
@@ -119,11 +123,14 @@ class LAS(evaluate.Metric):
         self._check_labels({names.get(k, k): [v] for k, v in kwargs.items()})
         return super().add(**kwargs)
 
-    @staticmethod
-    def _check_labels(kwargs):
+    def _check_labels(self, kwargs):
         given = {k: kwargs[k] for k in _LABEL_COLUMNS if kwargs.get(k) is not None}
-        if given:
-            validate_labels(given)
+        if not given:
+            return
+        earlier = getattr(self, "_earlier_label", None)
+        validate_labels({**({"an earlier batch": [earlier]} if earlier is not None else {}), **given})
+        if earlier is None:  # the batch passed: every label in it is of one kind (or None)
+            self._earlier_label = next((v for values in given.values() for v in values if v is not None), None)
 
     def _info(self):
         return evaluate.MetricInfo(

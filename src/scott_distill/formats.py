@@ -162,14 +162,24 @@ class StudentFormat:
         return path
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, required: bool = False) -> StudentFormat:
-        """The format saved in ``directory``.
+    def from_pretrained(cls, directory: str | os.PathLike, required: bool = False, revision: str | None = None,
+                        token: str | bool | None = None) -> StudentFormat:
+        """The format saved in ``directory``: a local folder, or a Hub repo id (``org/name``, its
+        ``scott_config.json`` downloaded at ``revision``) when no such local path exists.
 
         Without a ``scott_config.json`` there: ``required=True`` raises ``FileNotFoundError``; otherwise the
         default format is returned with a warning (right for an untrained base model, wrong for a student
         trained with another answer prefix or tags).
         """
         path = Path(directory) / STUDENT_CONFIG_NAME
+        if not Path(directory).exists():  # not a local path: a Hub repo id, as model loading treats it
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import EntryNotFoundError
+
+            try:
+                path = Path(hf_hub_download(str(directory), STUDENT_CONFIG_NAME, revision=revision, token=token))
+            except EntryNotFoundError:
+                pass  # the repo exists without a format: handled below as a local folder without one
         if not path.exists():
             if required:
                 raise FileNotFoundError(

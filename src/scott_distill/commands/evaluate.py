@@ -8,6 +8,7 @@ from typing import Any
 
 from trl import TrlParser
 
+from ..checkpoints import resolve_checkpoint
 from ..files import load_table, write_json
 from ..formats import StudentFormat
 from ..las.pipeline import student_output_rows
@@ -43,7 +44,8 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 def run(script: EvaluateArguments, config: EvaluationConfig) -> dict[str, Any]:
     model, tokenizer = load_student(script.model_name_or_path)
-    fmt = StudentFormat.from_pretrained(script.model_name_or_path)
+    # a .gguf file or a bundled short name has its converted folder; a Hub id stays one (its scott_config.json)
+    fmt = StudentFormat.from_pretrained(resolve_checkpoint(script.model_name_or_path))
     data = load_table(script.data)
     if script.max_rows:
         data = data.select(range(min(script.max_rows, len(data))))

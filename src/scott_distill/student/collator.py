@@ -26,6 +26,20 @@ class StudentExample(NamedTuple):
     counterfactual: bool
 
 
+def _counterfactual_flag(flag: Any, row: Mapping[str, Any]) -> bool:
+    """``is_counterfactual`` by value: a bool or the numbers 0 / 1. Text is refused, not read by truthiness
+    (``bool("False")`` is ``True``: a flag written as text would make every row counterfactual)."""
+    if not isinstance(flag, (str, bytes)):
+        try:
+            if flag in (0, 1):
+                return bool(flag)
+        except (TypeError, ValueError):  # e.g. a list, or an array with several values
+            pass
+    where = f"row {row['id']!r}" if "id" in row else f"the row of question {str(row['question'])[:60]!r}"
+    raise ValueError(f"`is_counterfactual` of {where} is {flag!r} ({type(flag).__name__}); expected a bool or 0 / 1 "
+                     "(None for a rationale row). Convert text flags, e.g. `x == 'True'`, before training.")
+
+
 @dataclass
 class CounterfactualDataCollator:
     """Tokenizes and pads factual and counterfactual rows for SCOTT's student training.
@@ -128,7 +142,7 @@ class CounterfactualDataCollator:
         # missing column with None, pandas with NaN)
         if flag is not None and flag == flag:
             return [StudentExample(row["question"], choices, row.get("rationale"), row["answer"],
-                                   bool(row["is_counterfactual"]))]
+                                   _counterfactual_flag(flag, row))]
         out = [StudentExample(row["question"], choices, row.get("rationale"), row["answer"], False)]
         if row.get("counterfactual_answer") and (row.get("counterfactual_rationale") or self.format.without_rationale):
             out.append(StudentExample(row["question"], choices, row.get("counterfactual_rationale"),

@@ -155,7 +155,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         eval_dataset: rows of the same kinds, for per-part evaluation losses.
         processing_class: the student's fast tokenizer (required without a ``data_collator``).
         model_init: as for ``Seq2SeqTrainer``.
-        compute_loss_func: as for ``Seq2SeqTrainer``.
+        compute_loss_func: not supported (``ValueError``): the loss is the counterfactual objective.
         compute_metrics: as for ``Seq2SeqTrainer``.
         callbacks: as for ``Seq2SeqTrainer``.
         optimizers: as for ``Seq2SeqTrainer``.
@@ -192,6 +192,11 @@ class CounterfactualTrainer(Seq2SeqTrainer):
     ) -> None:
         if not isinstance(args, CounterfactualTrainingArguments):
             raise ValueError(f"`args` must be a CounterfactualTrainingArguments, got {type(args).__name__}.")
+        if compute_loss_func is not None:
+            # compute_loss is the counterfactual objective: a custom loss function would be silently unused
+            raise ValueError("`compute_loss_func` is not supported: CounterfactualTrainer's loss is SCOTT's "
+                             "objective (counterfactual_alpha, label_smoothing_factor). Subclass it and override "
+                             "`compute_loss` for another objective.")
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
