@@ -286,3 +286,12 @@ def test_cose_longest_texts_after_repair_in_smollm2_tokens():
         longest[split] = (max(map(tokens, data["rationale"])),
                           max(tokens(q + " " + " ".join(c)) for q, c in zip(data["question"], data["choices"])))
     assert longest == {"train": (148, 78), "dev": (87, 70)}  # (explanation, question + choices)
+
+
+def test_repair_mojibake_docstring_examples_run():
+    import doctest
+
+    from scott_distill.tasks import loaders
+
+    result = doctest.testmod(loaders)
+    assert result.attempted >= 3 and result.failed == 0
