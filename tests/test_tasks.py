@@ -166,3 +166,132 @@ def test_creak_contrast_set_has_no_placeholder_explanations():
     assert set(data["rationale"]) == {None} and "pair_id" in data.column_names
     dev = load_task("creak", str(shared_data_or_skip("creak", "dev.json")))
     assert None not in dev["rationale"] and "n/a" not in dev["rationale"]
+
+
+# -- mojibake: UTF-8 decoded as Latin-1/cp1252 (CoS-E v1.0 has it, up to 8 times over) ---------------------------
+
+def _decoded_wrongly(text: str, codec: str, times: int = 1) -> str:
+    """``text`` after ``times`` rounds of UTF-8 bytes decoded as ``codec``; for cp1252 the five bytes it leaves
+    undefined become the Latin-1 C1 control, as lenient decoders (Windows, browsers) do."""
+    for _ in range(times):
+        text = "".join(bytes([b]).decode(codec, errors="ignore") or chr(b) for b in text.encode("utf-8"))
+    return text
+
+
+_VALID_TEXTS = ["it’s", "a lobby café", "“quoted” – dash…", "naïve résumé ™ €5", "ελληνικά", "الإمارات",
+                "ˈpɜːsweɪd", "привет", "東京", "ç ü ø ·", "zero\u200bwidth", "Œuvre", "Łódź"]
+
+
+@pytest.mark.parametrize("codec", ["latin-1", "cp1252"])
+@pytest.mark.parametrize("times", [1, 2, 8])
+def test_repair_mojibake_undoes_single_and_repeated_wrong_decoding(codec, times):
+    from scott_distill.tasks import repair_mojibake
+
+    for text in _VALID_TEXTS:
+        broken = _decoded_wrongly(text, codec, times)
+        assert broken != text
+        assert repair_mojibake(broken) == text, (codec, times, text)
+        assert repair_mojibake(f"ASCII around {broken}, twice: {broken}.") == f"ASCII around {text}, twice: {text}."
+    assert repair_mojibake("itâ€™s a cafÃ©") == "it’s a café"
+
+
+@pytest.mark.parametrize("text", _VALID_TEXTS + [
+    "", "plain ASCII", "SÃO PAULO", "Â", "CAFÉ’s menu", "Fuß“", "passé…»", "Ã ©", "déjà vu — “naïve” ‘café’"])
+def test_repair_mojibake_leaves_valid_text_unchanged(text):
+    """"CAFÉ’s", "Fuß“", "passé…»" re-encode to valid UTF-8 ("CAFɒs", "Fuߓ", "pass酻"): a round trip alone must
+    not repair them."""
+    from scott_distill.tasks import repair_mojibake
+
+    assert repair_mojibake(text) == text
+
+
+@pytest.mark.parametrize("text", [
+    "cafÃ© and a real naïve",  # the "ï" is no UTF-8 sequence: the string is not mojibake as a whole
+    "itâ€™s 東京",  # a character that is no Latin-1/cp1252 byte
+    "cafÃ",  # a cut sequence (no continuation byte)
+    "â€™ then a lone \x80",
+])
+def test_repair_mojibake_leaves_a_partial_round_trip_unchanged(text):
+    from scott_distill.tasks import repair_mojibake
+
+    assert repair_mojibake(text) == text
+
+
+def test_cose_loader_repairs_every_text_field(tmp_path):
+    """Question, choices, answer and explanation are repaired alike, in the file layout and the Hub layout."""
+    import csv
+
+    bad = {k: _decoded_wrongly(v, "latin-1", 3) for k, v in
+           {"q": "Where’s the café?", "a": "Zürich", "b": "Tromsø", "e": "the “café” is in Zürich"}.items()}
+    path = tmp_path / "cose.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "question", "choice_0", "choice_1", "choice_2", "label", "human_exp"])
+        writer.writerow(["1", bad["q"], bad["a"], bad["b"], "Oslo", "0", bad["e"]])
+    row = load_task("cose", str(path))[0]
+    expected = ("Where’s the café?", ["Zürich", "Tromsø", "Oslo"], "Zürich", "the “café” is in Zürich")
+    assert (row["question"], row["choices"], row["answer"], row["rationale"]) == expected
+
+    hub = datasets.Dataset.from_list([{"id": "1", "question": bad["q"], "choices": [bad["a"], bad["b"], "Oslo"],
+                                       "answer": bad["a"], "abstractive_explanation": bad["e"]}])
+    saved = tmp_path / "hub_cose"
+    hub.save_to_disk(str(saved))  # a dataset saved before the repair existed is repaired when loaded again
+    for data in (normalize_rows(hub, "cose"), load_task("cose", str(saved))):
+        row = data[0]
+        assert (row["question"], row["choices"], row["answer"], row["rationale"]) == expected
+        assert data.column_names[:5] == ["id", "question", "choices", "answer", "abstractive_explanation"]
+
+
+_MOJIBAKE_SIGNS = ("Ã", "Â", "â€", "â\x80")
+
+
+def _raw_cose(split: str) -> list[dict]:
+    import csv
+
+    with open(shared_data_or_skip("cose_v1", f"{split}.csv"), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("split, repaired_rows", [("train", 43), ("dev", 9)])
+def test_cose_real_files_have_no_mojibake_after_loading(split, repaired_rows):
+    """43 train and 9 dev rows of CoS-E v1.0 hold UTF-8 decoded wrongly 8 times over (one apostrophe ~250 chars)."""
+    raw = _raw_cose(split)
+    data = load_task("cose", str(shared_data_or_skip("cose_v1", f"{split}.csv")))
+    assert len(data) == len(raw)
+    changed = 0
+    for before, row in zip(raw, data):
+        texts = [row["question"], *row["choices"], row["answer"], row["rationale"] or ""]
+        assert not [s for s in _MOJIBAKE_SIGNS if any(s in t for t in texts)], (row["id"], texts)
+        assert not any("\x80" <= c <= "\x9f" for t in texts for c in t), row["id"]  # no C1 control is left
+        assert row["answer"] in row["choices"]
+        changed += [before["question"], *(before[f"choice_{i}"] for i in range(3)), before["human_exp"]] != \
+            [row["question"], *row["choices"], row["rationale"] or ""]
+    assert changed == repaired_rows
+
+
+@pytest.mark.real_model
+def test_cose_longest_texts_after_repair_in_smollm2_tokens():
+    """Before the repair the longest explanation was 4,281 SmolLM2 tokens in train (22 train and 8 dev ones over 600)
+    and three train questions with their choices were 407-811 tokens; after it they are short CoS-E text again."""
+    from conftest import smollm2_tokenizer
+
+    tok = smollm2_tokenizer()
+
+    def tokens(text: str | None) -> int:
+        return len(tok(text or "").input_ids)
+
+    longest = {}
+    for split in ("train", "dev"):
+        data = load_task("cose", str(shared_data_or_skip("cose_v1", f"{split}.csv")))
+        longest[split] = (max(map(tokens, data["rationale"])),
+                          max(tokens(q + " " + " ".join(c)) for q, c in zip(data["question"], data["choices"])))
+    assert longest == {"train": (148, 78), "dev": (87, 70)}  # (explanation, question + choices)
+
+
+def test_repair_mojibake_docstring_examples_run():
+    import doctest
+
+    from scott_distill.tasks import loaders
+
+    result = doctest.testmod(loaders)
+    assert result.attempted >= 3 and result.failed == 0

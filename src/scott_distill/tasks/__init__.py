@@ -8,6 +8,6 @@ fields that do not clash with these names. The teacher's few-shot prompts per ta
 
 from __future__ import annotations
 
-from .loaders import SCHEMA, TASKS, TaskSpec, get_task, load_task, normalize_rows
+from .loaders import SCHEMA, TASKS, TaskSpec, get_task, load_task, normalize_rows, repair_mojibake
 
-__all__ = ["SCHEMA", "TASKS", "TaskSpec", "get_task", "load_task", "normalize_rows"]
+__all__ = ["SCHEMA", "TASKS", "TaskSpec", "get_task", "load_task", "normalize_rows", "repair_mojibake"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..files import load_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "TASKS", "TaskSpec", "get_task", "load_task", "normalize_rows", "validate"]
+__all__ = ["SCHEMA", "TASKS", "TaskSpec", "get_task", "load_task", "normalize_rows", "repair_mojibake", "validate"]
 
 SCHEMA = ("id", "question", "choices", "answer", "rationale")
 Row = Mapping[str, Any]
@@ -31,6 +32,62 @@ def _explanation(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return None if text.lower() in _NO_EXPLANATION else text
+
+
+# Windows-1252 characters of the bytes 0x80-0x9F, mapped to the Latin-1 character of the same byte: a wrong decoding
+# as cp1252 gives "’" -> "â€™" where one as Latin-1 gives "â\x80\x99"; undoing either needs the byte back. (Bytes
+# cp1252 leaves undefined, 0x81 0x8D 0x8F 0x90 0x9D, come out of lenient decoders as the Latin-1 C1 control.)
+_CP1252_TO_LATIN1 = {ord(bytes([b]).decode("cp1252")): b for b in range(0x80, 0xA0) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+_CONTINUATION = "[\u0080-\u00bf" + "".join(map(chr, _CP1252_TO_LATIN1)) + "]"  # a UTF-8 byte 0x80-0xBF, misread
+# What a wrong decoding of UTF-8 leaves and real text practically never has: "Â"/"Ã"/"Ä"/"Å" + a continuation byte
+# (U+0080-U+017F, "Ã©" = é, "Å‚" = ł, "Å’" = Œ); "â" + two ("â€™" = ’, U+2000-U+2FFF); any lead byte + a C1 control (a Latin-1 misreading; C1
+# controls do not occur in text); two 2-byte or two 3-byte sequences in a row (a word of Greek, Cyrillic, Arabic,
+# IPA: "Î»Î·", or CJK). One accented capital or "ß" before a curly quote is not enough: "CAFÉ’s" and "Fuß“" are
+# valid UTF-8 when re-encoded ("CAFɒs", "Fuߓ"), so a round trip alone is no evidence of mojibake.
+_MOJIBAKE_MARKER = re.compile(
+    f"[\u00c2-\u00c5]{_CONTINUATION}|\u00e2{_CONTINUATION}{{2}}|[\u00c2-\u00f4][\u0080-\u009f]"
+    f"|(?:[\u00c6-\u00df]{_CONTINUATION}){{2}}|(?:[\u00e0-\u00ef]{_CONTINUATION}{{2}}){{2}}")
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo UTF-8 text that was decoded as Latin-1 or Windows-1252, once or repeatedly ("Ã©" -> "é", "â€™" -> "’";
+    CoS-E v1.0 has explanations decoded wrongly 8 times over, hundreds of characters for one apostrophe).
+
+    One step re-encodes the whole string as Latin-1/cp1252 bytes and decodes them as UTF-8. It is applied while the
+    text holds a mojibake marker (``_MOJIBAKE_MARKER``), the round trip is exact (every character is one such byte,
+    the bytes are valid UTF-8) and the text gets shorter; it stops at the first step that fails any of these. Text
+    without markers ("café", "naïve", "“quoted”") or that does not round-trip as a whole (mojibake next to a valid
+    "ï", or next to a character outside Latin-1/cp1252) is returned unchanged.
+
+    Examples:
+
+    >>> repair_mojibake("itâ€™s a cafÃ©")
+    'it’s a café'
+    >>> repair_mojibake("ÃƒÂ©")  # decoded wrongly twice
+    'é'
+    >>> repair_mojibake("naïve “café”")
+    'naïve “café”'
+    """
+    while _MOJIBAKE_MARKER.search(text):
+        try:
+            fixed = text.translate(_CP1252_TO_LATIN1).encode("latin-1").decode("utf-8")
+        except UnicodeError:  # a character that is no single byte, or bytes that are no UTF-8: not (only) mojibake
+            return text
+        if len(fixed) >= len(text):
+            return text
+        text = fixed
+    return text
+
+
+def _repair_text_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (normalised schema) with ``repair_mojibake`` applied to its question, choices, answer and rationale:
+    the same function on choices and answer, so an answer that was one of the choices still is."""
+    for key in ("question", "answer", "rationale"):
+        if isinstance(row.get(key), str):
+            row[key] = repair_mojibake(row[key])
+    if isinstance(row.get("choices"), list):
+        row["choices"] = [repair_mojibake(c) if isinstance(c, str) else c for c in row["choices"]]
+    return row
 
 
 def _choice_index(label: Any, n_choices: int) -> int:
@@ -148,7 +205,7 @@ def normalize_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset:
         if "rationale" not in columns and spec.explanation_column in columns:
             # e.g. Hub `cos_e`: already id/question/choices/answer, its human explanation under another name
             dataset = dataset.add_column("rationale", [_explanation(v) for v in dataset[spec.explanation_column]])
-        return validate(dataset)
+        return validate(_repair_text_columns(dataset))
     if not any(set(layout) <= columns for layout in spec.layouts):
         missing = min(([c for c in layout if c not in columns] for layout in spec.layouts), key=len)
         expected = " or ".join(str(list(layout)) for layout in spec.layouts)
@@ -156,13 +213,31 @@ def normalize_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset:
     rows = []
     for i, row in enumerate(dataset):
         try:
-            norm = spec.normalize(row)
+            norm = _repair_text_fields(spec.normalize(row))
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             where = f"row {i}" + (f" (id {row['id']!r})" if row.get("id") is not None else "")
             raise ValueError(f"{task}: {where} cannot be normalised: {exc}") from None
         extra = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items() if k not in norm}
         rows.append({**norm, **{f"orig_{k}" if k in SCHEMA else k: v for k, v in extra.items()}})
     return validate(datasets.Dataset.from_list(rows))
+
+
+def _repair_text_columns(dataset: datasets.Dataset) -> datasets.Dataset:
+    """``_repair_text_fields`` over a dataset already in the schema; the same dataset object when nothing changes.
+
+    Columns are rebuilt from Python lists rather than with ``Dataset.map``: ``map`` reuses a cache file keyed by a
+    fingerprint that hashes module functions by name, so a changed repair could be served from an old cache."""
+    columns = [c for c in ("question", "choices", "answer", "rationale") if c in dataset.column_names]
+    old = {c: dataset[c] for c in columns}
+    rows = [_repair_text_fields({c: old[c][i] for c in columns}) for i in range(len(dataset))]
+    changed = [c for c in columns if any(row[c] != before for row, before in zip(rows, old[c]))]
+    if not changed:
+        return dataset
+    logger.info("Repaired mojibake (UTF-8 decoded as Latin-1/cp1252) in columns %s.", changed)
+    order = dataset.column_names
+    for c in changed:
+        dataset = dataset.remove_columns(c).add_column(c, [row[c] for row in rows], feature=dataset.features[c])
+    return dataset.select_columns(order)
 
 
 def validate(dataset: datasets.Dataset) -> datasets.Dataset:
