@@ -128,12 +128,12 @@ def counterfactual_part_weights(alpha: float, counterfactual_share: float) -> tu
             alpha / counterfactual_share if counterfactual_share > 0 else 0.0)
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str:
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """The newest ``checkpoint-N`` in ``output_dir`` whose save finished, for ``resume_from_checkpoint=True``.
 
     The ``Trainer`` writes a checkpoint in place and its ``trainer_state.json`` last; a process killed during a
     save leaves a folder without one (or with one cut short), which ``get_last_checkpoint`` would still pick.
-    Such folders are skipped with a warning.
+    Such folders are skipped with a warning. ``None`` when there is no complete checkpoint.
     """
     found = []
     for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
@@ -149,8 +149,7 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str:
                            "checkpoint.", folder, TRAINER_STATE_NAME)
             continue
         return folder
-    raise ValueError(f"No complete checkpoint in output_dir={str(output_dir)!r} to resume from "
-                     f"(resume_from_checkpoint=True); start without it or pass a checkpoint folder.")
+    return None
 
 
 class CounterfactualTrainer(Seq2SeqTrainer):
@@ -328,7 +327,10 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                                counts.get("sources_cut", 0), counts.get("sources", 0),
                                counts.get("rationales_cut", 0), counts.get("targets", 0))
         if resume_from_checkpoint is True:  # the Trainer would take the newest folder, even one cut short
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir or ".")
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint in output_dir={self.args.output_dir!r} to resume from "
+                                 "(resume_from_checkpoint=True); start without it or pass a checkpoint folder.")
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
