@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -69,9 +70,13 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
 
 def ensure_writable_dir(path: str | os.PathLike, argument: str) -> Path:
-    """Create the folder ``path`` if needed and check that a file can be written in it, before any long work
-    starts; an ``OSError`` of the same kind names ``argument``, the folder and the reason."""
+    """Check, before any long work starts, that the folder ``path`` can be created (if missing) and written in.
+
+    Folders it creates for the check are removed again, so a run refused later for another reason leaves
+    nothing behind. An ``OSError`` of the same kind names ``argument``, the folder and the reason.
+    """
     path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
@@ -84,4 +89,8 @@ def ensure_writable_dir(path: str | os.PathLike, argument: str) -> Path:
     except OSError as exc:
         raise type(exc)(exc.errno, f"`{argument}` {str(path)!r} is not a writable folder ({exc.strerror}); "
                         "choose another folder or fix its permissions or free space.") from exc
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
