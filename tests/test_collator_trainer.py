@@ -205,6 +205,44 @@ def test_trainer_logs_parts_and_resumes(tokenizer, tmp_path):
         torch.testing.assert_close(v, final[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("cut", ["weights-only", "state-cut-short"])
+def test_resume_true_skips_a_checkpoint_whose_save_was_killed(cut, tokenizer, tmp_path):
+    """Regression: ``resume_from_checkpoint=True`` took the newest ``checkpoint-N`` even when a kill during its
+    save had left it incomplete (the Trainer writes it in place, ``trainer_state.json`` last): the resume
+    failed. Now it resumes from the newest complete one and ends with the uninterrupted run's weights."""
+    args = CounterfactualTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, save_steps=2, report_to=[],
+        learning_rate=1e-3, logging_steps=1,
+    )
+    model = make_t5(len(tokenizer), dropout_rate=0.0)
+    CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(), processing_class=tokenizer).train()
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    last = tmp_path / "checkpoint-4"  # as a kill during its save leaves it
+    if cut == "weights-only":
+        for f in last.iterdir():
+            if f.name != "model.safetensors":
+                f.unlink()
+        weights = (last / "model.safetensors").read_bytes()
+        (last / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    else:
+        state = (last / "trainer_state.json").read_text()
+        (last / "trainer_state.json").write_text(state[: len(state) // 2])
+    resumed_model = make_t5(len(tokenizer), dropout_rate=0.0)
+    CounterfactualTrainer(model=resumed_model, args=args, train_dataset=tiny_dataset(),
+                          processing_class=tokenizer).train(resume_from_checkpoint=True)
+    for k, v in resumed_model.state_dict().items():
+        torch.testing.assert_close(v, final[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_true_without_a_complete_checkpoint_is_refused(tokenizer, tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[])
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, train_dataset=tiny_dataset(),
+                                    processing_class=tokenizer)
+    with pytest.raises(ValueError, match=r"No complete checkpoint in output_dir=.* \(resume_from_checkpoint=True\)"):
+        trainer.train(resume_from_checkpoint=True)
+
+
 def test_lora_student_trains(tokenizer, tmp_path):
     peft = pytest.importorskip("peft")
     model = make_gpt2(len(tokenizer))

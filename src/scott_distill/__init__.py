@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "simulator_las": ".las.pipeline",
     "leakage_adjusted_simulatability": ".las.formula",
     "load_las": ".las.loading",
+    "RunInterrupted": ".interrupts",
 }
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "LASConfig",
     "RationaleStudent",
     "RationalizeConfig",
+    "RunInterrupted",
     "StudentFormat",
     "contrastive_generate",
     "evaluate_student",
@@ -59,6 +61,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .formats import StudentFormat
+    from .interrupts import RunInterrupted
     from .las.formula import leakage_adjusted_simulatability
     from .las.loading import load_las
     from .las.pipeline import LASConfig, simulator_las

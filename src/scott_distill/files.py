@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-__all__ = ["load_table", "write_json"]
+__all__ = ["ensure_writable_dir", "load_table", "write_json"]
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
@@ -50,9 +52,45 @@ def load_table(path_or_id: str, split: str = "train", **kwargs: Any) -> datasets
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON, atomically (a crash never leaves half a file)."""
+    """Write ``obj`` as indented JSON, atomically and durably: a temporary file, fsync'ed, renamed over ``path``
+    (a crash leaves the old file or the new one, never half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=float))
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_writable_dir(path: str | os.PathLike, argument: str) -> Path:
+    """Check, before any long work starts, that the folder ``path`` can be created (if missing) and written in.
+
+    Folders it creates for the check are removed again, so a run refused later for another reason leaves
+    nothing behind. An ``OSError`` of the same kind names ``argument``, the folder and the reason.
+    """
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"`{argument}` {str(path)!r} is not a writable folder ({exc.strerror}); "
+                        "choose another folder or fix its permissions or free space.") from exc
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return path

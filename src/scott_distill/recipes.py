@@ -43,7 +43,7 @@ from .las.pipeline import LASConfig, simulator_las, student_output_rows
 from .las.simulator import load_simulator
 from .student.evaluation import EvaluationConfig, evaluate_student, predict
 from .student.model import RationaleStudent, load_student
-from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, last_complete_checkpoint
 from .tasks import TASKS, load_task
 from .teacher.rationalize import RationalizeConfig
 
@@ -200,7 +200,8 @@ class Recipe:
         model, tok = load_student(self.config.run.student)
         trainer = CounterfactualTrainer(model=model, args=self.config.train, train_dataset=train,
                                         processing_class=tok)
-        trainer.train(resume_from_checkpoint=_last_checkpoint(self.config.train.output_dir))
+        output_dir = self.config.train.output_dir
+        trainer.train(resume_from_checkpoint=last_complete_checkpoint(output_dir) if output_dir else None)
         RationaleStudent(cast("PreTrainedModel", trainer.model), tok, trainer.student_format).save_pretrained(
             self.student_dir)
         return self.student_dir
@@ -271,8 +272,3 @@ class Recipe:
         write_json({"config": self.config.to_dict(), **result}, self.out / "run_summary.json")
         return result
 
-
-def _last_checkpoint(folder: str | None) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(folder) if folder and Path(folder).is_dir() else None

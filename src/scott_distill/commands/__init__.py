@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -48,4 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         make_parser().parse_args(argv or ["--help"])
         return 0
     module = importlib.import_module(f"{__name__}.{argv[0]}")
-    return int(module.main(argv[1:]) or 0)
+    from ..interrupts import RunInterrupted
+
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except RunInterrupted as exc:
+        logging.getLogger(__name__).error("%s\nResume with: scott-distill %s", exc, shlex.join(argv))
+        return exc.exit_code

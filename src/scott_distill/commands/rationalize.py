@@ -12,6 +12,7 @@ import datasets
 from trl import TrlParser
 
 from ..checkpoints import load_teacher
+from ..files import ensure_writable_dir
 from ..formats import RATIONALIZE_CONFIG_NAME
 from ..tasks import load_task
 from ..teacher.rationalize import RationalizeConfig, generate_rationales
@@ -42,6 +43,7 @@ def make_parser() -> TrlParser:
 
 
 def run(script: RationalizeScriptArguments, config: RationalizeConfig) -> datasets.Dataset:
+    ensure_writable_dir(script.output, "--output")  # before the teacher loads (minutes for a large one)
     model, tokenizer = load_teacher(script.teacher, script.teacher_dtype)
     data = load_task(config.task, script.data, split=script.split)
     if script.max_rows:

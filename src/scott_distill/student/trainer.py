@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from transformers import (
     Seq2SeqTrainingArguments,
     TrainerCallback,
 )
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..formats import StudentFormat
 from .collator import CounterfactualDataCollator
@@ -31,6 +34,7 @@ __all__ = [
     "counterfactual_loss_parts",
     "counterfactual_part_weights",
     "label_token_counts",
+    "last_complete_checkpoint",
     "token_cross_entropy",
 ]
 
@@ -122,6 +126,30 @@ def counterfactual_part_weights(alpha: float, counterfactual_share: float) -> tu
     share_f = 1.0 - counterfactual_share
     return ((1.0 - alpha) / share_f if share_f > 0 else 0.0,
             alpha / counterfactual_share if counterfactual_share > 0 else 0.0)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` whose save finished, for ``resume_from_checkpoint=True``.
+
+    The ``Trainer`` writes a checkpoint in place and its ``trainer_state.json`` last; a process killed during a
+    save leaves a folder without one (or with one cut short), which ``get_last_checkpoint`` would still pick.
+    Such folders are skipped with a warning. ``None`` when there is no complete checkpoint.
+    """
+    found = []
+    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+        step = name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if step.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(step), os.path.join(output_dir, name)))
+    for _, folder in sorted(found, reverse=True):
+        try:
+            with open(os.path.join(folder, TRAINER_STATE_NAME)) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            logger.warning("%s is incomplete (no readable %s: its save was cut short); resuming from an older "
+                           "checkpoint.", folder, TRAINER_STATE_NAME)
+            continue
+        return folder
+    return None
 
 
 class CounterfactualTrainer(Seq2SeqTrainer):
@@ -303,6 +331,11 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                                "%d of %d targets lost the end of their rationale (max_target_length).",
                                counts.get("sources_cut", 0), counts.get("sources", 0),
                                counts.get("rationales_cut", 0), counts.get("targets", 0))
+        if resume_from_checkpoint is True:  # the Trainer would take the newest folder, even one cut short
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir or ".")
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint in output_dir={self.args.output_dir!r} to resume from "
+                                 "(resume_from_checkpoint=True); start without it or pass a checkpoint folder.")
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,9 +20,12 @@ from typing import Any, cast
 
 import datasets
 import torch
+from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 from tqdm.auto import tqdm
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..files import ensure_writable_dir
+from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
 from ..overrides import with_overrides
 from ..tasks import TASKS, get_task, normalize_rows
 from ._branch import input_device
@@ -256,19 +260,51 @@ def _run_settings(config: RationalizeConfig, prompt: RationalePrompt, model: Pre
     }
 
 
+def _generate_backing_off(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: list[dict],
+                          config: RationalizeConfig, stop_ids: list[int], rows: int) -> tuple[list[str], int]:
+    """The texts of ``jobs``, generated ``rows`` at a time; on out-of-memory the batch is generated again with
+    half as many rows per forward (as ``accelerate.utils.find_executable_batch_size`` does), down to one.
+    Returns the texts and the row count that fitted, which the next batches start from."""
+    while True:
+        try:
+            texts: list[str] = []
+            for start in range(0, len(jobs), rows):
+                texts += _generate(model, tokenizer, jobs[start : start + rows], config, stop_ids)
+            return texts, rows
+        except Exception as exc:
+            if not (isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)) or rows == 1:
+                raise
+            rows = min(rows, len(jobs)) // 2 or 1
+            logger.warning("Out of memory generating %d rows at a time; retrying this batch %d rows at a time.",
+                           min(len(jobs), rows * 2), rows)
+        # outside the except block: the traceback no longer holds the failed forward's tensors
+        clear_device_cache(garbage_collection=True)
+
+
 def _generate_batches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: list[dict],
                       batches: list[list[int]], todo: list[int], config: RationalizeConfig, stop_ids: list[int],
-                      write: Callable[[int, list[str]], None], desc: str, show_progress: bool) -> dict[int, list[str]]:
-    """Generate the ``todo`` batches, handing each finished one to ``write(batch, texts)`` before the next."""
+                      write: Callable[[int, list[str]], None], desc: str, show_progress: bool,
+                      stop: StopRequest | None = None, resume_hint: str = "") -> dict[int, list[str]]:
+    """Generate the ``todo`` batches, handing each finished one to ``write(batch, texts)`` before the next.
+
+    A batch that runs out of memory is generated again in smaller pieces (it is still written as one batch).
+    Once ``stop`` is set (a signal), `RunInterrupted` is raised after the batch in progress is written.
+    """
     texts: dict[int, list[str]] = {}
+    rows = config.batch_size
     bar = tqdm(total=sum(len(batches[b]) for b in todo), unit="ex", desc=desc, disable=not show_progress)
     start = time.perf_counter()
     with _teacher_padding(tokenizer, model):
         for b in todo:
             batch_jobs = [jobs[k] for k in batches[b]]
-            texts[b] = _generate(model, tokenizer, batch_jobs, config, stop_ids)
+            texts[b], rows = _generate_backing_off(model, tokenizer, batch_jobs, config, stop_ids, rows)
             write(b, texts[b])
             bar.update(len(batch_jobs))
+            if stop and stop.signum is not None:
+                bar.close()
+                raise RunInterrupted(stop.signum, (
+                    f"{desc}: stopped by {signal.Signals(stop.signum).name} after writing batch {b}; "
+                    f"{len(texts)} batch(es) written by this run, {len(todo) - len(texts)} left. {resume_hint}"))
     bar.close()
     if todo:
         logger.info("%s: %d generations in %.1fs", desc, sum(len(batches[b]) for b in todo),
@@ -305,6 +341,11 @@ def generate_rationales(
             prompts, the tokenizer and the teacher's config and weights are kept in ``run_config.json``; a re-run
             that differs in any of them is refused. Under ``torchrun`` each rank takes every world-size-th batch
             and rank 0 merges (see ``scott_distill.teacher.shards``).
+            A killed run loses at most the batch in progress (see ``scott_distill.teacher.shards``). SIGTERM or
+            SIGINT stops the run after the batch in progress is written and raises
+            `scott_distill.interrupts.RunInterrupted` (a second signal: at once); a batch that runs out of
+            accelerator memory is generated again in halves (fewer rows per forward from then on). The folder
+            must be writable: checked before anything runs.
         show_progress: a progress bar per process.
         **overrides: fields of `RationalizeConfig` (``task``, ``perturbation``, ``alpha``, ``counterfactual``,
             ``batch_size``, ``max_new_tokens``, ``prompt``, ``use_chat_template``, ``plausibility_threshold``,
@@ -315,6 +356,8 @@ def generate_rationales(
         ``contrast_answer`` and, with ``counterfactual``, ``counterfactual_answer`` / ``counterfactual_rationale``.
     """
     config = with_overrides(RationalizeConfig, config, overrides, "generate_rationales")
+    if output_dir is not None:
+        ensure_writable_dir(output_dir, "output_dir")
     data = normalize_rows(dataset, config.task)
     prompt = load_prompt(config.prompt or config.task)
     jobs = _jobs(data, prompt, config, tokenizer)
@@ -336,10 +379,15 @@ def generate_rationales(
             logger.info("Resuming: %d of %d batches already written.", len(done), len(batches))
     todo = [b for b in range(len(batches)) if b % group.parts == group.part and b not in done]
     stop_ids = stop_token_ids_for(tokenizer, prompt.stop)
-    with store.writer() if store is not None else contextlib.nullcontext(lambda b, t: None) as write:
-        done.update(_generate_batches(model, tokenizer, jobs, batches, todo, config, stop_ids, write,
-                                      f"rationalize[{group.rank}]", show_progress))
+    desc = f"rationalize[{group.rank}]"
     if store is None:
+        done = _generate_batches(model, tokenizer, jobs, batches, todo, config, stop_ids, lambda b, t: None, desc,
+                                 show_progress)
         return _assemble(data, jobs, batches, done, prompt, config)
+    hint = (f"Every finished batch is kept in {output_dir}: run the same command (the same settings and "
+            "output_dir) to resume.")
+    with stop_on_signals(desc, hint) as stop, store.writer() as write:
+        done.update(_generate_batches(model, tokenizer, jobs, batches, todo, config, stop_ids, write, desc,
+                                      show_progress, stop, hint))
     return store.merge(len(batches), lambda texts: _assemble(data, jobs, batches, texts, prompt, config))
 

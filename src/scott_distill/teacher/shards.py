@@ -1,9 +1,14 @@
 """Resumable output of a rationalization run: the settings fingerprint, one shard file per writer, the merge.
 
 ``output_dir`` holds ``run_config.json`` (the settings and the fingerprints of everything that decides the
-generations), ``shards/rank{k}.jsonl`` (one JSON line per finished batch, flushed and fsync'ed) and, once every
-batch is written, ``dataset/`` (the merged result, ``save_to_disk``). A re-run with the same fingerprint
-resumes; a re-run with another one is refused, so old and new generations are never mixed.
+generations), ``shards/rank{k}.jsonl`` (one JSON line per finished batch with a checksum, fsync'ed before the next batch
+starts) and, once every batch is written, ``dataset/`` (the merged result, ``save_to_disk`` into a temporary
+folder renamed into place). A re-run with the same fingerprint resumes; a re-run with another one is refused,
+so old and new generations are never mixed.
+
+A process killed at any moment (``kill -9``, a preempted machine) loses at most the batch it was generating:
+a record cut short or damaged is detected (it does not parse, or its checksum fails) and its batch is
+generated again; no finished batch is generated twice; ``dataset/`` exists only complete.
 
 Under ``torchrun`` each data-parallel group takes every ``parts``-th batch and its first rank writes its own
 shard file; tensor-parallel ranks of one group run the same batches together. Rank 0 merges.
@@ -16,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,12 +152,71 @@ class ProcessGroup:
 # -- the store --------------------------------------------------------------------------------------------------
 
 
+def _record(batch: int, texts: list[str]) -> bytes:
+    """One shard line: the batch, its texts and a checksum of both (``sha256`` first, so a line cut short
+    never parses as a record)."""
+    return (json.dumps({"sha256": _checksum(batch, texts), "batch": batch, "texts": texts}) + "\n").encode()
+
+
+def _checksum(batch: int, texts: list[str]) -> str:
+    return hashlib.sha256(json.dumps([batch, texts]).encode()).hexdigest()[:16]
+
+
+def _parse_record(line: str) -> tuple[int, list[str]] | None:
+    """``(batch, texts)`` of an intact shard line, ``None`` for a torn or damaged one (not JSON, wrong fields,
+    or a checksum that does not match). Lines written before checksums existed have none and are taken as
+    they parse."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    batch, texts = record.get("batch"), record.get("texts")
+    if not isinstance(batch, int) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return None
+    if "sha256" in record and record["sha256"] != _checksum(batch, texts):
+        return None
+    return batch, texts
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (a power cut could otherwise undo it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _repair(path: Path) -> None:
-    """Drop a partial last line (a crash during a write) so that appends start on a fresh line."""
+    """Cut a partial last line (a crash during a write) so that appends start on a fresh line.
+
+    ``os.truncate`` only shortens the file: nothing already written is rewritten, so a crash or a full disk
+    during the repair cannot lose a finished batch.
+    """
     if path.exists():
         data = path.read_bytes()
         if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
+            os.truncate(path, data.rfind(b"\n") + 1)
+            logger.warning("%s: dropped a record cut short by a crash (%d bytes); its batch is generated again.",
+                           path, len(data) - data.rfind(b"\n") - 1)
+
+
+def _append(fd: int, data: bytes) -> None:
+    """Write all of ``data`` at the end of ``fd`` and make it durable (fsync)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
 
 
 class ShardStore:
@@ -208,15 +273,23 @@ class ShardStore:
         return datasets.load_from_disk(str(self.dataset_dir))
 
     def read(self) -> dict[int, list[str]]:
-        """Finished batches (index -> texts) from every shard file; a line cut short by a crash is ignored."""
+        """Finished batches (index -> texts) from every shard file.
+
+        A record that is cut short, does not parse or fails its checksum is dropped (with a warning): its batch
+        counts as not done and is generated again.
+        """
         done: dict[int, list[str]] = {}
         for path in sorted(self.shard_dir.glob("rank*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
+            damaged = 0
+            for line in path.read_text(errors="replace").splitlines():
+                parsed = _parse_record(line)
+                if parsed is None:
+                    damaged += bool(line.strip())
                     continue
-                done[record["batch"]] = record["texts"]
+                done[parsed[0]] = parsed[1]
+            if damaged:
+                logger.warning("%s: %d damaged record(s) dropped (torn or failed checksum); their batches are "
+                               "generated again.", path, damaged)
         return done
 
     def resume(self) -> dict[int, list[str]]:
@@ -237,30 +310,62 @@ class ShardStore:
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[Callable[[int, list[str]], None]]:
-        """``write(batch, texts)``: append one finished batch to this process's shard, durably (flush + fsync).
+        """``write(batch, texts)``: append one finished batch to this process's shard as one checksummed line,
+        durably (fsync before it returns).
 
-        Ranks that do not write (the other ranks of a tensor-parallel group) get a no-op.
+        A failed write (a full disk) cuts the file back to where the record began, so the file holds only whole
+        records, and raises an ``OSError`` that says how to resume. Ranks that do not write (the other ranks of
+        a tensor-parallel group) get a no-op.
         """
         if not self.group.writer:
             yield lambda batch, texts: None
             return
-        with open(self._shard_path, "a") as sink:
+        path = self._shard_path
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if created:
+            _fsync_dir(path.parent)
+        written = 0
 
-            def write(batch: int, texts: list[str]) -> None:
-                sink.write(json.dumps({"batch": batch, "texts": texts}) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
+        def write(batch: int, texts: list[str]) -> None:
+            nonlocal written
+            start = os.fstat(fd).st_size
+            try:
+                _append(fd, _record(batch, texts))
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise type(exc)(exc.errno, (
+                    f"Writing batch {batch} to {path} failed ({exc.strerror}). The {written} batch(es) this run "
+                    f"wrote before, and every earlier run's, are intact; free space (or fix the folder) and run the "
+                    f"same command again to resume from {self.output_dir}.")) from exc
+            written += 1
 
+        try:
             yield write
+        finally:
+            os.close(fd)
 
     def merge(self, n_batches: int, assemble: Callable[[dict[int, list[str]]], datasets.Dataset]) -> datasets.Dataset:
-        """Once every process is done: rank 0 assembles the dataset from all shards and saves it; all load it."""
+        """Once every process is done: rank 0 assembles the dataset from all shards and saves it; all load it.
+
+        The dataset is saved to a temporary folder, fsync'ed and renamed to ``dataset/``: ``dataset/`` exists
+        only complete, and a crash during the merge leaves the shards to merge again.
+        """
         self.group.barrier()
         if self.group.rank == 0:
             texts = self.read()
             missing = [b for b in range(n_batches) if b not in texts]
             if missing:
                 raise RuntimeError(f"Shards lack batches {missing[:10]}...; re-run to fill them in.")
-            assemble(texts).save_to_disk(str(self.dataset_dir))
+            staging = self.output_dir / f".{RATIONALE_DATASET_DIR}.tmp"
+            if staging.exists():  # left by a crash during an earlier merge
+                shutil.rmtree(staging)
+            assemble(texts).save_to_disk(str(staging))
+            _fsync_tree(staging)
+            if self.dataset_dir.exists():  # incomplete: a complete one would have been loaded, not merged again
+                shutil.rmtree(self.dataset_dir)
+            os.replace(staging, self.dataset_dir)
+            _fsync_dir(self.output_dir)
         self.group.barrier()
         return self.load_dataset()
