@@ -20,6 +20,8 @@ __all__ = [
     "EMPTY_BIN_RULES",
     "calibrate_leakage_probabilities",
     "equal_width_bins",
+    "las_cell_index",
+    "las_from_cell_counts",
     "las_from_correctness",
     "leakage_adjusted_simulatability",
     "validate_labels",
@@ -89,10 +91,19 @@ def _bin_diff(xe: np.ndarray, x: np.ndarray) -> float:
     return float(xe.mean() - x.mean()) if xe.size else float("nan")
 
 
-def _las_from_cell_counts(counts: np.ndarray, empty_bin: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def las_cell_index(leaked: np.ndarray, xe_correct: np.ndarray, x_correct: np.ndarray) -> np.ndarray:
+    """Each row's (leaked, xe correct, x correct) cell as one index in ``0..7``: the flat index of the
+    ``[leaked, xe_correct, x_correct]`` axes of `las_from_cell_counts`' ``counts``."""
+    bits = [np.asarray(v, dtype=bool).astype(np.int64) for v in (leaked, xe_correct, x_correct)]
+    return bits[0] * 4 + bits[1] * 2 + bits[2]
+
+
+def las_from_cell_counts(counts: np.ndarray, empty_bin: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LAS for many resamples at once from counts of the 8 (leaked, xe correct, x correct) cells.
 
-    ``counts`` has shape ``(B, 2, 2, 2)`` indexed by ``[leaked, xe_correct, x_correct]``.
+    ``counts`` has shape ``(B, 2, 2, 2)`` indexed by ``[leaked, xe_correct, x_correct]`` (a row's flat index is
+    `las_cell_index`). The bootstrap of `las_from_correctness` and the two-stage bootstrap of
+    ``scott_distill.report.stats`` both apply it.
     Returns (las, leaked_diff, nonleaked_diff) with NaN for an empty bin's diff; LAS of a resample with an empty
     bin follows ``empty_bin``.
     """
@@ -150,10 +161,10 @@ def las_from_correctness(
         # (leaked, xe correct, x correct) cells, and those counts are exactly multinomial: drawing them gives the
         # resampled data of the original per-resample loop, in O(B) instead of O(B * n). The statistic applied
         # to a resample with an empty bin is `empty_bin`'s.
-        cell = leaked.astype(int) * 4 + xe_correct.astype(int) * 2 + x_correct.astype(int)
+        cell = las_cell_index(leaked, xe_correct, x_correct)
         rng = np.random.default_rng(seed)
         counts = rng.multinomial(n, np.bincount(cell, minlength=8) / n, size=bootstrap).reshape(bootstrap, 2, 2, 2)
-        samples, _, _ = _las_from_cell_counts(counts, empty_bin)
+        samples, _, _ = las_from_cell_counts(counts, empty_bin)
         tail = (1.0 - confidence_level) / 2.0 * 100.0
         # np.percentile / np.mean propagate NaN, as compute_sim.py's np.quantile (empty_bin="nan"); with "other"
         # no sample is NaN
