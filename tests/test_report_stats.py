@@ -19,6 +19,8 @@ from scott_distill.report.stats import (
     _samples_from_draws,
     _Seed,
     describe_direction,
+    outcome_kind,
+    outcome_metric,
     paired_difference,
     seed_level_difference,
     seed_level_estimate,
@@ -343,3 +345,14 @@ def test_bad_outcomes_are_refused(outcomes, kind, match):
 def test_bad_bootstrap_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         two_stage_estimate({0: {"q": 1}}, **kwargs)
+
+
+def test_outcome_metric_and_kind_match_plain_python(paired_data):
+    kind, a, _ = paired_data
+    for qs in a.values():
+        assert outcome_kind(qs) == kind
+        assert outcome_metric(qs, kind) == pytest.approx(plain_metric(list(qs.values()), kind), abs=1e-12)
+    with pytest.raises(ValueError, match="all finite numbers .* or all \\[leaked, xe_correct, x_correct\\]"):
+        outcome_kind({"q1": 1, "q2": [1, 0, 1]})
+    with pytest.raises(ValueError, match="at least one"):
+        outcome_kind({})

@@ -43,6 +43,8 @@ __all__ = [
     "METRIC_KINDS",
     "Estimate",
     "describe_direction",
+    "outcome_kind",
+    "outcome_metric",
     "paired_difference",
     "seed_level_difference",
     "seed_level_estimate",
@@ -276,6 +278,34 @@ def _two_stage(outcomes: Sequence[Outcomes], names: Sequence[str], kind: str, n_
                     confidence_level=confidence_level, n_resamples=int(n_resamples),
                     resampling="seeds and questions", n_questions={s: len(q) for s, q in zip(seed_ids, qids)},
                     note=note)
+
+
+# -- one seed -------------------------------------------------------------------------------------------------------
+
+def outcome_kind(outcomes: Mapping[str, Any]) -> MetricKind:
+    """``"mean"`` when every per-question outcome is a number, ``"las"`` when every one is a
+    ``(leaked, xe_correct, x_correct)`` cell of 0/1; anything else (or no outcome) raises ``ValueError``."""
+    if not isinstance(outcomes, Mapping) or not outcomes:
+        raise ValueError(f"per-question outcomes must map question ids to outcomes and hold at least one, "
+                         f"got {outcomes!r:.200}")
+    for kind in METRIC_KINDS:
+        try:
+            for qid, value in outcomes.items():
+                _outcome_value(value, kind, repr(qid))
+        except ValueError:
+            continue
+        return kind  # type: ignore[return-value]
+    raise ValueError("per-question outcomes must be all finite numbers (a metric averaged over questions) or all "
+                     "[leaked, xe_correct, x_correct] LAS cells of 0/1")
+
+
+def outcome_metric(outcomes: Mapping[str, Any], kind: MetricKind = "mean", empty_bin: str = "other") -> float:
+    """The per-seed metric of one seed's per-question outcomes: their mean, or LAS of the cells (the value every
+    estimator here averages over seeds)."""
+    _check_kind(kind, empty_bin)
+    _, rows, _ = _aligned([{0: outcomes}], ["outcomes"], kind)
+    seed = _Seed.from_rows(rows[0])
+    return float(_contrast(_metric_from_counts(seed, seed.observed[None, :], kind, empty_bin))[0])
 
 
 # -- public estimators ----------------------------------------------------------------------------------------------
