@@ -148,6 +148,9 @@ def test_table_and_json_numbers_are_the_stats_modules(tmp_path):
         assert f"{expected.mean:+.3f} ± {expected.sd:.3f}" in row and f"[{expected.ci_low:+.3f}, " in row
         assert row.rstrip().endswith(describe_direction(expected))
     assert FINDING_RULE in table and "Aggregates only" not in table
+    found = sum(c["ci_low"] > 0 or c["ci_high"] < 0 for c in numbers["comparisons"])
+    assert (f"{found} of 2 difference intervals exclude 0; if no condition differed, about 0.1 would by chance "
+            "(the intervals are 95% each, not adjusted for multiple comparisons)") in table
 
 
 def test_png_is_written_and_not_blank(tmp_path):

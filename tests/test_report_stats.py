@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -356,3 +357,38 @@ def test_outcome_metric_and_kind_match_plain_python(paired_data):
         outcome_kind({"q1": 1, "q2": [1, 0, 1]})
     with pytest.raises(ValueError, match="at least one"):
         outcome_kind({})
+
+
+def test_a_difference_that_is_zero_is_not_a_float_rounding_finding():
+    """Regression: per-seed differences computed as A/n - B/n and averaged over seeds left 1.6e-17 where the exact
+    value is 0, so the lower interval end was 1.6e-17 > 0 and the finding rule printed "A > B"."""
+    r = random.Random(212)  # the first of 40,000 random cases where this happened
+    sizes = [r.randint(3, 15) for _ in range(r.randint(2, 5))]
+    pa, pb = r.uniform(0.3, 0.7), r.uniform(0.2, 0.6)
+    a = {s: {f"q{i}": int(r.random() < pa) for i in range(n)} for s, n in enumerate(sizes)}
+    b = {s: {f"q{i}": int(r.random() < pb) for i in range(n)} for s, n in enumerate(sizes)}
+    d = paired_difference(a, b, n_resamples=400, seed=0)
+    # the exact resample values, in rational arithmetic on the same draws
+    _, rows, _ = _aligned([a, b], ["a", "b"], "mean")
+    seeds = [_Seed.from_rows(x) for x in rows]
+    draws, counts = _draw(seeds, 400, np.random.default_rng(0))
+    exact, used = [], [0] * len(seeds)
+    for row in draws:
+        total = Fraction(0)
+        for s in row:
+            c = counts[s][used[s]]
+            used[s] += 1
+            total += sum(Fraction(int(k)) * (Fraction(int(x)) - Fraction(int(y)))
+                         for k, (x, y) in zip(c, seeds[s].categories)) / seeds[s].n
+        exact.append(total / len(row))
+    exact.sort()
+    low_rank = 0.025 * (len(exact) - 1)  # numpy's linear percentile: between these two order statistics
+    assert exact[math.floor(low_rank)] == exact[math.ceil(low_rank)] == 0
+    assert d.ci_low == 0.0 and describe_direction(d) == "not shown (interval includes 0)"
+
+
+def test_seed_level_difference_of_zero_is_zero():
+    """Regression: (0.3 - 0.2 + 0.1 - 0.2) / 2 came out as -1.4e-17 and printed as such."""
+    assert 0.3 - 0.2 + (0.1 - 0.2) != 0  # the float arithmetic this guards against
+    d = seed_level_difference({0: 0.3, 1: 0.1}, {0: 0.2, 1: 0.2})
+    assert d.mean == 0.0

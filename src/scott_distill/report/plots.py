@@ -42,28 +42,28 @@ def plot_report(report: Report, path: str | Path, title: str | None = None) -> P
     metrics = list(dict.fromkeys(c.metric for c in report.cells))
     if not metrics:
         raise ValueError("the report has no cell to plot.")
-    panels = len(metrics) + (1 if report.comparisons else 0)
-    ncols = min(panels, 2)
-    nrows = math.ceil(panels / ncols)
-    per_panel_rows = max(max(sum(c.metric == m for c in report.cells) for m in metrics), len(report.comparisons))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, max(2.8, 0.42 * per_panel_rows + 1.6) * nrows),
-                             squeeze=False)
-    flat = list(axes.ravel())
-    for ax, metric in zip(flat, metrics):
+    # metric panels two per row, sized by their number of conditions; the differences below, full width
+    ncols = min(len(metrics), 2)
+    metric_rows = math.ceil(len(metrics) / ncols)
+    metric_height = 0.42 * max(sum(c.metric == m for c in report.cells) for m in metrics) + 1.3
+    heights = [metric_height] * metric_rows + ([0.36 * len(report.comparisons) + 1.4] if report.comparisons else [])
+    title_height = 0.9
+    fig = plt.figure(figsize=(13, sum(heights) + title_height))
+    grid = fig.add_gridspec(len(heights), ncols, height_ratios=heights)
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(grid[k // ncols, k % ncols])
         cells = [c for c in report.cells if c.metric == metric]
         _draw_rows(ax, [c.condition for c in cells], [c.estimate for c in cells], [_FOUND] * len(cells))
         ax.set_title(metric, fontsize=10)
         if any(c.estimate.mean < 0 or c.estimate.ci_low < 0 for c in cells):
             ax.axvline(0, color="black", linewidth=0.6)
     if report.comparisons:
-        ax = flat[len(metrics)]
+        ax = fig.add_subplot(grid[-1, :])
         rows = report.comparisons
-        _draw_rows(ax, [f"{r.metric}: {r.a}\n  - {r.b}" for r in rows], [r.estimate for r in rows],
+        _draw_rows(ax, [f"{r.metric}: {r.a} - {r.b}" for r in rows], [r.estimate for r in rows],
                    [_FOUND if r.estimate.excludes_zero else _NOT_SHOWN for r in rows])
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_title("paired differences A - B\nblue: interval excludes 0 (a finding); grey: not shown", fontsize=9)
-    for ax in flat[panels:]:
-        ax.set_visible(False)
+        ax.set_title("paired differences A - B (blue: interval excludes 0, a finding; grey: not shown)", fontsize=10)
     level = f"{report.confidence_level:.0%}"
     if report.aggregates_only:
         what = "seed-only intervals: aggregates only, no per-question outcomes"
@@ -71,9 +71,9 @@ def plot_report(report: Report, path: str | Path, title: str | None = None) -> P
         what = "two-stage bootstrap over seeds and questions; seeds only where a metric has aggregates only"
     else:
         what = "two-stage bootstrap over seeds and questions"
-    fig.suptitle((title + "\n" if title else "") + f"mean over seeds with {level} interval ({what}); "
+    fig.suptitle((title + "\n" if title else "") + f"mean over seeds with {level} interval ({what})\n"
                  "faint dots: single seeds", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_height / fig.get_figheight()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -252,6 +252,22 @@ def _samples_from_draws(seeds: Sequence[_Seed], seed_draws: np.ndarray, counts: 
     return per_draw.mean(axis=1)  # NaN propagates (empty_bin="nan"), as in las_from_correctness
 
 
+# Float rounding leaves ~1e-17 where a mean of differences is exactly 0 (0.3 - 0.1 != 0.2), and the finding rule
+# compares interval ends with 0: values within this fraction of the outcomes' magnitude are zero.
+_ZERO_TOLERANCE = 1e-10
+
+
+def _snap_zero(values: np.ndarray, scale: float) -> np.ndarray:
+    return np.where(np.abs(values) <= _ZERO_TOLERANCE * scale, 0.0, values)
+
+
+def _scale(seeds: Sequence[_Seed], kind: str) -> float:
+    """The outcomes' magnitude: a bound on any per-seed metric (LAS lies in [-1, 1])."""
+    if kind == "las":
+        return 1.0
+    return max(1.0, *(float(np.abs(s.categories).max()) for s in seeds))
+
+
 def _percentile_interval(samples: np.ndarray, confidence_level: float) -> tuple[float, float]:
     tail = (1.0 - confidence_level) / 2.0 * 100.0
     low, high = np.percentile(samples, [tail, 100.0 - tail])
@@ -268,12 +284,14 @@ def _two_stage(outcomes: Sequence[Outcomes], names: Sequence[str], kind: str, n_
     _check_bootstrap_args(n_resamples, confidence_level)
     seed_ids, rows, qids = _aligned(outcomes, names, kind)
     seeds = [_Seed.from_rows(r) for r in rows]
-    per_seed = np.array([_contrast(_metric_from_counts(s, s.observed[None, :], kind, empty_bin))[0] for s in seeds])
+    scale = _scale(seeds, kind)
+    per_seed = _snap_zero(np.array([_contrast(_metric_from_counts(s, s.observed[None, :], kind, empty_bin))[0]
+                                    for s in seeds]), scale)
     seed_draws, counts = _draw(seeds, n_resamples, np.random.default_rng(seed))
-    samples = _samples_from_draws(seeds, seed_draws, counts, kind, empty_bin)
+    samples = _snap_zero(_samples_from_draws(seeds, seed_draws, counts, kind, empty_bin), scale)
     low, high = _percentile_interval(samples, confidence_level)
     note = "" if len(seeds) > 1 else "one seed: the interval covers question sampling only"
-    return Estimate(mean=float(per_seed.mean()), sd=_sd(per_seed),
+    return Estimate(mean=float(_snap_zero(per_seed.mean(), scale)), sd=_sd(per_seed),
                     per_seed={s: float(v) for s, v in zip(seed_ids, per_seed)}, ci_low=low, ci_high=high,
                     confidence_level=confidence_level, n_resamples=int(n_resamples),
                     resampling="seeds and questions", n_questions={s: len(q) for s, q in zip(seed_ids, qids)},
@@ -413,9 +431,11 @@ def seed_level_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, floa
     if missing:
         raise ValueError("Paired values need the same seeds on both sides: " + "; ".join(missing) + ".")
     seeds = _sorted_seeds(list(a))
-    diffs = np.array([_outcome_value(a[s], "mean", f"`a`[{s!r}]") - _outcome_value(b[s], "mean", f"`b`[{s!r}]")
+    pairs = np.array([(_outcome_value(a[s], "mean", f"`a`[{s!r}]"), _outcome_value(b[s], "mean", f"`b`[{s!r}]"))
                       for s in seeds])
-    return Estimate(mean=float(diffs.mean()), sd=_sd(diffs), per_seed={s: float(v) for s, v in zip(seeds, diffs)},
+    scale = max(1.0, float(np.abs(pairs).max()))
+    diffs = _snap_zero(pairs[:, 0] - pairs[:, 1], scale)
+    return Estimate(mean=float(_snap_zero(diffs.mean(), scale)), sd=_sd(diffs), per_seed={s: float(v) for s, v in zip(seeds, diffs)},
                     ci_low=math.nan, ci_high=math.nan, confidence_level=math.nan, n_resamples=0, resampling="none",
                     note="aggregates only: no per-question outcomes, no interval")
 

@@ -154,6 +154,12 @@ def build_report(
     elif aggregate_cells:
         which = sorted({c.metric for c in aggregate_cells})
         notes.append(f"Metrics {which} (rows resampled = 'seeds only'): {AGGREGATES_ONLY_NOTE}")
+    with_interval = [r for r in rows if r.estimate.has_interval]
+    if len(with_interval) > 1:
+        by_chance = len(with_interval) * (1 - confidence_level)
+        notes.append(f"{sum(r.estimate.excludes_zero for r in with_interval)} of {len(with_interval)} difference "
+                     f"intervals exclude 0; if no condition differed, about {by_chance:.1f} would by chance (the "
+                     f"intervals are {confidence_level:.0%} each, not adjusted for multiple comparisons).")
     single = sorted({c.condition for c in cells if c.estimate.n_seeds == 1})
     if single:
         notes.append(f"One seed only for {single}: no spread over seeds; a one-seed result is not a finding.")
@@ -166,6 +172,8 @@ def build_report(
 def _num(value: float, signed: bool = False) -> str:
     if math.isnan(value):
         return "n/a"
+    if value != 0 and abs(value) < 5e-4:  # an interval end that would print as 0.000 although it excludes 0
+        return f"{value:+.1e}" if signed else f"{value:.1e}"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
