@@ -395,3 +395,19 @@ def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exc:
         report_main(["--help"])
     assert exc.value.code == 0 and "--compare" in capsys.readouterr().out
+
+
+def test_command_line_module(tmp_path):
+    """The command as a user runs it (a subprocess), positional run folders first."""
+    import subprocess
+    import sys
+
+    for s in (0, 1):
+        write_v1(tmp_path / "runs" / f"seed_{s}", s)
+    out = subprocess.run([sys.executable, "-m", "scott_distill.report.cli", str(tmp_path / "runs"), "--metrics", "las",
+                          "--n_resamples", "300", "--output_dir", str(tmp_path / "rep")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Paired differences A - B" in out.stdout and FINDING_RULE in out.stdout
+    assert (tmp_path / "rep" / "report.png").stat().st_size > 10_000
+    assert {c["metric"] for c in json.loads((tmp_path / "rep" / "report.json").read_text())["cells"]} == {"las"}

@@ -1,6 +1,6 @@
 """``scott-distill report RUN...``: one table and one PNG comparing any set of ``results.json`` files.
 
-(Registered in the command dispatcher in a later change; call `main` directly until then.)
+Until the `report` subcommand is registered in the command dispatcher: `python -m scott_distill.report.cli RUN...`.
 """
 
 from __future__ import annotations
@@ -78,3 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)  # the report's table goes to stdout
     print(f"\nwrote {files['table']}, {files['figure']} and {files['numbers']}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main(sys.argv[1:]))
