@@ -25,9 +25,10 @@ import torch
 from released_loop import no_cache_row, released_loop_row
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import scott_distill.rationalize as rz
-from scott_distill.tasks import load_prompt, load_task
-from scott_distill.tokenizer_utils import train_bpe_tokenizer
+import scott_distill.teacher.rationalize as rz
+from scott_distill.demo.tokenizer import train_bpe_tokenizer
+from scott_distill.tasks import load_task
+from scott_distill.teacher.prompts import load_prompt
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cose_v1"
 NEVER = -1  # stop id of the released loop: checked every step, never produced

@@ -39,8 +39,9 @@ from scott_distill import (
     contrastive_generate,
     generate_rationales,
 )
-from scott_distill.student_io import load_student
-from scott_distill.tasks import load_prompt, load_task
+from scott_distill.student.model import load_student
+from scott_distill.tasks import load_task
+from scott_distill.teacher.prompts import load_prompt
 
 MODEL = "smollm2-135m-instruct"
 DECODINGS = {"greedy": "none", "contrastive-empty": "empty", "contrastive-wrong": "wrong"}

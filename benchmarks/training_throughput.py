@@ -19,7 +19,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration
 
 from scott_distill import CounterfactualDataCollator, CounterfactualTrainer, CounterfactualTrainingArguments
-from scott_distill.tokenizer_utils import train_bpe_tokenizer
+from scott_distill.demo.tokenizer import train_bpe_tokenizer
 
 
 def rows(n: int) -> list[dict]:

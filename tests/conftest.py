@@ -24,7 +24,7 @@ from transformers import (  # noqa: E402
 )
 
 from scott_distill.checkpoints import BUNDLED_CHECKPOINTS  # noqa: E402
-from scott_distill.tokenizer_utils import train_bpe_tokenizer  # noqa: E402
+from scott_distill.demo.tokenizer import train_bpe_tokenizer  # noqa: E402
 
 TESTS_DIR = Path(__file__).parent
 SHARED_DATA = (TESTS_DIR.parent.parent / "shared" / "data").resolve()
@@ -168,19 +168,33 @@ def skip_without_smollm2() -> None:
         pytest.skip(f"real SmolLM2 not installed: {spec.install_command}")
 
 
-@pytest.fixture(scope="session")
-def smollm2():
-    """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct, through the converted-checkpoint cache.
+def smollm2_folder() -> str:
+    """The converted checkpoint of the real SmolLM2-135M-Instruct (skips, with the install command, without it).
 
-    The first run converts the GGUF once into ``$HF_HOME/scott_distill/converted`` (30-80 s); later runs load
-    the safetensors folder in about a second. The tokenizer is left-padded (the teacher's side).
+    Every test loads SmolLM2 from here (``scott_distill.checkpoints.resolve_checkpoint``): the first run converts
+    the GGUF once into ``$HF_HOME/scott_distill/converted`` (30-80 s); later loads take about a second.
+    ``tests/test_checkpoints.py`` checks that this folder equals transformers' direct GGUF load.
     """
     skip_without_smollm2()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from scott_distill.checkpoints import resolve_checkpoint
 
-    folder = resolve_checkpoint(SMOLLM2)
+    return resolve_checkpoint(SMOLLM2)
+
+
+def smollm2_tokenizer():
+    """A fresh SmolLM2 tokenizer with its own defaults (right padding), for tests that change it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_folder())
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct, float32, eval mode; the tokenizer is
+    left-padded (the teacher's side). Shared by the session: tests must not change them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_folder()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(folder, padding_side="left")

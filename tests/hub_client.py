@@ -13,7 +13,7 @@ import datasets
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from scott_distill import RationaleStudent, StudentFormat
-from scott_distill.hub import HubPushError, push_rationale_dataset, push_student, render_student_card
+from scott_distill.hub import HubPushError, push_rationale_dataset, render_student_card
 
 mode, work = sys.argv[1], Path(sys.argv[2])
 token = sys.argv[3] if len(sys.argv) > 3 else None
@@ -27,7 +27,8 @@ questions = ["Where would you keep milk cold?", "What tool cuts wood?"]
 choices = [["fridge", "oven", "shelf"], ["saw", "towel"]]
 
 if mode == "roundtrip":
-    url = push_student(model, tok, "org/scott-t5-cose", fmt, work / "local_student", card, private=True, token=token)
+    url = RationaleStudent(model, tok, fmt).push_to_hub("org/scott-t5-cose", work / "local_student", card, private=True,
+                                                        token=token)
     pulled = RationaleStudent.from_pretrained("org/scott-t5-cose", token=token, max_new_tokens=8)
     local = RationaleStudent(model, tok, fmt, max_new_tokens=8)
     rows = datasets.Dataset.from_list([{"id": "1", "question": questions[0], "choices": choices[0],
@@ -36,8 +37,8 @@ if mode == "roundtrip":
     ds_url = push_rationale_dataset(rows, "org/cose-rationales", work / "local_dataset",
                                     {"task": "cose", "teacher": "t", "alpha": 0.5}, token=token)
     # a second push, to a branch, with another format
-    push_student(model, tok, "org/scott-t5-cose", StudentFormat(answer_prefix="Because the answer is"), work / "v1",
-                 card, private=True, revision="v1", token=token)
+    RationaleStudent(model, tok, StudentFormat(answer_prefix="Because the answer is")).push_to_hub(
+        "org/scott-t5-cose", work / "v1", card, private=True, revision="v1", token=token)
     v1_student = RationaleStudent.from_pretrained("org/scott-t5-cose", revision="v1", token=token)
     print(json.dumps({"url": url, "dataset_url": ds_url, "pulled": pulled.explain_batch(questions, choices),
                       "v1_prefix": v1_student.format.answer_prefix,
@@ -46,13 +47,13 @@ if mode == "roundtrip":
                       "pulled_card": str(Path(pulled.model.name_or_path) / "README.md")}))
 elif mode == "fail":
     try:
-        push_student(model, tok, "org/scott-t5-cose", fmt, work / "local_student", card, token=token)
+        RationaleStudent(model, tok, fmt).push_to_hub("org/scott-t5-cose", work / "local_student", card, token=token)
         print(json.dumps({"raised": False}))
     except HubPushError as exc:
         print(json.dumps({"raised": True, "message": str(exc),
                           "local_files": sorted(p.name for p in (work / "local_student").iterdir())}))
 elif mode == "recipe":
-    from scott_distill.recipes import main as run_main
+    from scott_distill.commands.run import main as run_main
 
     config = work / "recipe.yaml"
     run_main([str(config), "--stage", "push"])
@@ -62,7 +63,7 @@ elif mode == "recipe":
     print(json.dumps({"pulled": pulled.explain_batch(questions, choices),
                       "local": local.explain_batch(questions, choices), "card": str(card)}))
 elif mode == "rationalize":
-    from scott_distill.rationalize_cli import main as rationalize_main
+    from scott_distill.commands.rationalize import main as rationalize_main
 
     rationalize_main(["--teacher", str(work / "teacher"), "--task", "cose", "--data", sys.argv[3],
                       "--max_rows", "4", "--max_new_tokens", "4", "--output", str(work / "rz"),

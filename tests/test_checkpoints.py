@@ -23,9 +23,10 @@ from scott_distill.checkpoints import (
     convert_gguf,
     converted_checkpoints_dir,
     find_gguf,
+    load_generative_model,
     resolve_checkpoint,
 )
-from scott_distill.student_io import load_generative_model, load_student
+from scott_distill.student.model import load_student
 
 TEXT = "Where would you keep fresh milk? in the refrigerator, because it is cold."
 
@@ -245,7 +246,7 @@ def test_missing_bundled_package_error_gives_the_install_command(monkeypatch):
 def test_rationalize_cli_accepts_a_gguf_teacher(tiny_gguf, cache, tmp_path):
     from conftest import shared_data_or_skip
 
-    from scott_distill.rationalize_cli import main as rationalize_main
+    from scott_distill.commands.rationalize import main as rationalize_main
 
     data = shared_data_or_skip("cose_v1", "dev.csv")
     # zero-shot: the 6-shot CoS-E prompt does not fit the tiny model's 512 positions (refused up front)

@@ -8,7 +8,12 @@ import torch
 from conftest import make_gpt2, make_t5
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from scott_distill import CounterfactualDataCollator, CounterfactualTrainer, CounterfactualTrainingArguments
+from scott_distill import (
+    CounterfactualDataCollator,
+    CounterfactualTrainer,
+    CounterfactualTrainingArguments,
+    StudentFormat,
+)
 
 ROW = {
     "question": "Where would you keep milk cold?",
@@ -68,7 +73,7 @@ def test_flat_rows_and_answer_only_baseline(tokenizer):
     batch = CounterfactualDataCollator(tokenizer)(flat)
     assert batch["is_counterfactual"].tolist() == [True, False]
     assert kept(tokenizer, batch["labels"][0]) == " no</s>"
-    base = CounterfactualDataCollator(tokenizer, without_rationale=True)([ROW])
+    base = CounterfactualDataCollator(tokenizer, format=StudentFormat(without_rationale=True))([ROW])
     assert kept(tokenizer, base["labels"][0]) == "fridge</s>"
 
 
@@ -208,7 +213,7 @@ def test_args_validation(tmp_path):
 def test_bf16_training_on_cpu(tokenizer, tmp_path, monkeypatch):
     """bf16 autocast (CPU here; the same flag on GPU): the forward really runs in bfloat16, the loss parts are
     computed in float32 and stay finite."""
-    import scott_distill.trainer as trainer_module
+    import scott_distill.student.trainer as trainer_module
 
     model = make_t5(len(tokenizer))
     seen = {"logits": set(), "ce": set()}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scott_distill.demo.cli import main as demo_main
+from scott_distill.commands.demo import main as demo_main
 from scott_distill.demo.world import PLACES, make_world
 
 

@@ -85,12 +85,11 @@ def test_rationale_student_decoder_only_from_local_folder(tmp_path, tokenizer):
     from conftest import make_gpt2
 
     from scott_distill import RationaleStudent
-    from scott_distill.evaluation import predict
-    from scott_distill.hub import save_student
+    from scott_distill.student.evaluation import predict
 
     model = make_gpt2(len(tokenizer))
     fmt = StudentFormat(factual_tag="<f>")
-    save_student(model, tokenizer, fmt, tmp_path / "gpt2-student")
+    RationaleStudent(model, tokenizer, fmt).save_pretrained(tmp_path / "gpt2-student")
     student = RationaleStudent.from_pretrained(tmp_path / "gpt2-student", max_new_tokens=6)
     assert student.format == fmt and not student.model.config.is_encoder_decoder
     rationale, answer = student.explain("Where is milk kept?", ["fridge", "oven"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
-import os
 import warnings
 
 import numpy as np
@@ -334,7 +333,7 @@ def test_evaluate_module_loads_from_any_cwd_and_matches(tmp_path, monkeypatch):
 
 def test_metric_docstring_examples_run():
     """Like evaluate's LocalModuleTest: run the doctests of _KWARGS_DESCRIPTION."""
-    path = os.path.join(las_module_path(), "las.py")
+    path = las_module_path()
     spec = importlib.util.spec_from_file_location("las_metric_module", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

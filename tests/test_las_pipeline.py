@@ -15,13 +15,13 @@ import pytest
 import torch
 from transformers import T5ForConditionalGeneration
 
-from scott_distill.collator import StudentFormat
+from scott_distill.commands.evaluate import main as evaluate_main
+from scott_distill.commands.las import main as las_main
 from scott_distill.demo import pipeline as demo
 from scott_distill.demo.world import make_world
-from scott_distill.evaluate_cli import main as evaluate_main
-from scott_distill.hub import save_student
-from scott_distill.las.cli import main as las_main
-from scott_distill.recipes import Recipe, RecipeArguments
+from scott_distill.formats import StudentFormat
+from scott_distill.recipes import Recipe, RecipeConfig
+from scott_distill.student.model import RationaleStudent
 
 KEYS = ("las", "las_ci_low", "las_ci_high", "n_leaked", "n_nonleaked")
 
@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
     for i, row in enumerate([*world.train, *world.test]):
         outputs[row["question"]] = canned_output(i, row)
     student = demo._student(tok, s, 0)
-    save_student(student, tok, StudentFormat(), tmp / "student")
+    RationaleStudent(student, tok, StudentFormat()).save_pretrained(tmp / "student")
     for name, rows in (("train", train), ("test", test)):
         rows.to_json(tmp / f"{name}.jsonl")
     return {"tmp": tmp, "world": world, "tok": tok, "s": s, "train": train, "test": test, "outputs": outputs,
@@ -95,7 +95,7 @@ def _las_cli(setup, cache, simulator_dir, out_name, *flags):
     files = _cli_outputs(setup, cache)
     out = setup["tmp"] / f"{out_name}.json"
     las_main(["--student-predictions", str(files["test"]), "--train", str(files["train"]), "--simulator",
-              str(simulator_dir), "--output", str(out), "--simulator_output_dir", str(setup["tmp"] / out_name),
+              str(simulator_dir), "--output", str(out), "--output_dir", str(setup["tmp"] / out_name),
               "--seed", "0", "--bootstrap", "1000", *flags])
     return json.loads(out.read_text())
 
@@ -115,8 +115,9 @@ def test_cli_and_demo_paths_give_the_same_las(setup, canned_student, cli_predict
     tok.save_pretrained(sim_dir)
     from_demo = demo._las(setup["student"], tok, setup["world"], setup["train"], setup["test"], s,
                           setup["tmp"] / "demo_sim")
-    from_cli = _las_cli(setup, cli_predictions, sim_dir, "cli_as_demo", "--epochs", str(s.simulator_epochs),
-                        "--learning_rate", "3e-3", "--batch_size", "32", "--eval_batch_size", "64")
+    from_cli = _las_cli(setup, cli_predictions, sim_dir, "cli_as_demo", "--num_train_epochs", str(s.simulator_epochs),
+                        "--learning_rate", "3e-3", "--per_device_train_batch_size", "32",
+                        "--per_device_eval_batch_size", "64")
     assert {k: from_cli[k] for k in KEYS} == {k: from_demo[k] for k in KEYS}
     excluded = _expected_exclusions(setup, "test")
     assert 0 < excluded < len(setup["test"])
@@ -129,12 +130,12 @@ def test_cli_and_recipe_paths_give_the_same_las(setup, canned_student, cli_predi
     sim_dir = tmp_path / "simulator"
     demo._student(tok, s, 11).save_pretrained(sim_dir)
     tok.save_pretrained(sim_dir)
-    recipe = Recipe(RecipeArguments(task="csqa", output_dir=str(tmp_path / "run"), simulator=str(sim_dir),
-                                    simulator_epochs=2.0, seed=0, bootstrap=1000, eval_max_new_tokens=48))
+    recipe = Recipe(RecipeConfig.from_dict({"task": "csqa", "output_dir": str(tmp_path / "run"),
+                                            "simulator": str(sim_dir), "evaluate": {"max_new_tokens": 48},
+                                            "las": {"num_train_epochs": 2.0, "seed": 0, "bootstrap": 1000}}))
     from_recipe = recipe._las(setup["student"], tok, StudentFormat(), {"train": setup["train"], "eval": setup["test"]})
-    # the recipe's simulator settings: Seq2SeqTrainingArguments' defaults (lr 5e-5, batch 8), scoring batch 32
-    from_cli = _las_cli(setup, cli_predictions, sim_dir, "cli_as_recipe", "--epochs", "2", "--learning_rate", "5e-5",
-                        "--batch_size", "8")
+    # the recipe's simulator settings are LASConfig's, the las command's defaults (lr 1e-4, batch 8, scoring 32)
+    from_cli = _las_cli(setup, cli_predictions, sim_dir, "cli_as_recipe", "--num_train_epochs", "2")
     assert {k: from_cli[k] for k in KEYS} == {k: from_recipe[k] for k in KEYS}
     assert from_recipe["n_excluded"] == _expected_exclusions(setup, "test")
 
@@ -157,14 +158,12 @@ def test_no_usable_row_gives_nan_not_a_crash(setup, tmp_path):
     evaluation keeps its other metrics (before, recipe/demo mapped every such answer to the first choice)."""
     import math
 
-    from transformers import Seq2SeqTrainingArguments
-
-    from scott_distill.las.pipeline import simulator_las, student_output_rows
+    from scott_distill.las.pipeline import LASConfig, simulator_las, student_output_rows
 
     rows = setup["test"].select(range(6))
     train = student_output_rows(rows, [{"rationale": "r", "answer": c[0]} for c in rows["choices"]])
     measured = student_output_rows(rows, [{"rationale": "r", "answer": None}] * 6)
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[], save_strategy="no")
-    out = simulator_las(demo._student(setup["tok"], setup["s"], 0), setup["tok"], train, measured, args, bootstrap=50)
+    args = LASConfig(output_dir=str(tmp_path), report_to=[], save_strategy="no", bootstrap=50)
+    out = simulator_las(demo._student(setup["tok"], setup["s"], 0), setup["tok"], train, measured, args)
     assert math.isnan(out["las"]) and math.isnan(out["las_ci_low"]) and out["n"] == 0 and out["n_excluded"] == 6
     assert out["n_train_excluded"] == 0 and out["n_leaked"] + out["n_nonleaked"] == 0

@@ -9,7 +9,7 @@ import datasets
 import pytest
 from conftest import make_t5, shared_data_or_skip
 
-from scott_distill.las.cli import main as las_main
+from scott_distill.commands.las import main as las_main
 from scott_distill.las.simulator import SimulatorFormat, simulate
 
 
@@ -50,9 +50,9 @@ def test_las_cli_on_cose_dev_is_reproducible(tmp_path, tokenizer):
     def run(out):
         las_main([
             "--student-predictions", str(tmp_path / "measured.jsonl"), "--train", str(tmp_path / "train.jsonl"),
-            "--eval", str(tmp_path / "dev.jsonl"), "--simulator", str(sim_dir), "--epochs", "1",
-            "--batch_size", "16", "--bootstrap", "500", "--output", str(out), "--learning_rate", "1e-3",
-            "--simulator_output_dir", str(tmp_path / f"ckpt_{out.stem}"),
+            "--eval", str(tmp_path / "dev.jsonl"), "--simulator", str(sim_dir), "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "16", "--bootstrap", "500", "--output", str(out), "--learning_rate", "1e-3",
+            "--output_dir", str(tmp_path / f"ckpt_{out.stem}"),
         ])
         return json.loads(out.read_text())
 
@@ -69,7 +69,7 @@ def test_las_cli_numbers_equal_the_pure_function_on_its_simulator(tmp_path, toke
     non-zero here, so a CLI that swapped x and xe (which negates LAS and both bins' differences) fails."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from scott_distill.io import load_table
+    from scott_distill.files import load_table
     from scott_distill.las import leakage_adjusted_simulatability
 
     cose = shared_data_or_skip("cose_v1")
@@ -80,9 +80,9 @@ def test_las_cli_numbers_equal_the_pure_function_on_its_simulator(tmp_path, toke
             for r in cose_rows(cose / src, n):
                 f.write(json.dumps(r) + "\n")
     las_main(["--student-predictions", str(tmp_path / "measured.jsonl"), "--train", str(tmp_path / "train.jsonl"),
-              "--simulator", str(tmp_path / "init"), "--epochs", "1", "--batch_size", "16", "--learning_rate", "1e-3",
-              "--bootstrap", "200", "--output", str(tmp_path / "las.json"),
-              "--simulator_output_dir", str(tmp_path / "trained")])
+              "--simulator", str(tmp_path / "init"), "--num_train_epochs", "1", "--per_device_train_batch_size", "16",
+              "--learning_rate", "1e-3", "--bootstrap", "200", "--output", str(tmp_path / "las.json"),
+              "--output_dir", str(tmp_path / "trained")])
     got = json.loads((tmp_path / "las.json").read_text())
     simulator = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "trained")
     measured = load_table(str(tmp_path / "measured.jsonl"))

@@ -10,8 +10,9 @@ import torch
 from conftest import make_gpt2, make_llama, make_t5
 from transformers import LogitsProcessor, LogitsProcessorList, SuppressTokensLogitsProcessor
 
-import scott_distill.fused as fused_module
-import scott_distill.processor as processor_module
+import scott_distill.teacher._branch as branch_module
+import scott_distill.teacher.fused as fused_module
+import scott_distill.teacher.processor as processor_module
 from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
 
 GOLD = [
@@ -180,7 +181,7 @@ def _positions_ignoring_padding(attention_mask):
 def test_planted_position_id_bug_fails_parity(tokenizer, monkeypatch):
     """GPT-2 (absolute positions) with left-padded contrast rows: positions counted over the padding
     give wrong rows, and the parity test must see it (it did not on the default tiny GPT-2)."""
-    monkeypatch.setattr(processor_module, "decoder_position_ids", _positions_ignoring_padding)
+    monkeypatch.setattr(branch_module, "decoder_position_ids", _positions_ignoring_padding)
     got, ref = greedy_parity(make_positional_gpt2(len(tokenizer)), tokenizer, 0.3)
     assert got != ref
 
@@ -338,7 +339,7 @@ def test_padded_vocabulary_and_earlier_inf_scores(tokenizer):
 
 
 def test_scores_never_nan_or_posinf_edge_cases():
-    from scott_distill.processor import contrastive_scores
+    from scott_distill.teacher.scoring import contrastive_scores
 
     scores = torch.tensor([[0.0, 1.0, float("-inf")], [float("-inf")] * 3, [2.0, 0.0, 0.0]])
     contrast = torch.tensor([[0.0, float("-inf"), 5.0], [0.0, 0.0, 0.0], [float("-inf"), 0.0, 0.0]])
@@ -370,7 +371,7 @@ def reference_scores(scores, contrast, alpha, end=(), beta=None):
 @pytest.mark.parametrize("alpha", [0.1, 0.3, 1.7])
 @pytest.mark.parametrize("beta", [None, 0.05])
 def test_contrastive_scores_match_elementwise_reference(alpha, beta):
-    from scott_distill.processor import contrastive_scores
+    from scott_distill.teacher.scoring import contrastive_scores
 
     rng = random.Random(int(alpha * 10) + (beta is not None))
     scores = torch.tensor([[rng.gauss(0, 3) for _ in range(17)] for _ in range(6)])
@@ -385,7 +386,7 @@ def test_contrastive_scores_match_elementwise_reference(alpha, beta):
 
 
 def test_end_token_ids_independent_of_order_and_type(gpt2):
-    from scott_distill.processor import end_token_ids
+    from scott_distill.teacher.scoring import end_token_ids
 
     gpt2.generation_config.eos_token_id = [7, 1]
     assert end_token_ids(gpt2, (x for x in [9, 1])).tolist() == [1, 7, 9]
@@ -394,7 +395,7 @@ def test_end_token_ids_independent_of_order_and_type(gpt2):
 
 
 def test_stop_rule_forces_end_token_when_teacher_prefers_it():
-    from scott_distill.processor import contrastive_scores
+    from scott_distill.teacher.scoring import contrastive_scores
 
     scores = torch.tensor([[0.0, 3.0, 2.9], [3.0, 0.0, 2.9]])
     contrast = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 0.0]])  # contrast hates token 1 -> pushed down
@@ -406,7 +407,7 @@ def test_stop_rule_forces_end_token_when_teacher_prefers_it():
 
 
 def test_plausibility_threshold_excludes_unlikely_tokens():
-    from scott_distill.processor import contrastive_scores
+    from scott_distill.teacher.scoring import contrastive_scores
 
     scores = torch.log(torch.tensor([[0.6, 0.3, 0.09, 0.01]]))
     contrast = torch.log(torch.tensor([[0.5, 0.3, 0.1999, 0.0001]]))
@@ -473,7 +474,7 @@ def test_fused_greedy_matches_scott_reference_loop(tokenizer, factory, alpha):
 
 
 def test_planted_position_id_bug_in_fused_fails_parity(tokenizer, monkeypatch):
-    monkeypatch.setattr(fused_module, "decoder_position_ids", _positions_ignoring_padding)
+    monkeypatch.setattr(branch_module, "decoder_position_ids", _positions_ignoring_padding)
     got, ref = fused_greedy_parity(make_positional_gpt2(len(tokenizer)), tokenizer, 0.3)
     assert got != ref
 
@@ -538,7 +539,7 @@ def test_fused_errors(tokenizer):
 def test_docstring_example_runs():
     import doctest
 
-    import scott_distill.processor as module
+    import scott_distill.teacher.processor as module
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 8

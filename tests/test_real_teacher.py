@@ -25,8 +25,9 @@ from conftest import shared_data_or_skip
 from transformers import LogitsProcessorList
 
 from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate, generate_rationales
-from scott_distill.rationalize import stop_token_ids_for
-from scott_distill.tasks import load_prompt, load_task
+from scott_distill.tasks import load_task
+from scott_distill.teacher.prompts import load_prompt
+from scott_distill.teacher.scoring import stop_token_ids_for
 
 pytestmark = pytest.mark.real_model
 

@@ -404,7 +404,7 @@ def test_every_save_writes_the_student_format(tokenizer, tmp_path):
 
 def test_a_custom_collators_format_is_the_one_saved(tokenizer, tmp_path):
     model = make_model("gpt2", len(tokenizer))
-    collator = CounterfactualDataCollator(tokenizer, answer_prefix="Hence")
+    collator = CounterfactualDataCollator(tokenizer, format=StudentFormat(answer_prefix="Hence"))
     trainer = CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
         output_dir=str(tmp_path), report_to=[]), data_collator=collator, processing_class=tokenizer)
     trainer.save_model(str(tmp_path / "s"))

@@ -16,8 +16,8 @@ from conftest import make_gpt2, make_llama, make_t5
 from student_tokenizers import eos_appending_bpe, llama_style_tokenizer, smollm2_tokenizer
 
 from scott_distill import CounterfactualDataCollator, StudentFormat
-from scott_distill import evaluation as evaluation_module
-from scott_distill.evaluation import evaluate_student, predict, score_answers_given_rationales
+from scott_distill.student import evaluation as evaluation_module
+from scott_distill.student.evaluation import evaluate_student, predict, score_answers_given_rationales
 
 ROW = {
     "question": "Where would you keep milk cold?",
@@ -267,7 +267,7 @@ def test_perturbation_changes_exactly_the_asked_share_of_rationale_ids(tokenizer
 
 
 def test_perturb_token_ids_exact_share_and_never_a_no_op():
-    from scott_distill.evaluation import perturb_token_ids
+    from scott_distill.student.evaluation import perturb_token_ids
 
     rng = random.Random(0)
     vocab = list(range(10, 20))

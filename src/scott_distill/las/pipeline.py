@@ -1,7 +1,8 @@
 """The one LAS pipeline: a student's outputs -> simulator -> predictions -> LAS.
 
-``scott-distill las``, the recipe's evaluate stage and the demo all measure a student through `simulator_las`,
-so a student's LAS does not depend on which of them measured it.
+``scott-distill las``, the recipe's evaluate stage and the demo all measure a student through `simulator_las`
+with one `LASConfig` (the simulator's training arguments plus the LAS settings), so a student's LAS does not
+depend on which of them measured it.
 
 **Rule for answers outside the choices.** A row whose student answer is not one of the row's choices — the
 output had no parseable answer (``None``) or named something else — is *excluded*, from the simulator's
@@ -17,20 +18,69 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments
 
-from .formula import leakage_adjusted_simulatability
+from .formula import EMPTY_BIN_RULES, leakage_adjusted_simulatability
 from .simulator import SimulatorFormat, simulate, train_simulator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["answer_in_choices", "simulator_las", "student_output_rows"]
+__all__ = ["LASConfig", "answer_in_choices", "simulator_las", "student_output_rows"]
+
+
+@dataclass
+class LASConfig(Seq2SeqTrainingArguments):
+    """The simulator's training arguments plus the LAS settings (``simulator_las``, ``scott-distill las`` and a
+    recipe's ``las:`` section).
+
+    ``seed`` also seeds the explanation dropout and the bootstrap; ``per_device_eval_batch_size`` is the batch
+    size when the simulator scores the choices; ``output_dir`` receives the trained simulator and
+    ``simulator_predictions.jsonl`` (with ``save_simulator``).
+    """
+
+    output_dir: str | None = field(default="las_simulator", metadata={
+        "help": "Simulator checkpoints; the trained simulator and simulator_predictions.jsonl are saved here."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "The simulator's learning rate."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Batch size when the simulator scores "
+                                                                  "choices."})
+    seed: int = field(default=0, metadata={"help": "Seeds the simulator's training, the explanation dropout and "
+                                           "the bootstrap."})
+    save_strategy: str = field(default="no", metadata={"help": "Simulator checkpoints (`epoch` with a dev set "
+                                                       "keeps the best one)."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Simulator checkpoints kept."})
+    logging_steps: float = field(default=10, metadata={"help": "Log the simulator's loss every N steps."})
+    explanation_dropout: float = field(default=0.5, metadata={"help": "Drop e during training (0.5 for QA, as "
+                                                              "Hase et al.)."})
+    explanation_column: str = field(default="explanation", metadata={"help": "Column with the student's "
+                                                                     "rationale."})
+    label_column: str = field(default="prediction", metadata={"help": "Column with the student's answer."})
+    bootstrap: int = field(default=10000, metadata={"help": "Bootstrap resamples for the interval (0: none)."})
+    empty_bin: str = field(default="other", metadata={
+        "help": f"One of {EMPTY_BIN_RULES}: 'other' = an empty leaked/non-leaked bin is left out; 'nan' = the "
+                "authors' compute_sim.py (NaN, and a NaN interval when a resample has an empty bin)."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Train the simulator on the first N "
+                                                               "training rows only."})
+    save_simulator: bool = field(default=True, metadata={"help": "Save the trained simulator and its predictions "
+                                                         "to output_dir."})
+
+    def training_rows(self, rows: datasets.Dataset) -> datasets.Dataset:
+        """The rows the simulator trains on: the first ``max_train_rows`` (all by default)."""
+        return rows.select(range(min(self.max_train_rows, len(rows)))) if self.max_train_rows else rows
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.explanation_dropout <= 1:
+            raise ValueError(f"`explanation_dropout` must be in [0, 1], got {self.explanation_dropout!r}.")
+        if self.empty_bin not in EMPTY_BIN_RULES:
+            raise ValueError(f"`empty_bin` must be one of {EMPTY_BIN_RULES}, got {self.empty_bin!r}.")
+        if self.bootstrap < 0:
+            raise ValueError(f"`bootstrap` must be >= 0, got {self.bootstrap!r}.")
 
 
 def student_output_rows(dataset: datasets.Dataset, predictions: Sequence[dict[str, Any]]) -> datasets.Dataset:
@@ -80,63 +130,59 @@ def simulator_las(
     tokenizer: PreTrainedTokenizerBase,
     train_rows: datasets.Dataset,
     measured_rows: datasets.Dataset,
-    args: TrainingArguments,
+    args: LASConfig,
     dev_rows: datasets.Dataset | None = None,
-    explanation_dropout: float = 0.5,
-    explanation_column: str = "explanation",
-    label_column: str = "prediction",
-    bootstrap: int = 10000,
-    empty_bin: str = "other",
     fmt: SimulatorFormat | None = None,
-    output_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train ``simulator`` on a student's outputs for ``train_rows`` and measure LAS on ``measured_rows``.
 
     Args:
-        simulator / tokenizer: a seq2seq model (or a ``*ForMultipleChoice`` classifier) to fine-tune.
-        train_rows / measured_rows / dev_rows: `student_output_rows`-style rows: ``question``, ``choices``,
-            ``explanation_column`` (the student's rationale) and ``label_column`` (the student's answer). Rows
-            whose answer is not among the choices are excluded (see the module docstring).
-        args: the simulator's training arguments; ``args.seed`` also seeds the explanation dropout and the
-            bootstrap, ``args.per_device_eval_batch_size`` is the scoring batch size. With ``dev_rows`` and
+        simulator: a seq2seq model (or a ``*ForMultipleChoice`` classifier) to fine-tune.
+        tokenizer: the simulator's tokenizer.
+        train_rows: `student_output_rows`-style rows: ``question``, ``choices``, ``args.explanation_column``
+            (the student's rationale) and ``args.label_column`` (the student's answer). Rows whose answer is not
+            among the choices are excluded (see the module docstring).
+        measured_rows: rows of the same shape on which LAS is measured.
+        dev_rows: optional rows of the same shape for model selection.
+        args: the simulator's training and the LAS settings (`LASConfig`). With ``dev_rows`` and
             ``load_best_model_at_end`` the best dev-loss checkpoint is kept.
-        explanation_dropout: probability of dropping e in a training row (0.5 for QA, as Hase et al.).
-        bootstrap / empty_bin: see `leakage_adjusted_simulatability`.
         fmt: the simulator's input/target format.
-        output_dir: if given, the trained simulator (and its tokenizer) and ``simulator_predictions.jsonl``
-            (per measured row: the xe / x / e predictions and the student's answer) are written there.
 
     Returns:
         `leakage_adjusted_simulatability`'s results (with ``las_k_bins``) plus ``n`` (measured rows used),
         ``n_excluded`` and ``n_train_excluded``; NaN values (``n`` = 0) when no usable training or measured row
         is left.
     """
+    if not isinstance(args, LASConfig):
+        raise ValueError(f"`args` must be a LASConfig, got {type(args).__name__}.")
     fmt = fmt or SimulatorFormat()
-    train, n_train_excluded = _usable(train_rows, label_column, explanation_column, "train_rows")
-    measured, n_excluded = _usable(measured_rows, label_column, explanation_column, "measured_rows")
-    dev = _usable(dev_rows, label_column, explanation_column, "dev_rows")[0] if dev_rows is not None else None
+    columns = (args.label_column, args.explanation_column)
+    train, n_train_excluded = _usable(args.training_rows(train_rows), *columns, "train_rows")
+    measured, n_excluded = _usable(measured_rows, *columns, "measured_rows")
+    dev = _usable(dev_rows, *columns, "dev_rows")[0] if dev_rows is not None else None
     if len(train) == 0 or len(measured) == 0:
         logger.warning("LAS cannot be measured: no %s row has a student answer among its choices; reporting NaN.",
                        "training" if len(train) == 0 else "measured")
-        return {**_not_measurable(bootstrap), "n": 0, "n_excluded": n_excluded, "n_train_excluded": n_train_excluded}
+        return {**_not_measurable(args.bootstrap), "n": 0, "n_excluded": n_excluded,
+                "n_train_excluded": n_train_excluded}
     if dev is not None and len(dev) == 0:
         dev = None
-    model = train_simulator(simulator, tokenizer, train, dev, args, explanation_dropout, fmt,
-                            label_column=label_column, explanation_column=explanation_column)
-    preds = simulate(model, tokenizer, measured, fmt, explanation_column=explanation_column,
-                     label_column=label_column, batch_size=args.per_device_eval_batch_size)
-    labels = [str(v) for v in measured[label_column]]
+    model = train_simulator(simulator, tokenizer, train, dev, args, args.explanation_dropout, fmt,
+                            label_column=args.label_column, explanation_column=args.explanation_column)
+    preds = simulate(model, tokenizer, measured, fmt, explanation_column=args.explanation_column,
+                     label_column=args.label_column, batch_size=args.per_device_eval_batch_size)
+    labels = [str(v) for v in measured[args.label_column]]
     results: dict[str, Any] = leakage_adjusted_simulatability(
-        preds["xe"], preds["x"], preds["e"], labels, bootstrap=bootstrap, seed=args.seed,
-        e_probabilities=preds["e_label_probability"], empty_bin=empty_bin,
+        preds["xe"], preds["x"], preds["e"], labels, bootstrap=args.bootstrap, seed=args.seed,
+        e_probabilities=preds["e_label_probability"], empty_bin=args.empty_bin,
     )
     results.update(n=len(measured), n_excluded=n_excluded, n_train_excluded=n_train_excluded)
-    if output_dir is not None:
-        out = Path(output_dir)
+    if args.save_simulator and args.output_dir is not None:
+        out = Path(args.output_dir)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         datasets.Dataset.from_dict({
-            "xe": preds["xe"], "x": preds["x"], "e": preds["e"], label_column: labels,
+            "xe": preds["xe"], "x": preds["x"], "e": preds["e"], args.label_column: labels,
             "e_label_probability": preds["e_label_probability"],
         }).to_json(out / "simulator_predictions.jsonl")
     return results

@@ -13,10 +13,13 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import datasets
 import torch
 from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
     DataCollatorForMultipleChoice,
     DataCollatorForSeq2Seq,
     PreTrainedModel,
@@ -26,19 +29,15 @@ from transformers import (
     Trainer,
 )
 
-from ..tokenizer_utils import padding_side, sequence_log_likelihood
+from ..formats import join_choices
+from ..likelihood import sequence_log_likelihood
+from ..padding import padding_side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "simulate", "train_simulator"]
+__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "load_simulator", "simulate", "train_simulator"]
 
 CONDITIONS = ("xe", "x", "e")
-
-
-def _join_choices(choices: Sequence[str]) -> str:
-    if len(choices) == 1:
-        return choices[0]
-    return ", ".join(choices[:-1]) + " and " + choices[-1]
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class SimulatorFormat:
         if condition not in CONDITIONS:
             raise ValueError(f"`condition` must be one of {CONDITIONS}, got {condition!r}.")
         q = "" if condition == "e" else question
-        text = f"{self.task_prefix}: {q} The choices are {_join_choices(list(choices))}."
+        text = f"{self.task_prefix}: {q} The choices are {join_choices(list(choices))}."
         if condition != "x" and explanation:
             text += f" {self.explanation_prefix} {explanation}"
         return text
@@ -87,6 +86,11 @@ def build_training_rows(
         sources.append(fmt.source(row["question"], row["choices"], row[explanation_column], condition))
         targets.append(fmt.target(str(row[label_column])))
     return datasets.Dataset.from_dict({"source": sources, "target": targets})
+
+
+def load_simulator(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A seq2seq simulator to fine-tune (Hase et al. use T5-base) and its tokenizer."""
+    return AutoModelForSeq2SeqLM.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)
 
 
 def train_simulator(
@@ -144,7 +148,7 @@ def train_simulator(
     )
     with padding_side(tokenizer, "right"):  # seq2seq labels are padded on the right, whatever the default
         trainer.train()
-    return trainer.model
+    return cast(PreTrainedModel, trainer.model)
 
 
 def is_choice_simulator(model: PreTrainedModel) -> bool:
@@ -178,7 +182,7 @@ def _train_choice_simulator(model, tokenizer, train_dataset, eval_dataset, args,
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                       data_collator=DataCollatorForMultipleChoice(tokenizer), processing_class=tokenizer)
     trainer.train()
-    return trainer.model
+    return cast(PreTrainedModel, trainer.model)
 
 
 @torch.no_grad()

@@ -11,11 +11,11 @@ from typing import Any
 
 import datasets
 
-from ..io import load_table
+from ..files import load_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TASKS", "TaskSpec", "get_task", "load_task", "normalize_rows"]
+__all__ = ["SCHEMA", "TASKS", "TaskSpec", "get_task", "load_task", "normalize_rows", "validate"]
 
 SCHEMA = ("id", "question", "choices", "answer", "rationale")
 Row = Mapping[str, Any]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-from transformers import DataCollatorForSeq2Seq, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
-from .student_format import StudentEncoder, StudentFormat, format_choices
-from .tokenizer_utils import padding_side
+from ..formats import StudentFormat
+from ..padding import padding_side
+from .encoding import StudentEncoder
 
-__all__ = ["CounterfactualDataCollator", "StudentExample", "StudentFormat", "format_choices"]
+__all__ = ["CounterfactualDataCollator", "StudentExample"]
 
 
 class StudentExample(NamedTuple):
@@ -24,6 +26,7 @@ class StudentExample(NamedTuple):
     counterfactual: bool
 
 
+@dataclass
 class CounterfactualDataCollator:
     """Tokenizes and pads factual and counterfactual rows for SCOTT's student training.
 
@@ -55,41 +58,54 @@ class CounterfactualDataCollator:
     Args:
         tokenizer: a fast tokenizer (offsets locate the answer tokens exactly).
         model: the student; required for encoder-decoder students (builds ``decoder_input_ids``).
-        max_source_length / max_target_length: truncation lengths in tokens (the decoder-only prompt
-            includes its special tokens and the ``\\n`` separator; the target includes EOS).
-        factual_tag / counterfactual_tag / answer_prefix: the text format.
-        without_rationale: answer-only baseline (targets are just the answer).
+        format: the student's text format (tags, answer prefix, answer-only baseline).
+        max_source_length: truncation length of the source in tokens (the decoder-only prompt includes its
+            special tokens and the ``\\n`` separator); ``None``: no limit.
+        max_target_length: truncation length of the target in tokens (it includes EOS); ``None``: no limit.
+        pad_to_multiple_of: passed to ``DataCollatorForSeq2Seq``.
+
+    Examples:
+
+    ```python
+    >>> from scott_distill import CounterfactualDataCollator, StudentFormat
+    >>> from scott_distill.demo.tokenizer import train_bpe_tokenizer
+    >>> tok = train_bpe_tokenizer(["Where would you keep milk cold? A fridge keeps food cold."] * 20)
+    >>> collator = CounterfactualDataCollator(tok, format=StudentFormat(answer_prefix="So the answer is"))
+    >>> batch = collator([{"question": "Where would you keep milk cold?", "choices": ["fridge", "oven"],
+    ...                    "answer": "fridge", "rationale": "A fridge keeps food cold.",
+    ...                    "counterfactual_answer": "oven", "counterfactual_rationale": "Ovens keep milk."}])
+    >>> batch["is_counterfactual"].tolist(), batch["row_index"].tolist()
+    ([False, True], [0, 0])
+
+    ```
     """
 
-    def __init__(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        model: PreTrainedModel | None = None,
-        max_source_length: int = 512,
-        max_target_length: int = 256,
-        factual_tag: str = "[factual]",
-        counterfactual_tag: str = "[counterfactual]",
-        answer_prefix: str = "So the answer is",
-        without_rationale: bool = False,
-        pad_to_multiple_of: int | None = None,
-    ) -> None:
+    tokenizer: PreTrainedTokenizerBase
+    model: Any = None  # a PreTrainedModel or a peft wrapper of one (as DataCollatorForSeq2Seq types it)
+    format: StudentFormat = field(default_factory=StudentFormat)
+    max_source_length: int | None = 512
+    max_target_length: int | None = 256
+    pad_to_multiple_of: int | None = None
+    is_encoder_decoder: bool = field(init=False, repr=False)
+    encoder: StudentEncoder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tokenizer = self.tokenizer
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("`tokenizer` must be a fast tokenizer (offset mappings locate the answer tokens).")
         if tokenizer.pad_token_id is None:
             raise ValueError("`tokenizer` has no pad token; set `tokenizer.pad_token` (e.g. to the eos token).")
         if tokenizer.eos_token_id is None:
             raise ValueError("`tokenizer` has no eos token; the student must learn where its output ends.")
-        self.tokenizer = tokenizer
-        self.model = model
-        self.is_encoder_decoder = bool(model is not None and model.config.is_encoder_decoder)
-        self.max_source_length = max_source_length
-        self.max_target_length = max_target_length
-        self.format = StudentFormat(factual_tag, counterfactual_tag, answer_prefix, without_rationale)
+        if not isinstance(self.format, StudentFormat):
+            raise ValueError(f"`format` must be a StudentFormat, got {type(self.format).__name__}.")
+        self.is_encoder_decoder = bool(self.model is not None and self.model.config.is_encoder_decoder)
         self.encoder = StudentEncoder(tokenizer, self.format, causal=not self.is_encoder_decoder,
-                                      max_source_length=max_source_length, max_target_length=max_target_length)
+                                      max_source_length=self.max_source_length,
+                                      max_target_length=self.max_target_length)
         self._pad = DataCollatorForSeq2Seq(
-            tokenizer, model=model if self.is_encoder_decoder else None, label_pad_token_id=-100,
-            pad_to_multiple_of=pad_to_multiple_of,
+            tokenizer, model=self.model if self.is_encoder_decoder else None, label_pad_token_id=-100,
+            pad_to_multiple_of=self.pad_to_multiple_of,
         )
 
     @property
@@ -127,6 +143,7 @@ class CounterfactualDataCollator:
             src_ids = self.encoder.source_ids(ex.question, ex.choices, ex.counterfactual, answer=ex.answer, row=where)
             tgt = self.encoder.target(ex.rationale, ex.answer, ex.counterfactual, row=where)
             keep = tgt.answer_mask if ex.counterfactual else [True] * len(tgt.ids)
+            feat: dict[str, Any]
             if self.is_encoder_decoder:
                 feat = {"input_ids": src_ids, "attention_mask": [1] * len(src_ids), "labels": tgt.ids,
                         "loss_mask": [int(k) for k in keep]}

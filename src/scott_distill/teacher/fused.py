@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -16,30 +16,26 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from .processor import (
-    check_alpha,
-    check_plausibility_threshold,
-    contrastive_scores,
-    decoder_position_ids,
-    end_token_ids,
-    forward_parameters,
-    input_device,
-    left_padded,
-)
-from .tokenizer_utils import padding_side
+from ..padding import padding_side
+from ._branch import DecodingBranch, input_device
+from .scoring import check_alpha, check_plausibility_threshold, contrastive_scores, end_token_ids, left_padded
 
 __all__ = ["contrastive_generate"]
 
 Prompts = Sequence[str] | Mapping[str, torch.Tensor]
 
 
-def _pad_left(ids: torch.Tensor, mask: torch.Tensor, length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_to(ids: torch.Tensor, mask: torch.Tensor, length: int, pad_id: int, left: bool) -> tuple[
+        torch.Tensor, torch.Tensor]:
+    """Pad ``ids`` / ``mask`` to ``length`` columns, on the left (decoder-only) or the right (encoders)."""
     extra = length - ids.shape[1]
     if extra == 0:
         return ids, mask
-    ids = torch.cat([ids.new_full((ids.shape[0], extra), pad_id), ids], dim=1)
-    mask = torch.cat([mask.new_zeros((mask.shape[0], extra)), mask], dim=1)
-    return ids, mask
+    pad_ids = ids.new_full((ids.shape[0], extra), pad_id)
+    pad_mask = mask.new_zeros((mask.shape[0], extra))
+    if left:
+        return torch.cat([pad_ids, ids], dim=1), torch.cat([pad_mask, mask], dim=1)
+    return torch.cat([ids, pad_ids], dim=1), torch.cat([mask, pad_mask], dim=1)
 
 
 def _encode(prompts: Prompts, tokenizer: PreTrainedTokenizerBase | None, name: str, left: bool) -> tuple:
@@ -98,6 +94,64 @@ def _sampling_warpers(model: PreTrainedModel, temperature: float | None, top_k: 
     return warpers
 
 
+def _pad_token_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, pad_token_id: int | None) -> int:
+    """The given pad id, else the tokenizer's, else the generation config's."""
+    if pad_token_id is None and tokenizer is not None:
+        pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = model.generation_config.pad_token_id
+    if pad_token_id is None:
+        raise ValueError("No pad token: pass `pad_token_id` or a tokenizer with `pad_token` set.")
+    return int(pad_token_id)
+
+
+def _both_branches(model: PreTrainedModel, gold: tuple[torch.Tensor, torch.Tensor],
+                   contrast: tuple[torch.Tensor, torch.Tensor], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` of ``2 x batch`` rows: the gold prompts, then the contrast prompts, padded to one width
+    (left for decoder-only models; right for an encoder, whose relative positions make it order-free)."""
+    left = not model.config.is_encoder_decoder
+    length = max(gold[0].shape[1], contrast[0].shape[1])
+    g, gm = _pad_to(*gold, length, pad_token_id, left)
+    c, cm = _pad_to(*contrast, length, pad_token_id, left)
+    device = input_device(model)  # not model.device: `meta` under accelerate's offload
+    return torch.cat([g, c]).to(device), torch.cat([gm, cm]).long().to(device)
+
+
+def _decoder_start(model: PreTrainedModel, rows: int, device: torch.device) -> torch.Tensor | None:
+    """The decoder's first input for an encoder-decoder model (``None`` for a decoder-only one)."""
+    if not model.config.is_encoder_decoder:
+        return None
+    start = model.generation_config.decoder_start_token_id
+    if start is None:
+        start = model.config.decoder_start_token_id
+    return torch.full((rows, 1), start, dtype=torch.long, device=device)
+
+
+def _decode(branch: DecodingBranch, logits: torch.Tensor, batch: int, alpha: float, max_new_tokens: int,
+            end_ids: torch.Tensor, plausibility_threshold: float | None, warpers: LogitsProcessorList | None,
+            generator: torch.Generator | None, pad_token_id: int) -> torch.Tensor:
+    """The decoding loop: combine the two halves of each step's logits, pick, feed the token to both halves."""
+    generated = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=logits.device)
+    unfinished = torch.ones(batch, dtype=torch.bool, device=logits.device)
+    steps = 0
+    for step in range(max_new_tokens):
+        scores = contrastive_scores(logits[:batch], logits[batch:], alpha, stop_token_ids=end_ids,
+                                    plausibility_threshold=plausibility_threshold)
+        if warpers is not None:  # sampling: generate's warpers act on the contrastive score
+            probs = torch.softmax(warpers(cast(torch.LongTensor, generated[:, :step]), scores), dim=-1)
+            next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            next_tokens = scores.argmax(dim=-1)
+        next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad_token_id))
+        generated[:, step] = next_tokens
+        steps = step + 1
+        unfinished &= ~torch.isin(next_tokens, end_ids)
+        if not bool(unfinished.any()) or step == max_new_tokens - 1:
+            break
+        logits = branch.step(torch.cat([next_tokens, next_tokens]).unsqueeze(1))
+    return generated[:, :steps]
+
+
 @torch.no_grad()
 def contrastive_generate(
     model: PreTrainedModel,
@@ -115,7 +169,7 @@ def contrastive_generate(
     plausibility_threshold: float | None = None,
     generator: torch.Generator | None = None,
     pad_token_id: int | None = None,
-) -> torch.LongTensor:
+) -> torch.Tensor:
     """Contrastive decoding with both branches fused into one forward of ``2 x batch`` rows per step.
 
     Picks the same tokens as [`ContrastiveRationaleLogitsProcessor`] in greedy mode, but pays one
@@ -129,10 +183,13 @@ def contrastive_generate(
         contrast_prompts: prompts carrying the perturbed answer, one per gold prompt.
         alpha: weight of the perturbed branch.
         max_new_tokens: generation budget.
-        do_sample, temperature, top_k, top_p: sampling, applied after the contrastive combination as
-            ``generate``'s warpers are; unset values come from ``model.generation_config`` as in
-            ``generate`` (``do_sample=False``, ``temperature=1``, ``top_k=50``, ``top_p=1`` by default), so
-            for one seed both paths draw the same tokens.
+        do_sample: sample instead of greedy. Sampling (this and the next three) is applied after the
+            contrastive combination as ``generate``'s warpers are; unset values come from
+            ``model.generation_config`` as in ``generate`` (``do_sample=False``, ``temperature=1``,
+            ``top_k=50``, ``top_p=1`` by default), so for one seed both paths draw the same tokens.
+        temperature: sampling temperature.
+        top_k: top-k filtering when sampling.
+        top_p: nucleus filtering when sampling.
         stop_token_ids: extra end tokens besides ``model.generation_config.eos_token_id``.
         plausibility_threshold: optional adaptive plausibility constraint (see the processor).
         generator: random generator for sampling; ``None`` uses torch's global one, as ``generate`` does.
@@ -147,91 +204,19 @@ def contrastive_generate(
     do_sample = bool(_generation_setting(model, "do_sample", do_sample))
     if max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens!r}.")
-    enc_dec = bool(model.config.is_encoder_decoder)
-    gold_ids, gold_mask = _encode(gold_prompts, tokenizer, "gold_prompts", left=not enc_dec)
-    con_ids, con_mask = _encode(contrast_prompts, tokenizer, "contrast_prompts", left=not enc_dec)
-    if gold_ids.shape[0] != con_ids.shape[0]:
+    left = not model.config.is_encoder_decoder
+    gold = _encode(gold_prompts, tokenizer, "gold_prompts", left=left)
+    contrast = _encode(contrast_prompts, tokenizer, "contrast_prompts", left=left)
+    if gold[0].shape[0] != contrast[0].shape[0]:
         raise ValueError(
-            f"`contrast_prompts` has {con_ids.shape[0]} rows but `gold_prompts` has {gold_ids.shape[0]}; "
+            f"`contrast_prompts` has {contrast[0].shape[0]} rows but `gold_prompts` has {gold[0].shape[0]}; "
             "give one contrast prompt per gold prompt."
         )
-    if pad_token_id is None:
-        pad_token_id = tokenizer.pad_token_id if tokenizer is not None else None
-    if pad_token_id is None:
-        pad_token_id = model.generation_config.pad_token_id
-    if pad_token_id is None:
-        raise ValueError("No pad token: pass `pad_token_id` or a tokenizer with `pad_token` set.")
-
-    device = input_device(model)  # not model.device: `meta` under accelerate's offload
-    batch = gold_ids.shape[0]
-    length = max(gold_ids.shape[1], con_ids.shape[1])
-    if enc_dec:
-        # Right padding for the encoder (T5 style); relative positions make it order-free.
-        def pad_right(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            extra = length - ids.shape[1]
-            return (
-                torch.cat([ids, ids.new_full((ids.shape[0], extra), pad_token_id)], 1),
-                torch.cat([mask, mask.new_zeros((mask.shape[0], extra))], 1),
-            )
-
-        g, gm = pad_right(gold_ids, gold_mask)
-        c, cm = pad_right(con_ids, con_mask)
-    else:
-        g, gm = _pad_left(gold_ids, gold_mask, length, pad_token_id)
-        c, cm = _pad_left(con_ids, con_mask, length, pad_token_id)
-    ids = torch.cat([g, c]).to(device)
-    mask = torch.cat([gm, cm]).long().to(device)
-
-    warpers = _sampling_warpers(model, temperature, top_k, top_p) if do_sample else LogitsProcessorList()
-    end_ids = end_token_ids(model, stop_token_ids).to(device)
-
-    model_kwargs: dict = {}
-    params = forward_parameters(model)  # the base model's, so a PEFT wrapper keeps position ids
-    first_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    if enc_dec:
-        encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask, return_dict=True)
-        start = model.generation_config.decoder_start_token_id
-        if start is None:
-            start = model.config.decoder_start_token_id
-        decoder_ids = torch.full((2 * batch, 1), start, dtype=torch.long, device=device)
-        out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=decoder_ids,
-                    use_cache=True, return_dict=True, **first_kwargs)
-    else:
-        accepts_pos = "position_ids" in params
-        if accepts_pos:
-            model_kwargs["position_ids"] = decoder_position_ids(mask)
-        out = model(input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True, **model_kwargs,
-                    **first_kwargs)
-
-    generated = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    steps = 0
-    for step in range(max_new_tokens):
-        logits = out.logits[:, -1, :]
-        scores = contrastive_scores(
-            logits[:batch], logits[batch:], alpha, stop_token_ids=end_ids,
-            plausibility_threshold=plausibility_threshold,
-        )
-        if do_sample:
-            scores = warpers(generated[:, :step], scores)
-            probs = torch.softmax(scores, dim=-1)
-            next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            next_tokens = scores.argmax(dim=-1)
-        next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad_token_id))
-        generated[:, step] = next_tokens
-        steps = step + 1
-        unfinished &= ~torch.isin(next_tokens, end_ids)
-        if not bool(unfinished.any()) or step == max_new_tokens - 1:
-            break
-        both = torch.cat([next_tokens, next_tokens]).unsqueeze(1)
-        if enc_dec:
-            out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=both,
-                        cache=out.cache, use_cache=True, return_dict=True)
-        else:
-            mask = torch.cat([mask, torch.ones_like(both)], dim=1)
-            if accepts_pos:
-                model_kwargs["position_ids"] = decoder_position_ids(mask)[:, -1:]
-            out = model(input_ids=both, attention_mask=mask, cache=out.cache, use_cache=True,
-                        return_dict=True, **model_kwargs)
-    return generated[:, :steps]
+    pad_token_id = _pad_token_id(model, tokenizer, pad_token_id)
+    ids, mask = _both_branches(model, gold, contrast, pad_token_id)
+    branch = DecodingBranch(model)
+    logits = branch.prefill(ids, mask, decoder_input_ids=_decoder_start(model, ids.shape[0], ids.device))
+    warpers = _sampling_warpers(model, temperature, top_k, top_p) if do_sample else None
+    return _decode(branch, logits, ids.shape[0] // 2, alpha, max_new_tokens,
+                   end_token_ids(model, stop_token_ids).to(ids.device), plausibility_threshold, warpers, generator,
+                   pad_token_id)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import datasets
 import torch
 import torch.nn.functional as F
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import (
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
 
+from ..formats import StudentFormat
 from .collator import CounterfactualDataCollator
-from .student_format import StudentFormat
-from .student_io import write_student_format
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +52,14 @@ class CounterfactualTrainingArguments(Seq2SeqTrainingArguments):
         metadata={"help": "Share of counterfactual label tokens in the training data (in (0, 1)). Default: counted "
                           "once over train_dataset through the collator; required for an IterableDataset."},
     )
-    factual_tag: str = field(default="[factual]", metadata={"help": "Tag prefixed to factual sources/targets."})
-    counterfactual_tag: str = field(default="[counterfactual]", metadata={"help": "Tag of counterfactual rows."})
-    answer_prefix: str = field(default="So the answer is", metadata={"help": "Text before the answer."})
-    without_rationale: bool = field(default=False, metadata={"help": "Answer-only baseline (no rationale)."})
+    # the student format (saved as scott_config.json); defaults are StudentFormat's own
+    factual_tag: str = field(default=StudentFormat.factual_tag, metadata={"help": "Tag prefixed to factual "
+                                                                            "sources/targets."})
+    counterfactual_tag: str = field(default=StudentFormat.counterfactual_tag, metadata={"help": "Tag of "
+                                                                                      "counterfactual rows."})
+    answer_prefix: str = field(default=StudentFormat.answer_prefix, metadata={"help": "Text before the answer."})
+    without_rationale: bool = field(default=StudentFormat.without_rationale, metadata={
+        "help": "Answer-only baseline (no rationale)."})
     max_source_length: int = field(default=512, metadata={"help": "Source/prompt tokens (its end is cut)."})
     max_target_length: int = field(default=256, metadata={"help": "Target tokens (the rationale's end is cut)."})
     # the collator reads raw text columns: the Trainer must not drop them
@@ -65,7 +75,8 @@ class CounterfactualTrainingArguments(Seq2SeqTrainingArguments):
 
     @property
     def student_format(self) -> StudentFormat:
-        return StudentFormat(self.factual_tag, self.counterfactual_tag, self.answer_prefix, self.without_rationale)
+        """The format these arguments set (the fields named as ``StudentFormat``'s)."""
+        return StudentFormat(**{f.name: getattr(self, f.name) for f in fields(StudentFormat)})
 
 
 def token_cross_entropy(
@@ -133,33 +144,74 @@ class CounterfactualTrainer(Seq2SeqTrainer):
     writes ``scott_config.json`` with the student's text format next to the weights.
     Works for encoder-decoder and decoder-only students, and on ``peft`` (LoRA) models.
 
-    If ``data_collator`` is not given, a ``CounterfactualDataCollator`` is built from ``args``.
+    Args:
+        model: the student (``PreTrainedModel``, seq2seq or decoder-only; a ``peft`` model is fine).
+        args: the training arguments, with SCOTT's settings (``counterfactual_alpha``, the student format,
+            truncation lengths).
+        data_collator: defaults to a ``CounterfactualDataCollator`` built from ``args`` and
+            ``processing_class``; a given one must use the format of ``args`` (or ``args`` the default one).
+        train_dataset: rationale rows (``generate_rationales`` output) and/or flat rows with
+            ``is_counterfactual`` (see ``CounterfactualDataCollator``).
+        eval_dataset: rows of the same kinds, for per-part evaluation losses.
+        processing_class: the student's fast tokenizer (required without a ``data_collator``).
+        model_init: as for ``Seq2SeqTrainer``.
+        compute_loss_func: as for ``Seq2SeqTrainer``.
+        compute_metrics: as for ``Seq2SeqTrainer``.
+        callbacks: as for ``Seq2SeqTrainer``.
+        optimizers: as for ``Seq2SeqTrainer``.
+        preprocess_logits_for_metrics: as for ``Seq2SeqTrainer``.
+
+    Examples:
+
+    ```python
+    >>> from scott_distill import CounterfactualTrainer, CounterfactualTrainingArguments
+    >>> args = CounterfactualTrainingArguments(output_dir="student", counterfactual_alpha=0.5)  # doctest: +SKIP
+    >>> CounterfactualTrainer(model=student, args=args, train_dataset=rationales,
+    ...                       processing_class=tokenizer).train()  # doctest: +SKIP
+
+    ```
     """
 
+    _tag_names = ["scott-distill", "counterfactual-training"]
     args: CounterfactualTrainingArguments
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        targs = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if not isinstance(targs, CounterfactualTrainingArguments):
-            raise ValueError("`args` must be a CounterfactualTrainingArguments.")
-        model = kwargs.get("model", args[0] if args else None)
-        if kwargs.get("data_collator") is None:
-            tok = kwargs.get("processing_class")
-            if tok is None:
+    def __init__(
+        self,
+        model: PreTrainedModel | torch.nn.Module | None = None,
+        args: CounterfactualTrainingArguments | None = None,
+        data_collator: Callable[[list[Any]], dict[str, Any]] | None = None,
+        train_dataset: torch.utils.data.Dataset | datasets.Dataset | None = None,
+        eval_dataset: torch.utils.data.Dataset | datasets.Dataset | dict[str, Any] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        model_init: Callable[[], PreTrainedModel] | None = None,
+        compute_loss_func: Callable | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if not isinstance(args, CounterfactualTrainingArguments):
+            raise ValueError(f"`args` must be a CounterfactualTrainingArguments, got {type(args).__name__}.")
+        if data_collator is None:
+            if processing_class is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
-            kwargs["data_collator"] = CounterfactualDataCollator(
-                tok, model=model, max_source_length=targs.max_source_length,
-                max_target_length=targs.max_target_length, factual_tag=targs.factual_tag,
-                counterfactual_tag=targs.counterfactual_tag, answer_prefix=targs.answer_prefix,
-                without_rationale=targs.without_rationale,
+            data_collator = CounterfactualDataCollator(
+                processing_class, model=model, format=args.student_format, max_source_length=args.max_source_length,
+                max_target_length=args.max_target_length,
             )
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+            eval_dataset=eval_dataset, processing_class=processing_class, model_init=model_init,
+            compute_loss_func=compute_loss_func, compute_metrics=compute_metrics, callbacks=callbacks,
+            optimizers=optimizers, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        )
         self.student_format = self._resolve_format()
         if self.args.predict_with_generate and self._is_causal(self.model):
             raise ValueError(
                 "`predict_with_generate=True` is not supported for decoder-only students: their batches hold the "
                 "target after the prompt, so `generate` would continue the answer. Evaluate them with "
-                "`scott_distill.evaluation.evaluate_student` (or `predict`), which generates from the prompt."
+                "`scott_distill.student.evaluation.evaluate_student` (or `predict`), which generates from the "
+                "prompt."
             )
         self.counterfactual_token_share: float | None = self.args.counterfactual_token_share
         # [sum_f, n_f, sum_cf, n_cf] since the last log (train) / over the running evaluation loop (eval)
@@ -168,20 +220,22 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         # our loss is already normalised by the window's token counts
         self.loss_is_scaled_for_ga = True
         self._warn_without_counterfactual_rows(self.train_dataset)
+        add_model_tags = getattr(self.model, "add_model_tags", None)
+        if callable(add_model_tags):  # shown on the model card of a push (as TRL's trainers do)
+            add_model_tags(self._tag_names)
 
     # -- set-up ---------------------------------------------------------------------------------------
 
     def _resolve_format(self) -> StudentFormat:
         """The format the student learns: the collator's when it is ours (args must agree or be default)."""
         fmt = self.args.student_format
-        collator_fmt = getattr(self.data_collator, "format", None)
-        if isinstance(self.data_collator, CounterfactualDataCollator) and collator_fmt != fmt:
+        if isinstance(self.data_collator, CounterfactualDataCollator) and self.data_collator.format != fmt:
             if fmt != StudentFormat():
                 raise ValueError(
-                    f"The data_collator's format {collator_fmt} differs from the one in `args` {fmt}; set the tags "
-                    "and answer prefix in one place."
+                    f"The data_collator's format {self.data_collator.format} differs from the one in `args` {fmt}; "
+                    "set the tags and answer prefix in one place."
                 )
-            return collator_fmt
+            return self.data_collator.format
         return fmt
 
     def _warn_without_counterfactual_rows(self, dataset: Any) -> None:
@@ -198,7 +252,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                 self.args.counterfactual_alpha, missing, 1 - self.args.counterfactual_alpha, names,
             )
 
-    def _is_causal(self, model: torch.nn.Module) -> bool:
+    def _is_causal(self, model: Any) -> bool:
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
         return not bool(getattr(config, "is_encoder_decoder", False))
 
@@ -216,14 +270,15 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             stop = min(start + batch_rows, len(dataset))
             if isinstance(dataset, datasets.Dataset):
                 chunk = dataset[start:stop]
-                rows: Sequence[Mapping[str, Any]] = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
+                rows: list[dict[str, Any]] = [dict(zip(chunk, values)) for values in zip(*chunk.values())]
             else:
                 rows = [dataset[i] for i in range(start, stop)]
             batch = self.data_collator(rows)
             counts += label_token_counts(batch["labels"], batch["is_counterfactual"], causal)
         return counts
 
-    def train(self, *args: Any, **kwargs: Any) -> Any:
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
+              ignore_keys_for_eval: list[str] | None = None, **kwargs: Any) -> Any:
         if self.counterfactual_token_share is None and self.train_dataset is not None:
             before = dict(getattr(self.data_collator, "truncation_counts", {}))
             n_f, n_cf = (int(c) for c in self.count_label_tokens(self.train_dataset))
@@ -243,7 +298,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                                "%d of %d targets lost the end of their rationale (max_target_length).",
                                counts.get("sources_cut", 0), counts.get("sources", 0),
                                counts.get("rationales_cut", 0), counts.get("targets", 0))
-        return super().train(*args, **kwargs)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
     # -- loss -----------------------------------------------------------------------------------------
 
@@ -256,8 +312,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
         causal = self._is_causal(self.model)
-        total = sum(label_token_counts(b["labels"], b["is_counterfactual"], causal).sum() for b in batch_samples)
-        total = total.to(device)
+        total = torch.stack([label_token_counts(b["labels"], b["is_counterfactual"], causal).sum()
+                             for b in batch_samples]).sum().to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             total = self.accelerator.gather(total.unsqueeze(0)).sum()
         return total
@@ -360,5 +416,6 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         super()._save(output_dir, state_dict)
         if self.args.should_save:
             directory = output_dir if output_dir is not None else self.args.output_dir
+            assert directory is not None  # TrainingArguments fills in a default output_dir
             os.makedirs(directory, exist_ok=True)
-            write_student_format(self.student_format, directory)
+            self.student_format.save_pretrained(directory)

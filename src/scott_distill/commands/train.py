@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from .io import load_table
-from .student_io import load_student
-from .trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from ..files import load_table
+from ..student.model import load_student
+from ..student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from ._parser import command_parser
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,12 @@ class TrainScriptArguments:
     train_file: str = field(metadata={"help": "Rationale dataset (file, saved folder or Hub id) to train on."})
     eval_file: str | None = field(default=None, metadata={"help": "Optional dev set (same schema)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+
+
+def make_parser() -> TrlParser:
+    return command_parser("train", (TrainScriptArguments, CounterfactualTrainingArguments),
+                          "Counterfactual training (SCOTT) of a seq2seq or decoder-only student. "
+                          "All transformers TrainingArguments are accepted; --config file.yaml too.")
 
 
 def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> str:
@@ -36,13 +43,10 @@ def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> 
     trainer.save_model(args.output_dir)  # weights, tokenizer and scott_config.json (the student format)
     if trainer.is_world_process_zero():
         logger.info("student saved to %s", args.output_dir)
-    return args.output_dir
+    return str(args.output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = TrlParser((TrainScriptArguments, CounterfactualTrainingArguments), prog="scott-distill train",
-                       description="Counterfactual training (SCOTT) of a seq2seq or decoder-only student. "
-                       "All transformers TrainingArguments are accepted; --config file.yaml too.")
-    script, args = parser.parse_args_and_config(argv)
+    script, args = make_parser().parse_args_and_config(argv)
     run(script, args)
     return 0

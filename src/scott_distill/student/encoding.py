@@ -1,7 +1,7 @@
-"""The student's text format and its token ids: the one place training, scoring and generation get them.
+"""A student's token ids: the one place training, scoring and generation get them.
 
-``StudentFormat`` says what the student reads and writes (tags, answer prefix, choice layout);
-``StudentEncoder`` turns it into token ids for one tokenizer. The collator (training), forced-rationale
+``StudentFormat`` (``scott_distill.formats``) says what the student reads and writes; ``StudentEncoder``
+turns it into token ids for one tokenizer. The collator (training), forced-rationale
 scoring and ``predict`` (generation) all call the same ``StudentEncoder`` methods, so a decoder-only student
 sees token-for-token the same prompt at inference as in training, whatever the tokenizer does with
 spaces, newlines or special tokens.
@@ -10,102 +10,19 @@ spaces, newlines or special tokens.
 from __future__ import annotations
 
 import logging
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+from ..formats import DECODER_PROMPT_SEPARATOR, StudentFormat, TargetText
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EncodedTarget", "StudentEncoder", "StudentFormat", "TargetText", "answer_token_mask", "format_choices"]
-
-
-def format_choices(choices: Sequence[str]) -> str:
-    """``(a) c1 (b) c2 ...``"""
-    if len(choices) > len(string.ascii_lowercase):
-        raise ValueError(f"At most 26 choices are supported, got {len(choices)}.")
-    return " ".join(f"({string.ascii_lowercase[i]}) {c}" for i, c in enumerate(choices))
-
-
-@dataclass(frozen=True)
-class TargetText:
-    """A target string with the character spans of its parts."""
-
-    text: str
-    rationale_start: int
-    rationale_end: int
-    answer_start: int
-
-
-@dataclass(frozen=True)
-class StudentFormat:
-    """The student's input/output text format (saved with a student as ``scott_config.json``)."""
-
-    factual_tag: str = "[factual]"
-    counterfactual_tag: str = "[counterfactual]"
-    answer_prefix: str = "So the answer is"
-    without_rationale: bool = False
-
-    def source(self, question: str, choices: Sequence[str], counterfactual: bool = False) -> str:
-        tag = self.counterfactual_tag if counterfactual else self.factual_tag
-        return f"{tag} {question} \n {format_choices(choices)}"
-
-    def choice_end(self, question: str, choices: Sequence[str], answer: str, counterfactual: bool = False) -> int:
-        """Character offset in ``source(...)`` where ``answer``'s ``(x) answer`` entry ends; -1 if not a choice."""
-        if answer not in choices:
-            return -1
-        k = list(choices).index(answer)
-        return len(self.source(question, list(choices[: k + 1]), counterfactual))
-
-    def target_parts(self, rationale: str | None, answer: str, counterfactual: bool = False) -> TargetText:
-        """``{tag} {rationale} {answer_prefix} {answer}`` with the rationale's and the answer's spans."""
-        if self.without_rationale:
-            return TargetText(answer, 0, 0, 0)
-        tag = self.counterfactual_tag if counterfactual else self.factual_tag
-        head = f"{tag} "
-        rationale = (rationale or "").strip()
-        r_start = len(head)
-        if rationale:
-            head += rationale + " "
-        head += f"{self.answer_prefix} "
-        return TargetText(head + answer, r_start, r_start + len(rationale), len(head))
-
-    def target(self, rationale: str | None, answer: str, counterfactual: bool = False) -> tuple[str, int]:
-        """Target text and the character offset where the answer starts."""
-        parts = self.target_parts(rationale, answer, counterfactual)
-        return parts.text, parts.answer_start
-
-    def parse(self, text: str, choices: Sequence[str] | None = None) -> tuple[str, str | None]:
-        """Split a generated target into (rationale, answer); answer is ``None`` when unparseable.
-
-        With ``choices``, the text after the answer prefix is first matched against them as written, then
-        without a sentence-final ``"."`` (so ``"U.S.A."`` stays ``"U.S.A."`` and ``"fridge."`` becomes
-        ``"fridge"``); an answer that matches no choice falls back to the stripped text.
-        """
-        text = text.strip()
-        for tag in (self.factual_tag, self.counterfactual_tag):
-            if text.startswith(tag):
-                text = text[len(tag) :].strip()
-        if self.without_rationale:
-            rationale, raw = "", text
-        else:
-            idx = text.rfind(self.answer_prefix)
-            if idx < 0:
-                return text, None
-            rationale, raw = text[:idx].strip(), text[idx + len(self.answer_prefix) :].strip()
-        stripped = raw.rstrip(".").strip()
-        if choices is not None:
-            for candidate in (raw, stripped):
-                if candidate in choices:
-                    return rationale, candidate
-        return rationale, stripped or None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"factual_tag": self.factual_tag, "counterfactual_tag": self.counterfactual_tag,
-                "answer_prefix": self.answer_prefix, "without_rationale": self.without_rationale}
+__all__ = ["EncodedTarget", "StudentEncoder", "answer_token_mask"]
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -176,7 +93,7 @@ class StudentEncoder:
     # -- source / prompt ----------------------------------------------------------------------------
 
     def _source_text(self, source: str) -> str:
-        return source + "\n" if self.causal else source
+        return source + DECODER_PROMPT_SEPARATOR if self.causal else source
 
     def _encode_source(self, source: str) -> dict[str, list]:
         enc = self.tokenizer(self._source_text(source), return_offsets_mapping=True,
@@ -222,6 +139,7 @@ class StudentEncoder:
                 return trial["ids"]
             keep -= 1
         if gold_end > 0:  # any cut that fits would remove the example's answer from the choices
+            assert answer is not None  # gold_end > 0 only for a given answer
             inside = [i for i in content if enc["offsets"][i][0] < gold_end]
             raise ValueError(
                 f"Row {row or _short(question)}: the source has {full} tokens but max_source_length={limit}, and "

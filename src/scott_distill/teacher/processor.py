@@ -2,200 +2,28 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-import numbers
-import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
+from ._branch import DecodingBranch
+from .scoring import check_alpha, check_plausibility_threshold, contrastive_scores, end_token_ids, left_padded
+
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "ContrastiveRationaleLogitsProcessor",
-    "check_alpha",
-    "check_plausibility_threshold",
-    "contrastive_scores",
-    "decoder_position_ids",
-    "end_token_ids",
-    "forward_parameters",
-    "input_device",
-    "left_padded",
-]
-
-# Floor of ``alpha * log p_contrast``: a token the contrast rules out (-inf) gets a large finite bonus,
-# never +inf, whatever alpha is (``gold_logp - floor`` stays below float32's max).
-_PENALTY_FLOOR = torch.finfo(torch.float32).min / 4
-
-
-def end_token_ids(model: PreTrainedModel, stop_token_ids: Iterable[int] | None = None) -> torch.LongTensor:
-    """The model's ``generation_config.eos_token_id`` (int or list) plus ``stop_token_ids``, sorted."""
-    ids: set[int] = {int(i) for i in (stop_token_ids or [])}
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is not None:
-        ids.update([eos] if isinstance(eos, int) else [int(i) for i in eos])
-    return torch.tensor(sorted(ids), dtype=torch.long)
-
-
-def decoder_position_ids(attention_mask: torch.Tensor) -> torch.LongTensor:
-    """Position ids for a left-padded decoder-only batch (the rule ``generate`` itself uses)."""
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 0)
-
-
-def forward_parameters(model: PreTrainedModel) -> Mapping[str, inspect.Parameter]:
-    """Parameters of the *base* model's ``forward``.
-
-    A PEFT wrapper's ``forward`` takes ``**kwargs`` and passes them on, so its own signature hides
-    ``position_ids`` / ``logits_to_keep``; deciding from it would silently drop the position ids.
-    """
-    get_base = getattr(model, "get_base_model", None)
-    base = get_base() if callable(get_base) else model
-    return inspect.signature(base.forward).parameters
-
-
-def input_device(model: PreTrainedModel) -> torch.device:
-    """The device that ``model``'s inputs belong on.
-
-    ``model.device`` is the first parameter's device, which is ``meta`` for a teacher that accelerate
-    offloads (``device_map="auto"`` with disk / CPU offload); the input embedding's hook knows where the
-    forward really runs.
-    """
-    embeddings = model.get_input_embeddings()
-    hook = getattr(embeddings, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    return embeddings.weight.device
-
-
-def left_padded(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, name: str = "input_ids"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` with all padding moved to the left, token order kept.
-
-    Decoder-only prompts must be left-padded (the next token follows the last column). GPT-2 and
-    Llama tokenizers pad on the right by default, so a right-padded batch is re-padded here instead
-    of giving wrong rows. Batches without padding in the last column are returned unchanged.
-    """
-    mask = attention_mask.long()
-    empty = (mask.sum(-1) == 0).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"`{name}` rows {empty[:10]} are all padding (attention mask all zeros).")
-    if not bool((mask[:, -1] == 0).any()):
-        return input_ids, mask
-    logger.info("`%s` is right-padded: moving the padding to the left (decoder-only prompts).", name)
-    order = mask.argsort(dim=-1, stable=True)  # pads (0) first, then the tokens in their order
-    return input_ids.gather(-1, order), mask.gather(-1, order)
-
-
-def check_alpha(alpha: Any, plausibility_threshold: float | None = None) -> float:
-    """``alpha`` as a finite float >= 0; Python, NumPy and 0-d torch scalars are accepted.
-
-    Warns when ``alpha >= 1`` without a plausibility threshold: the score then rewards tokens that are
-    unlikely under the perturbed prompt more than it rewards likely ones under the gold prompt.
-    """
-    value = alpha
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(f"`alpha` must be a real scalar, got a tensor of shape {tuple(value.shape)} "
-                             f"and dtype {value.dtype}.")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`alpha` must be a real number >= 0, got {type(alpha).__name__} {alpha!r}.")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"`alpha` must be finite, got {value!r}.")
-    if value < 0:
-        raise ValueError(f"`alpha` must be >= 0, got {value!r}.")
-    if value >= 1 and not plausibility_threshold:
-        warnings.warn(
-            f"alpha={value} >= 1 without `plausibility_threshold`: the contrastive score then favours tokens "
-            "that are unlikely under both prompts. Set e.g. plausibility_threshold=0.1 (or alpha < 1).",
-            UserWarning,
-            stacklevel=3,
-        )
-    return value
-
-
-def check_plausibility_threshold(plausibility_threshold: Any) -> float | None:
-    """``None`` or a float in [0, 1]."""
-    if plausibility_threshold is None:
-        return None
-    value = plausibility_threshold
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
-        raise ValueError(
-            f"`plausibility_threshold` must be a number in [0, 1] or None, got {plausibility_threshold!r}."
-        )
-    return float(value)
-
-
-def contrastive_scores(
-    scores: torch.Tensor,
-    contrast_logits: torch.Tensor,
-    alpha: float,
-    stop_token_ids: torch.Tensor | None = None,
-    plausibility_threshold: float | None = None,
-) -> torch.Tensor:
-    """Combine the two branches: ``log_softmax(scores) - alpha * log_softmax(contrast_logits)``.
-
-    Shared by the processor and the fused loop so that both pick exactly the same tokens.
-
-    - ``-inf`` in ``scores`` (from earlier processors) stays ``-inf``, for every alpha; rows whose scores
-      are all ``-inf`` come back all ``-inf``. Nothing becomes ``NaN`` or ``+inf``.
-    - ``alpha * log p_contrast`` is floored at a finite value, so a token the contrast rules out gets a
-      large finite bonus, never ``+inf``.
-    - A row whose contrast logits hold a ``NaN`` falls back to the gold branch alone (with a warning).
-    - ``alpha == 0`` is plain decoding: ``log_softmax(scores)``, no stop rule, no plausibility constraint.
-    """
-    scores = scores.float()
-    gold_logp = torch.log_softmax(scores, dim=-1)
-    excluded = torch.isneginf(scores) | torch.isnan(gold_logp)
-    if alpha == 0:
-        return gold_logp.masked_fill(excluded, float("-inf"))
-    contrast_logp = torch.log_softmax(contrast_logits.float(), dim=-1)
-    out = gold_logp - (alpha * contrast_logp).clamp(min=_PENALTY_FLOOR)
-    broken = torch.isnan(contrast_logp).any(dim=-1)
-    if bool(broken.any()):
-        warnings.warn(
-            f"The contrast branch produced NaN logits in {int(broken.sum())} row(s); those rows use the gold "
-            "branch alone at this step (check the teacher's dtype / the contrast prompts).",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        out = torch.where(broken.unsqueeze(-1), gold_logp, out)
-    if plausibility_threshold is not None and plausibility_threshold > 0:
-        cutoff = gold_logp.max(dim=-1, keepdim=True).values + math.log(plausibility_threshold)
-        excluded = excluded | (gold_logp < cutoff)
-    out = out.masked_fill(excluded, float("-inf"))
-    if stop_token_ids is not None and stop_token_ids.numel() > 0:
-        # The reference stops when the *unmodified* teacher would stop: the contrast would otherwise
-        # push the end token down (it is likely whatever the answer) and rationales would never end.
-        top = scores.argmax(dim=-1)
-        stops = torch.isin(top, stop_token_ids.to(top.device)) & ~torch.isneginf(scores.max(dim=-1).values)
-        if stops.any():
-            forced = torch.full_like(out[stops], float("-inf"))
-            forced.scatter_(1, top[stops].unsqueeze(1), 0.0)
-            out[stops] = forced
-    return out
-
+__all__ = ["ContrastiveRationaleLogitsProcessor"]
 
 @dataclass
 class _ContrastState:
     """Per-``generate`` state of the contrast branch."""
 
     prompt_len: int  # length of ``input_ids`` at the first call (decoder-only prompt length)
-    prev_input_ids: torch.LongTensor
-    cache: object
-    attention_mask: torch.LongTensor | None  # decoder-only: contrast prompt mask + generated ones
-    encoder_outputs: object | None
-    encoder_attention_mask: torch.LongTensor | None
+    prev_input_ids: torch.Tensor
+    branch: DecodingBranch
     group_size: int
 
 
@@ -276,8 +104,8 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
     def __init__(
         self,
         model: PreTrainedModel,
-        contrast_input_ids: torch.LongTensor,
-        contrast_attention_mask: torch.LongTensor | None = None,
+        contrast_input_ids: torch.Tensor,
+        contrast_attention_mask: torch.Tensor | None = None,
         alpha: float = 0.5,
         stop_token_ids: Iterable[int] | None = None,
         plausibility_threshold: float | None = None,
@@ -315,11 +143,6 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         self.contrast_input_ids = ids
         self.contrast_attention_mask = mask
         self.stop_token_ids = end_token_ids(model, stop_token_ids)
-        params = forward_parameters(model)
-        self._accepts_position_ids = "position_ids" in params
-        # Only the last position's logits are needed; without this the prefill materialises
-        # batch x length x vocab logits (hundreds of MB for a GPT-2-sized teacher).
-        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._state: _ContrastState | None = None
         self._encoder_hook: Any = None
         self._encoder_rows: int | None = None
@@ -374,7 +197,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
 
     # -- contrast branch -------------------------------------------------------------------------
 
-    def _check_rows(self, input_ids: torch.LongTensor) -> int:
+    def _check_rows(self, input_ids: torch.Tensor) -> int:
         """The expansion factor of ``generate`` (num_beams x num_return_sequences), checked."""
         rows, n = input_ids.shape[0], self.contrast_input_ids.shape[0]
         wrong = (
@@ -397,65 +220,26 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
                 raise ValueError(f"{wrong} The {rows} input rows are not {n} prompts repeated {group} times each.")
         return group
 
-    @torch.no_grad()
-    def _start(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def _start(self, input_ids: torch.Tensor) -> torch.Tensor:
         group = self._check_rows(input_ids)
         device = input_ids.device
         ids = self.contrast_input_ids.to(device).repeat_interleave(group, dim=0)
         mask = self.contrast_attention_mask.to(device).repeat_interleave(group, dim=0)
-        if self.is_encoder_decoder:
-            encoder = self.model.get_encoder()
-            encoder_outputs = encoder(input_ids=ids, attention_mask=mask, return_dict=True)
-            self._encoder_rows = None  # our own call, not generate's
-            out = self.model(
-                encoder_outputs=encoder_outputs,
-                attention_mask=mask,
-                decoder_input_ids=input_ids,
-                use_cache=True,
-                return_dict=True,
-                **self._last_logits_only,
-            )
-            self._state = _ContrastState(input_ids.shape[1], input_ids, out.cache, None, encoder_outputs, mask, group)
-        else:
-            kwargs = {"position_ids": decoder_position_ids(mask)} if self._accepts_position_ids else {}
-            out = self.model(
-                input_ids=ids, attention_mask=mask, use_cache=True, return_dict=True, **kwargs, **self._last_logits_only
-            )
-            self._state = _ContrastState(input_ids.shape[1], input_ids, out.cache, mask, None, None, group)
-        return out.logits[:, -1, :]
+        branch = DecodingBranch(self.model)
+        # encoder-decoder: the contrast branch continues generate's decoder ids (its start token)
+        logits = branch.prefill(ids, mask, decoder_input_ids=input_ids if self.is_encoder_decoder else None)
+        self._encoder_rows = None  # the branch's own encoder call, not generate's
+        self._state = _ContrastState(input_ids.shape[1], input_ids, branch, group)
+        return logits
 
-    @torch.no_grad()
-    def _step(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def _step(self, input_ids: torch.Tensor) -> torch.Tensor:
         state = self._state
         assert state is not None
-        new_tokens = input_ids[:, -1:]
-        if self.is_encoder_decoder:
-            out = self.model(
-                encoder_outputs=state.encoder_outputs,
-                attention_mask=state.encoder_attention_mask,
-                decoder_input_ids=new_tokens,
-                cache=state.cache,
-                use_cache=True,
-                return_dict=True,
-            )
-        else:
-            state.attention_mask = torch.cat([state.attention_mask, torch.ones_like(new_tokens)], dim=-1)
-            kwargs = {}
-            if self._accepts_position_ids:
-                kwargs["position_ids"] = decoder_position_ids(state.attention_mask)[:, -1:]
-            out = self.model(
-                input_ids=new_tokens,
-                attention_mask=state.attention_mask,
-                cache=state.cache,
-                use_cache=True,
-                return_dict=True,
-                **kwargs,
-            )
-        state.cache = out.cache
+        logits = state.branch.step(input_ids[:, -1:])
         state.prev_input_ids = input_ids
-        return out.logits[:, -1, :]
+        return logits
 
-    def _parent_rows(self, input_ids: torch.LongTensor) -> torch.LongTensor | None:
+    def _parent_rows(self, input_ids: torch.Tensor) -> torch.Tensor | None:
         """Which previous row each current row extends, or ``None`` if some row extends none.
 
         Beam search reorders rows every step without telling processors; the parent of a row is the
@@ -480,12 +264,12 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         offsets = torch.arange(match.shape[0], device=prev.device).unsqueeze(1) * g
         return (parent_in_group + offsets).reshape(-1)
 
-    def _contrast_logits(self, input_ids: torch.LongTensor) -> torch.Tensor:
+    def _contrast_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self._state is not None:
             parents = self._parent_rows(input_ids)
             if parents is not None:
                 if not torch.equal(parents, torch.arange(parents.numel(), device=parents.device)):
-                    self._state.cache.reorder_cache(parents)
+                    self._state.branch.reorder(parents)
                 return self._step(input_ids)
             state = self._state
             prev, cur_len = state.prev_input_ids, input_ids.shape[1]
@@ -511,17 +295,18 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.alpha == 0:
-            return contrastive_scores(scores, scores, 0.0)
+            return cast(torch.FloatTensor, contrastive_scores(scores, scores, 0.0))
         contrast_logits = self._contrast_logits(input_ids)
         if contrast_logits.shape[-1] != scores.shape[-1]:
             raise ValueError(
                 f"The contrast model's vocabulary ({contrast_logits.shape[-1]}) differs from the scores of "
                 f"generate() ({scores.shape[-1]}): `model` must be the model that is generating."
             )
-        return contrastive_scores(
+        combined = contrastive_scores(
             scores,
             contrast_logits,
             self.alpha,
             stop_token_ids=self.stop_token_ids,
             plausibility_threshold=self.plausibility_threshold,
-        ).to(scores.dtype)
+        )
+        return cast(torch.FloatTensor, combined.to(scores.dtype))

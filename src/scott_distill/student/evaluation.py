@@ -1,29 +1,56 @@
-"""Student inference and faithfulness evaluation (SCOTT section 5: accuracy, forced and perturbed rationales)."""
+"""Student inference and faithfulness evaluation (SCOTT section 5: accuracy, forced and perturbed rationales).
+
+``EvaluationConfig`` holds the settings of the stage: ``evaluate_student`` takes it (or its fields as keyword
+arguments), ``scott-distill evaluate`` parses it, and a recipe's ``evaluate:`` section is exactly its fields.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import datasets
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
-from .student_format import StudentEncoder, StudentFormat
-from .tokenizer_utils import padding_side, sequence_log_likelihood
+from ..formats import StudentFormat
+from ..likelihood import sequence_log_likelihood
+from ..overrides import with_overrides
+from ..padding import padding_side
+from .encoding import StudentEncoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_student", "perturb_token_ids", "predict", "replacement_vocabulary",
+__all__ = ["EvaluationConfig", "evaluate_student", "perturb_token_ids", "predict", "replacement_vocabulary",
            "score_answers_given_rationales"]
 
 
-def _encoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: StudentFormat) -> StudentEncoder:
-    # no length limits at inference: the student sees its whole source
-    return StudentEncoder(tokenizer, fmt, causal=not model.config.is_encoder_decoder)
+@dataclass
+class EvaluationConfig:
+    """Settings of student evaluation (``evaluate_student``, ``scott-distill evaluate`` and a recipe's
+    ``evaluate:`` section)."""
+
+    batch_size: int = field(default=16, metadata={"help": "Generation batch size."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Generation budget of the student's output."})
+    perturb_fraction: float = field(default=0.5, metadata={
+        "help": "Share of the rationale's tokens replaced by random ones for accuracy_perturbed_rationale."})
+    seed: int = field(default=0, metadata={"help": "Seeds the perturbation."})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.perturb_fraction <= 1:
+            raise ValueError(f"`perturb_fraction` must be in [0, 1], got {self.perturb_fraction!r}.")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("`batch_size` and `max_new_tokens` must be >= 1.")
+
+
+def _inference_encoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                       fmt: StudentFormat | None) -> StudentEncoder:
+    """The encoder of ``fmt`` (default format) for ``model``'s kind; no length limits: the whole source is seen."""
+    return StudentEncoder(tokenizer, fmt or StudentFormat(), causal=not model.config.is_encoder_decoder)
 
 
 @torch.no_grad()
@@ -32,8 +59,8 @@ def predict(
     tokenizer: PreTrainedTokenizerBase,
     dataset: datasets.Dataset,
     fmt: StudentFormat | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 128,
+    batch_size: int = EvaluationConfig.batch_size,
+    max_new_tokens: int = EvaluationConfig.max_new_tokens,
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Generate (greedy) a rationale and an answer for every row (``question``, ``choices``).
@@ -42,17 +69,17 @@ def predict(
     per row: ``rationale``, ``answer`` (``None`` when the output has no answer prefix; matched against the
     row's choices first, see ``StudentFormat.parse``), ``answer_in_choices`` and the raw ``output``.
     """
-    fmt = fmt or StudentFormat()
-    causal = not model.config.is_encoder_decoder
-    encoder = _encoder(model, tokenizer, fmt)
+    encoder = _inference_encoder(model, tokenizer, fmt)
+    fmt, causal = encoder.format, encoder.causal
     prompts = [encoder.source_ids(q, c) for q, c in zip(dataset["question"], dataset["choices"])]
     model.eval()
     outputs: list[str] = []
     with padding_side(tokenizer, "left" if causal else "right"):
         for i in tqdm(range(0, len(prompts), batch_size), desc="predict", disable=not show_progress):
             enc = tokenizer.pad({"input_ids": prompts[i : i + batch_size]}, return_tensors="pt").to(model.device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            gen = cast(GenerationMixin, model).generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                                        pad_token_id=tokenizer.pad_token_id,
+                                                        eos_token_id=tokenizer.eos_token_id)
             if causal:
                 gen = gen[:, enc["input_ids"].shape[1] :]
             outputs.extend(tokenizer.batch_decode(gen, skip_special_tokens=True))
@@ -111,11 +138,10 @@ def score_answers_given_rationales(
     replacements for every choice of a row; ``vocabulary`` from ``replacement_vocabulary``, built once) and
     scores with those ids.
     """
-    fmt = fmt or StudentFormat()
-    causal = not model.config.is_encoder_decoder
-    encoder = _encoder(model, tokenizer, fmt)
-    if perturb_fraction and vocabulary is None:
-        vocabulary = replacement_vocabulary(tokenizer)
+    encoder = _inference_encoder(model, tokenizer, fmt)
+    causal = encoder.causal
+    if vocabulary is None:
+        vocabulary = replacement_vocabulary(tokenizer) if perturb_fraction else []
     rng = random.Random(seed)
     feats_ids: list[Any] = []
     feats_labels: list[list[int]] = []
@@ -181,11 +207,10 @@ def evaluate_student(
     tokenizer: PreTrainedTokenizerBase,
     dataset: datasets.Dataset,
     fmt: StudentFormat | None = None,
-    batch_size: int = 16,
-    max_new_tokens: int = 128,
-    perturb_fraction: float = 0.5,
-    seed: int = 0,
+    config: EvaluationConfig | None = None,
+    *,
     predictions: list[dict[str, Any]] | None = None,
+    **overrides: Any,
 ) -> dict[str, float]:
     """Accuracy and faithfulness of a student on rows with ``question``, ``choices``, ``answer``.
 
@@ -197,12 +222,17 @@ def evaluate_student(
       the answer.
     * ``counterfactual_consistency``: ``counterfactual_rationale`` forced (under the factual tag, as at
       inference); how often the answer follows it to ``counterfactual_answer``.
+
+    Settings come from ``config`` (an `EvaluationConfig`); keyword arguments override its fields
+    (``batch_size``, ``max_new_tokens``, ``perturb_fraction``, ``seed``). ``predictions``: the output of
+    `predict` on ``dataset`` when already computed.
     """
+    config = with_overrides(EvaluationConfig, config, overrides, "evaluate_student")
     fmt = fmt or StudentFormat()
     for col in ("question", "choices", "answer"):
         if col not in dataset.column_names:
             raise ValueError(f"`dataset` lacks column {col!r}; it has {dataset.column_names}.")
-    preds = predictions or predict(model, tokenizer, dataset, fmt, batch_size, max_new_tokens)
+    preds = predictions or predict(model, tokenizer, dataset, fmt, config.batch_size, config.max_new_tokens)
     gold = dataset["answer"]
     n = len(gold)
     result: dict[str, float] = {
@@ -217,8 +247,9 @@ def evaluate_student(
     if not fmt.without_rationale:
         own = [p["rationale"] for p in preds]
         clean = score_answers_given_rationales(model, tokenizer, q, c, own, fmt)
-        perturbed = score_answers_given_rationales(model, tokenizer, q, c, own, fmt, perturb_fraction=perturb_fraction,
-                                                   seed=seed, vocabulary=replacement_vocabulary(tokenizer))
+        perturbed = score_answers_given_rationales(model, tokenizer, q, c, own, fmt,
+                                                   perturb_fraction=config.perturb_fraction, seed=config.seed,
+                                                   vocabulary=replacement_vocabulary(tokenizer))
         result["accuracy_perturbed_rationale"] = sum(a == g for a, g in zip(perturbed, gold)) / n
         result["perturbed_answer_changed"] = sum(a != b for a, b in zip(clean, perturbed)) / n
     if {"counterfactual_rationale", "counterfactual_answer"} <= set(dataset.column_names) and not fmt.without_rationale:

@@ -6,14 +6,17 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+from ..formats import answer_sentence, format_choices
 
-from ..collator import format_choices
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["QUERY_TEMPLATE", "RationalePrompt", "load_prompt"]
 
-# The query the teacher continues. `answer_sentence` is "The answer is X." or "" for the empty perturbation.
+# The query the teacher continues. `answer_sentence` is "The answer is X." or "" for the empty perturbation
+# (scott_distill.formats.answer_sentence).
 QUERY_TEMPLATE = "Q: {question}\nAnswer Choices: {choices}\nA: {answer_sentence}"
 
 
@@ -31,9 +34,8 @@ class RationalePrompt:
         return hashlib.sha256((self.exemplars + "\x00" + self.query_template).encode()).hexdigest()[:16]
 
     def query(self, question: str, choices: list[str], answer: str | None) -> str:
-        sentence = f"The answer is {answer}." if answer else ""
         return self.query_template.format(question=question, choices=format_choices(choices),
-                                          answer=answer or "", answer_sentence=sentence)
+                                          answer=answer or "", answer_sentence=answer_sentence(answer))
 
     def render(
         self,
@@ -55,7 +57,8 @@ class RationalePrompt:
         head, _, _ = text.rpartition("A:")
         messages = [{"role": "user", "content": f"{self.exemplars.rstrip()}\n\n{head.rstrip()}"}]
         chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return chat + (f"The answer is {answer}." if answer else "")
+        assert isinstance(chat, str)  # tokenize=False renders text
+        return chat + answer_sentence(answer)
 
     def clean(self, generated: str) -> str:
         """Cut the teacher's continuation at the stop sequence and drop exemplar formatting."""
@@ -65,19 +68,35 @@ class RationalePrompt:
         return text.strip()
 
 
-def load_prompt(spec: str) -> RationalePrompt:
-    """A task name (``csqa``, ``strategyqa``, ``creak``, ``qasc``, ``cose``), a file path, or a string.
+def _packaged_prompt_names() -> list[str]:
+    return sorted(p.name[: -len(".txt")] for p in (resources.files("scott_distill.teacher") / "prompts").iterdir()
+                  if p.name.endswith(".txt"))
 
-    Text without ``{question}`` is taken as exemplars and the default query template is appended; text
-    with it is a full template (its exemplars included) using the placeholders above.
+
+def _prompt_text(spec: str) -> str:
+    """The text ``spec`` names: a task's packaged prompt, a template written out, or a prompt file."""
+    names = _packaged_prompt_names()
+    if spec in names:
+        return (resources.files("scott_distill.teacher") / "prompts" / f"{spec}.txt").read_text()
+    # a template or exemplar text has line breaks or placeholders; a task name or a file path has neither
+    if "\n" in spec or "{" in spec:
+        return spec
+    if Path(spec).is_file():
+        return Path(spec).read_text()
+    raise ValueError(
+        f"`prompt` {spec!r} is neither a task ({', '.join(names)}), nor an existing prompt file, nor a template "
+        "(a template has a line break or the {question} placeholder)."
+    )
+
+
+def load_prompt(spec: str) -> RationalePrompt:
+    """A task name (``csqa``, ``strategyqa``, ``creak``, ``qasc``, ``cose``), a file path, or a template string.
+
+    A string with a line break or a ``{`` is prompt text; any other string names a task or a file. Text
+    without ``{question}`` is taken as exemplars and the default query template is appended; text with it
+    is a full template (its exemplars included) using the placeholders above.
     """
-    package_file = resources.files("scott_distill.tasks") / "prompts" / f"{spec}.txt"
-    if package_file.is_file():
-        text = package_file.read_text()
-    elif len(spec) < 4096 and Path(spec).is_file():
-        text = Path(spec).read_text()
-    else:
-        text = spec
+    text = _prompt_text(spec)
     if "{question}" in text:
         if "Q: {question}" in text:  # exemplars, then the query in the default layout
             head, _, tail = text.rpartition("Q: {question}")

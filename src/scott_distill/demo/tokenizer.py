@@ -1,15 +1,13 @@
-"""Build a real fast tokenizer locally (no Hub): used by the offline demo and the test fixtures."""
+"""A real byte-level BPE tokenizer trained locally (no Hub): the demo's tokenizer, also used by the tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "padding_side", "sequence_log_likelihood", "train_bpe_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "train_bpe_tokenizer"]
 
 # Order fixes the ids: pad=0 (T5's decoder start), eos=1, unk=2, bos=3.
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "bos_token": "<s>"}
@@ -36,19 +34,3 @@ def train_bpe_tokenizer(
     tok.train_from_iterator(list(texts), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side=padding_side, **SPECIAL_TOKENS)
 
-
-@contextmanager
-def padding_side(tokenizer: PreTrainedTokenizerBase, side: str) -> Iterator[PreTrainedTokenizerBase]:
-    """Pad on ``side`` inside the block, then restore the tokenizer's own setting (even on error)."""
-    previous = tokenizer.padding_side
-    tokenizer.padding_side = side
-    try:
-        yield tokenizer
-    finally:
-        tokenizer.padding_side = previous
-
-
-def sequence_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum over positions of ``log p(label)``, ignoring ``-100`` labels; ``logits`` already aligned."""
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * (labels != -100)).sum(-1)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from .pipeline import run_demo
+from ..demo.pipeline import run_demo
+from ._parser import command_parser
 
 
 @dataclass
@@ -17,12 +18,15 @@ class DemoArguments:
     seed: int = field(default=0)
 
 
+def make_parser() -> TrlParser:
+    return command_parser("demo", (DemoArguments,),
+                          "Train a teacher LM from scratch on a synthetic world, decode rationales "
+                          "greedily and contrastively, train four students (with and without counterfactual "
+                          "training) and report accuracy, counterfactual consistency and LAS.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = TrlParser(DemoArguments, prog="scott-distill demo",
-                       description="Train a teacher LM from scratch on a synthetic world, decode rationales "
-                       "greedily and contrastively, train four students (with and without counterfactual "
-                       "training) and report accuracy, counterfactual consistency and LAS.")
-    (args,) = parser.parse_args_and_config(argv)
+    (args,) = make_parser().parse_args_and_config(argv)
     results = run_demo(args.output_dir, quick=args.quick, seed=args.seed)
     print(results["table"])  # the demo's result tables go to stdout
     print(f"\nwrote {args.output_dir}/results.json and {args.output_dir}/results.png "

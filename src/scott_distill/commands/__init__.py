@@ -1,0 +1,51 @@
+"""``scott-distill``: one subcommand per stage of the method, one module per subcommand.
+
+Every module ``scott_distill.commands.<name>`` has ``make_parser()`` (a ``TrlParser``: flags, or
+``--config file.yaml`` with flags overriding the file) and ``main(argv) -> int``. This dispatcher imports a
+command's module only when that command runs, so ``scott-distill --help`` and ``--version`` load no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "main", "make_parser"]
+
+# name (= module name under scott_distill.commands) -> one-line description
+COMMANDS: dict[str, str] = {
+    "run": "Run a recipe YAML end to end (rationalize, train, evaluate, push).",
+    "demo": "Run the whole method offline on a synthetic reasoning world.",
+    "rationalize": "Teacher: write (counterfactual) rationales for a QA dataset.",
+    "train": "Student: counterfactual training on a rationale dataset.",
+    "evaluate": "Student: accuracy and faithfulness (forced / perturbed rationales).",
+    "las": "Leakage-adjusted simulatability of a student's explanations.",
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="scott-distill",
+        description="SCOTT: faithful chain-of-thought distillation (contrastive teacher decoding, "
+        "counterfactual student training, LAS evaluation). Run `scott-distill COMMAND --help` for details.",
+    )
+    parser.add_argument("--version", action="version", version=f"scott-distill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] not in COMMANDS:
+        make_parser().parse_args(argv or ["--help"])
+        return 0
+    module = importlib.import_module(f"{__name__}.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)

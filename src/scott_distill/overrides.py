@@ -1,0 +1,23 @@
+"""Keyword overrides of a stage's config dataclass: ``f(..., config, alpha=0.3)`` is ``f(..., replace(config, alpha=0.3))``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+__all__ = ["with_overrides"]
+
+Config = TypeVar("Config")
+
+
+def with_overrides(config_class: type[Config], config: Config | None, overrides: dict[str, Any], caller: str) -> Config:
+    """``config`` (default: ``config_class()``) with ``overrides`` replacing its fields; unknown names are refused."""
+    known = {f.name for f in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"{caller}() got unknown settings {unknown}; {config_class.__name__} has {sorted(known)}.")
+    if config is None:
+        return config_class(**overrides)
+    if not isinstance(config, config_class):
+        raise TypeError(f"{caller}(): `config` must be a {config_class.__name__}, got {type(config).__name__}.")
+    return dataclasses.replace(config, **overrides) if overrides else config  # type: ignore[type-var]
