@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scott_distill.report.cli import main as report_main
+from scott_distill.commands.report import main as report_main
 from scott_distill.report.runs import RESULTS_SCHEMA_VERSION, collect_runs, find_result_files, load_run
 from scott_distill.report.stats import (
     FINDING_RULE,
@@ -398,14 +398,15 @@ def test_help_exits_cleanly(capsys):
 
 
 def test_command_line_module(tmp_path):
-    """The command as a user runs it (a subprocess), positional run folders first."""
+    """The command as a user runs it (`scott-distill report`, a subprocess), positional run folders first,
+    `--output` for the folder."""
     import subprocess
     import sys
 
     for s in (0, 1):
         write_v1(tmp_path / "runs" / f"seed_{s}", s)
-    out = subprocess.run([sys.executable, "-m", "scott_distill.report.cli", str(tmp_path / "runs"), "--metrics", "las",
-                          "--n_resamples", "300", "--output_dir", str(tmp_path / "rep")],
+    out = subprocess.run([sys.executable, "-m", "scott_distill", "report", str(tmp_path / "runs"), "--metrics", "las",
+                          "--n_resamples", "300", "--output", str(tmp_path / "rep")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Paired differences A - B" in out.stdout and FINDING_RULE in out.stdout

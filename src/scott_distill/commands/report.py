@@ -1,6 +1,6 @@
 """``scott-distill report RUN...``: one table and one PNG comparing any set of ``results.json`` files.
 
-Until the `report` subcommand is registered in the command dispatcher: `python -m scott_distill.report.cli RUN...`.
+The demo writes its multi-seed summary through `report_runs` too: one code path for every report.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..io import write_json
+from ..files import write_json
 from ..las.formula import EMPTY_BIN_RULES
-from .plots import plot_report
-from .runs import collect_runs, find_result_files, load_run
-from .tables import Report, build_report, format_table
+from ..report.plots import plot_report
+from ..report.runs import collect_runs, find_result_files, load_run
+from ..report.tables import Report, build_report, format_table
+from ._parser import command_parser
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReportArguments", "main", "report_runs"]
+__all__ = ["ReportArguments", "main", "make_parser", "report_runs"]
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ReportArguments:
         "help": "results.json files or run folders (a folder without results.json is searched recursively; a "
                 "recipe folder's run_summary.json is read as aggregates only). Positional arguments go here too."})
     output_dir: str = field(default="scott_report", metadata={
-        "help": "Where report.txt (the table), report.png and report.json go."})
+        "aliases": ["--output"], "help": "Where report.txt (the table), report.png and report.json go."})
     metrics: list[str] = field(default_factory=list, metadata={"help": "Metrics to report (default: all found)."})
     compare: list[str] = field(default_factory=list, metadata={
         "help": "Pairs A B [A B ...] of condition names for paired differences A - B (default: the pairs the "
@@ -61,27 +62,24 @@ def report_runs(args: ReportArguments) -> tuple[Report, str, dict[str, Path]]:
     return report, table, files
 
 
+def make_parser() -> TrlParser:
+    return command_parser(
+        "report", (ReportArguments,),
+        "Compare runs: one table (mean ± sd over seeds, bootstrap intervals, n seeds, n questions, paired "
+        "differences with the finding rule) and one PNG. Usage: scott-distill report RUN [RUN ...] "
+        "[--compare A B] [--metrics M ...] [--output DIR]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv or [])
-    # `scott-distill report RUN_DIR...`: leading positional arguments are the runs
+    # `scott-distill report RUN_DIR... [flags]`: leading positional arguments are the runs
     positional = []
     while argv and not argv[0].startswith("-"):
         positional.append(argv.pop(0))
     if positional:
         argv = ["--runs", *positional, *argv]
-    parser = TrlParser(ReportArguments, prog="scott-distill report",
-                       description="Compare runs: one table (mean ± sd over seeds, bootstrap intervals, n seeds, "
-                       "n questions, paired differences with the finding rule) and one PNG. Usage: scott-distill "
-                       "report RUN [RUN ...] [--compare A B] [--metrics M ...] [--output_dir DIR]")
-    (args,) = parser.parse_args_and_config(argv)
+    (args,) = make_parser().parse_args_and_config(argv)
     _, table, files = report_runs(args)
     print(table)  # the report's table goes to stdout
     print(f"\nwrote {files['table']}, {files['figure']} and {files['numbers']}")
     return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(main(sys.argv[1:]))
