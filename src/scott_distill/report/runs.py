@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .stats import outcome_kind, outcome_metric
+from .stats import MetricKind, outcome_kind, outcome_metric
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class Condition:
                              "or leave those runs out.")
         return values
 
-    def per_question(self, metric: str) -> tuple[str, dict[int, dict[str, Any]]] | None:
+    def per_question(self, metric: str) -> tuple[MetricKind, dict[int, dict[str, Any]]] | None:
         """(kind, seed -> question id -> outcome) when every seed has per-question outcomes, None when no seed
         has; a mix raises."""
         self._check_in_every_seed(metric)

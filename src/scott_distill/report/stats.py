@@ -56,7 +56,8 @@ METRIC_KINDS: tuple[str, ...] = ("mean", "las")
 FINDING_RULE = "A direction is a finding only when its interval excludes zero; otherwise it is not shown."
 
 # seed -> question id -> outcome (a number for "mean", a (leaked, xe_correct, x_correct) triple for "las")
-Outcomes = Mapping[Hashable, Mapping[str, Any]]
+# (keys typed Any: a Mapping is invariant in its key type, and seeds are ints in practice)
+Outcomes = Mapping[Any, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def _aligned(outcomes: Sequence[Outcomes], names: Sequence[str], kind: str) -> t
         for qid in qids:
             values = [_outcome_value(q[qid], kind, f"`{name}`[{seed!r}][{qid!r}]")
                       for name, q in zip(names, per_condition)]
-            table.append([float(las_cell_index(*v)) if kind == "las" else v for v in values])
+            table.append([float(las_cell_index(*map(np.asarray, v))) if isinstance(v, tuple) else v for v in values])
         rows.append(np.asarray(table, dtype=np.float64))
         qids_per_seed.append(qids)
     return seeds, rows, qids_per_seed
@@ -391,7 +392,7 @@ def paired_difference(
 
 
 def seed_level_estimate(
-    values: Mapping[Hashable, float],
+    values: Mapping[Any, float],
     n_resamples: int = 10000,
     confidence_level: float = 0.95,
     seed: int = 0,
@@ -419,7 +420,7 @@ def seed_level_estimate(
                     confidence_level=confidence_level, n_resamples=int(n_resamples), resampling="seeds", note=note)
 
 
-def seed_level_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> Estimate:
+def seed_level_difference(a: Mapping[Any, float], b: Mapping[Any, float]) -> Estimate:
     """A paired difference known only from per-seed aggregates: mean ± sd over seeds of ``a[s] - b[s]`` and **no
     interval** (question sampling is unknown, and a seed-only bootstrap over a handful of seeds is not an interval
     to draw findings from)."""

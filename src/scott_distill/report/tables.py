@@ -137,15 +137,15 @@ def build_report(
             try:
                 if pa is None or pb is None:
                     estimate = seed_level_difference(a.aggregates(metric), b.aggregates(metric))
-                    kind = "aggregate"
+                    row_kind = "aggregate"
                 else:
                     if pa[0] != pb[0]:
                         raise ValueError(f"one side has {pa[0]!r} outcomes and the other {pb[0]!r}")
-                    kind = pa[0]
-                    estimate = paired_difference(pa[1], pb[1], kind, n_resamples, confidence_level, seed, empty_bin)
+                    row_kind = pa[0]
+                    estimate = paired_difference(pa[1], pb[1], pa[0], n_resamples, confidence_level, seed, empty_bin)
             except ValueError as exc:
                 raise ValueError(f"comparison {a_name!r} - {b_name!r} on {metric!r}: {exc}") from None
-            rows.append(ComparisonRow(a_name, b_name, metric, kind, estimate))
+            rows.append(ComparisonRow(a_name, b_name, metric, row_kind, estimate))
     aggregate_cells = [c for c in cells if c.kind == "aggregate"]
     aggregates_only = bool(cells) and len(aggregate_cells) == len(cells)
     notes = []
