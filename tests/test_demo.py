@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import random
+from dataclasses import asdict, replace
 
 import pytest
 
 from scott_distill.commands.demo import main as demo_main
 from scott_distill.demo import pipeline
-from scott_distill.demo.pipeline import COMPARISONS, DemoSettings, run_demo, seed_folder
+from scott_distill.demo.pipeline import COMPARISONS, DECODINGS, STUDENTS, DemoSettings, run_demo, seed_folder
 from scott_distill.demo.world import PLACES, make_world
 from scott_distill.report.runs import load_run
 
@@ -35,13 +36,24 @@ def test_world_is_seeded_and_has_the_designed_shortcut():
 
 
 def _fake_seed_results(settings: DemoSettings) -> dict:
-    """A results.json as run_demo_seed writes it, with made-up outcomes (the resume and report path only)."""
-    qids = [f"test-{i}" for i in range(6)]
-    outcomes = {"greedy/alpha=0.0": [1, 0, 0, 1, 0, 0], "contrastive_wrong/alpha=0.0": [1, 1, 0, 1, 1, settings.seed % 2]}
-    per_question = {c: {"accuracy": dict(zip(qids, v))} for c, v in outcomes.items()}
+    """A results.json as run_demo_seed writes it (all seven conditions), with made-up outcomes: for the resume and
+    report path only."""
+    rng = random.Random(settings.seed)
+    conditions = {f"{s}/alpha={a}": "test" for s, a in STUDENTS} | {f"teacher:{d}": "train" for d in DECODINGS}
+    per_question = {}
+    for cond, split in conditions.items():
+        metrics = TEACHER_METRICS if split == "train" else STUDENT_METRICS
+        per_question[cond] = {m: {f"{split}-{i}": int(rng.random() < 0.6) for i in range(8)} for m in sorted(metrics)}
     return {"schema_version": 1, "kind": "demo", "seed": settings.seed, "labels": {"setting": "custom"},
-            "metrics": {c: {"accuracy": sum(v) / len(v)} for c, v in outcomes.items()}, "per_question": per_question,
-            "comparisons": [["contrastive_wrong/alpha=0.0", "greedy/alpha=0.0"]], "settings": asdict(settings)}
+            "metrics": {c: {m: sum(v.values()) / len(v) for m, v in pq.items()} for c, pq in per_question.items()},
+            "per_question": per_question, "comparisons": [list(c) for c in COMPARISONS], "settings": asdict(settings)}
+
+
+def _write_finished_seeds(folder, settings: DemoSettings, seeds) -> None:
+    for seed in seeds:
+        path = seed_folder(folder, seed) / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(_fake_seed_results(replace(settings, seed=seed))))
 
 
 def _no_training(*args, **kwargs):
@@ -50,30 +62,36 @@ def _no_training(*args, **kwargs):
 
 def test_finished_seeds_are_reused_and_reported_over(tmp_path, monkeypatch):
     """Resumable per seed: a seed folder with results.json for the same settings is not run again; the report
-    over the seeds (table, PNG, numbers) is written by report_runs into the output folder."""
-    for seed in (0, 1):
-        folder = seed_folder(tmp_path, seed)
-        folder.mkdir(parents=True)
-        (folder / "results.json").write_text(json.dumps(_fake_seed_results(TINY.__class__(**{**asdict(TINY),
-                                                                                              "seed": seed}))))
+    over the seeds (table, PNG, numbers) is written by report_runs into the output folder, every condition."""
+    settings = replace(TINY, quick=False)
+    _write_finished_seeds(tmp_path, settings, (0, 1))
     monkeypatch.setattr(pipeline, "run_demo_seed", _no_training)
-    results = run_demo(tmp_path, seeds=[0, 1], settings=TINY, show_progress=False, n_resamples=200)
-    assert set(results["seeds"]) == {0, 1}
+    results = run_demo(tmp_path, seeds=[0, 1], settings=settings, show_progress=False, n_resamples=200)
+    assert set(results["seeds"]) == {0, 1} and not results["smoke"]
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     numbers = json.loads((tmp_path / "report.json").read_text())
-    (diff,) = [c for c in numbers["comparisons"] if c["metric"] == "accuracy"]
-    assert diff["a"] == "contrastive_wrong/alpha=0.0" and diff["n_seeds"] == 2
-    assert "Paired differences" in results["table"] and (tmp_path / "report.txt").read_text().strip() == \
-        results["table"].strip()
+    assert {(c["a"], c["b"]) for c in numbers["comparisons"]} == set(COMPARISONS)
+    assert all(c["n_seeds"] == 2 for c in numbers["comparisons"])
+    assert (tmp_path / "report.txt").read_text().strip() == results["table"].strip()
+    assert "SMOKE" not in results["table"]
 
 
-def test_a_seed_folder_with_other_settings_is_refused(tmp_path, monkeypatch):
-    folder = seed_folder(tmp_path, 0)
-    folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps(_fake_seed_results(DemoSettings.for_mode(True, 0))))
+def test_quick_setting_compares_the_teacher_and_labels_the_students_a_smoke_run(tmp_path, monkeypatch):
+    """The README's command must not present the quick students' numbers (LAS +0.000 [+0.00, +0.00]) as results:
+    the report compares the teacher decodings only; the students get a table labelled SMOKE RUN, without
+    intervals or differences."""
+    _write_finished_seeds(tmp_path, TINY, (0, 1))
     monkeypatch.setattr(pipeline, "run_demo_seed", _no_training)
-    with pytest.raises(ValueError, match="other settings"):
-        run_demo(tmp_path, seeds=[0], quick=False, show_progress=False)
+    results = run_demo(tmp_path, seeds=[0, 1], settings=TINY, show_progress=False, n_resamples=200)
+    assert results["smoke"]
+    numbers = json.loads((tmp_path / "report.json").read_text())
+    assert {c["condition"] for c in numbers["cells"]} == {f"teacher:{d}" for d in DECODINGS}
+    assert {(c["a"], c["b"]) for c in numbers["comparisons"]} == {c for c in COMPARISONS if c[0].startswith("teacher:")}
+    teacher_part, student_part = results["table"].split("Students: SMOKE RUN")
+    assert "Paired differences" in teacher_part
+    assert "[" not in student_part and "CI" not in student_part and "+0.000" not in student_part
+    for s, a in STUDENTS:
+        assert f"{s}/alpha={a}" in student_part
 
 
 @pytest.mark.parametrize("seeds", [[], [1, 1], ["0"]])

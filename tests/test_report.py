@@ -391,6 +391,24 @@ def test_compare_arguments_are_checked(tmp_path):
         report_main([str(tmp_path), "--compare", "beam", GREEDY])
 
 
+def test_conditions_select_cells_and_the_comparisons_between_them(tmp_path):
+    """`--conditions` keeps only the named conditions, and only the declared comparisons between two of them."""
+    beam = "beam/alpha=0.0"
+    for seed in (0, 1):
+        write_v1(tmp_path / f"s{seed}", seed, conditions=((GREEDY, 0.3), (CONTRASTIVE, 0.6), (beam, 0.5)))
+    out = tmp_path / "out"
+    assert report_main([str(tmp_path), "--conditions", beam, CONTRASTIVE, "--output", str(out),
+                        "--n_resamples", "200"]) == 0
+    numbers = json.loads((out / "report.json").read_text())
+    assert {c["condition"] for c in numbers["cells"]} == {beam, CONTRASTIVE}
+    assert numbers["comparisons"] == []  # the files declare contrastive - greedy only; greedy is left out
+    report_main([str(tmp_path), "--conditions", GREEDY, CONTRASTIVE, "--output", str(out), "--n_resamples", "200"])
+    assert {(c["a"], c["b"]) for c in json.loads((out / "report.json").read_text())["comparisons"]} == {
+        (CONTRASTIVE, GREEDY)}
+    with pytest.raises(ValueError, match=r"no condition 'sampling'"):
+        report_main([str(tmp_path), "--conditions", "sampling", "--output", str(out)])
+
+
 def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exc:
         report_main(["--help"])

@@ -40,7 +40,7 @@ from .world import PLACES, World, make_world, specific_rationale
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoSettings", "run_demo", "run_demo_seed", "seed_folder"]
+__all__ = ["DemoSettings", "run_demo", "run_demo_seed", "seed_folder", "smoke_student_table"]
 
 # zero-shot: the teacher was trained on exactly this query format (World.teacher_corpus)
 PROMPT = QUERY_TEMPLATE
@@ -132,7 +132,7 @@ def _with_counterfactual_probe(world: World, rows: list[dict], seed: int) -> dat
     return datasets.Dataset.from_list(out)
 
 
-def _las(student, tok, world: World, train_rows, test_rows, s: DemoSettings, out: Path) -> dict[str, float]:
+def _las(student, tok, world: World, train_rows, test_rows, s: DemoSettings, out: Path) -> dict[str, Any]:
     """Simulator trained on the student's own train-set explanations and answers; LAS on the test set."""
     outputs = [student_output_rows(split, predict(student, tok, split, batch_size=64, max_new_tokens=48,
                                                   show_progress=False))
@@ -271,8 +271,9 @@ def run_demo(output_dir: str | Path = "demo_output", quick: bool = False, seeds:
         n_resamples: bootstrap resamples of the report's intervals.
 
     Returns:
-        ``seeds`` (seed -> that seed's results), ``report`` (the `Report`), ``table`` (its text), ``files``
-        and ``seconds``.
+        ``seeds`` (seed -> that seed's results), ``report`` (the `Report`), ``table`` (the text printed),
+        ``files``, ``smoke`` (True for the quick setting: only the teacher is compared, the students' table is
+        labelled a smoke run) and ``seconds``.
     """
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
@@ -284,10 +285,37 @@ def run_demo(output_dir: str | Path = "demo_output", quick: bool = False, seeds:
         s = dataclasses.replace(settings, seed=seed) if settings else DemoSettings.for_mode(quick, seed)
         folder = seed_folder(out, seed)
         per_seed[seed] = _finished_seed(folder, s) or run_demo_seed(folder, s, show_progress)
-    setting = _setting_label(dataclasses.replace(settings, seed=seeds[0]) if settings else
-                             DemoSettings.for_mode(quick, seeds[0]))
+    first = dataclasses.replace(settings, seed=seeds[0]) if settings else DemoSettings.for_mode(quick, seeds[0])
+    setting = _setting_label(first)
+    # the quick setting is a smoke run: its students are too small to compare (docs/demo.md, measured over
+    # seeds), so only the teacher conditions are compared; the students get a labelled table without intervals
+    smoke = first.quick
     report, table, files = report_runs(ReportConfig(
         runs=[str(seed_folder(out, seed) / "results.json") for seed in seeds], output_dir=str(out),
-        n_resamples=n_resamples, title=f"SCOTT demo ({setting} setting), seeds {seeds}"))
-    return {"seeds": per_seed, "report": report, "table": table, "files": files,
+        conditions=[f"{TEACHER_PREFIX}{name}" for name in DECODINGS] if smoke else [], n_resamples=n_resamples,
+        title=f"SCOTT demo ({setting} setting), seeds {seeds}" + (": teacher only (quick = smoke run)"
+                                                                   if smoke else "")))
+    if smoke:
+        table = (f"Teacher decoding (the comparison of this run)\n{table}\n\n"
+                 + smoke_student_table(per_seed))
+    return {"seeds": per_seed, "report": report, "table": table, "files": files, "smoke": smoke,
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+SMOKE_COLUMNS = (("accuracy", "acc"), ("accuracy_anti_shortcut", "acc anti"),
+                 ("counterfactual_consistency", "CF cons."), ("accuracy_perturbed_rationale", "acc pert."))
+
+
+def smoke_student_table(per_seed: dict[int, dict[str, Any]]) -> str:
+    """The students of a quick (smoke) run: means over seeds, no intervals, no comparison, labelled as such."""
+    seeds = sorted(per_seed)
+    students = [f"{source}/alpha={alpha}" for source, alpha in STUDENTS]
+    shown = ", ".join(map(str, seeds))
+    lines = [f"Students: SMOKE RUN, too small to compare (quick setting; mean over seeds {shown}, no intervals).",
+             "These rows show that every stage ran; they are not results. Compare students with the full setting: "
+             "scott-distill demo --seeds 0 1 2 3 4 (docs/demo.md).",
+             f"{'student':<30}" + "".join(f"{label:>10}" for _, label in SMOKE_COLUMNS)]
+    for key in students:
+        values = [[per_seed[s]["metrics"][key][m] for s in seeds] for m, _ in SMOKE_COLUMNS]
+        lines.append(f"{key:<30}" + "".join(f"{sum(v) / len(v):>10.1%}" for v in values))
+    return "\n".join(lines)

@@ -26,6 +26,8 @@ class ReportConfig:
                 "recipe folder's run_summary.json is read as aggregates only). Positional arguments go here too."})
     output_dir: str = field(default="scott_report", metadata={
         "aliases": ["--output"], "help": "Where report.txt (the table), report.png and report.json go."})
+    conditions: list[str] = field(default_factory=list, metadata={
+        "help": "Conditions to report (default: all found); declared comparisons between two of them are kept."})
     metrics: list[str] = field(default_factory=list, metadata={"help": "Metrics to report (default: all found)."})
     compare: list[str] = field(default_factory=list, metadata={
         "help": "Pairs A B [A B ...] of condition names for paired differences A - B (default: the pairs the "
@@ -50,6 +52,8 @@ def report_runs(config: ReportConfig) -> tuple[Report, str, dict[str, Path]]:
                          f"names: {config.compare}.")
     pairs = [(config.compare[i], config.compare[i + 1]) for i in range(0, len(config.compare), 2)] or None
     run_set = collect_runs([load_run(p, config.empty_bin) for p in find_result_files(config.runs)])
+    if config.conditions:
+        run_set = run_set.select(config.conditions)
     report = build_report(run_set, metrics=config.metrics or None, comparisons=pairs,
                           n_resamples=config.n_resamples, confidence_level=config.confidence_level,
                           seed=config.seed, empty_bin=config.empty_bin)

@@ -315,6 +315,14 @@ class RunSet:
             raise ValueError(f"condition {name!r} is ambiguous: it is one of {matches}; use the full name.")
         raise ValueError(f"no condition {name!r}; the runs hold {list(self.conditions)}.")
 
+    def select(self, names: Sequence[str]) -> RunSet:
+        """Only the conditions ``names`` (display names, or unambiguous file condition names), and the declared
+        comparisons between two of them."""
+        keep = [self.resolve(n) for n in names]
+        conditions = {n: c for n, c in self.conditions.items() if n in keep}
+        comparisons = [(a, b) for a, b in self.comparisons if a in conditions and b in conditions]
+        return RunSet(runs=self.runs, conditions=conditions, comparisons=comparisons)
+
 
 def _display_names(keys: Sequence[tuple[str, tuple[tuple[str, Any], ...], str]]) -> dict[tuple, str]:
     """The condition name, plus the kind and labels that differ between the runs (so that names are unique)."""
