@@ -107,7 +107,10 @@ def build_report(
         comparisons: ``(A, B)`` pairs of condition names (display names, or a file's condition name when
             unambiguous) for the paired differences A - B; default: the pairs the files declare. Each is reported
             for every selected metric both conditions hold.
-        n_resamples / confidence_level / seed / empty_bin: see `scott_distill.report.stats.paired_difference`.
+        n_resamples: bootstrap resamples per interval.
+        confidence_level: coverage of each interval.
+        seed: seed of the bootstrap.
+        empty_bin: the LAS rule for an empty leaked/non-leaked bin (`scott_distill.las.formula.EMPTY_BIN_RULES`).
     """
     selected = _metrics_to_report(run_set, metrics)
     cells: list[CellRow] = []
