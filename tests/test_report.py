@@ -383,6 +383,30 @@ def test_comparison_with_different_question_sets_names_the_ids(tmp_path):
         report_main([str(tmp_path), "--output_dir", str(tmp_path / "o")])
 
 
+def test_las_difference_is_taken_on_the_questions_both_sides_were_measured_on(tmp_path):
+    """LAS excludes a student answer outside the choices, so two students' LAS cells can cover different questions
+    (the full demo hits this): their paired LAS difference uses the shared questions of each seed, said in a note;
+    the paired accuracy difference still refuses different ids."""
+    paths = [write_v1(tmp_path / f"s{s}", s) for s in (0, 1)]
+    data = json.loads(paths[1].read_text())
+    del data["per_question"][GREEDY]["las"]["test-7"], data["per_question"][CONTRASTIVE]["las"]["test-3"]
+    paths[1].write_text(json.dumps(data))
+    runs = collect_runs([load_run(p) for p in paths])
+    report = build_report(runs, metrics=["las"], n_resamples=N_RESAMPLES)
+    (row,) = report.comparisons
+    a, b = ({s: json.loads(p.read_text())["per_question"][c]["las"] for s, p in enumerate(paths)}
+            for c in (CONTRASTIVE, GREEDY))
+    shared = {s: set(a[s]) & set(b[s]) for s in a}
+    expected = paired_difference({s: {q: a[s][q] for q in shared[s]} for s in a},
+                                 {s: {q: b[s][q] for q in shared[s]} for s in b}, "las", N_RESAMPLES)
+    assert (row.estimate.mean, row.estimate.ci_low, row.estimate.ci_high) == (
+        expected.mean, expected.ci_low, expected.ci_high)
+    assert row.estimate.n_questions == {0: QUESTIONS[0], 1: QUESTIONS[1] - 2}
+    assert any("seed 1: 1 question(s) of A only, 1 of B only" in n for n in report.notes)
+    assert not any("shared" in n for n in build_report(collect_runs([load_run(write_v1(tmp_path / "t0", 0))]),
+                                                       metrics=["las"], n_resamples=100).notes)
+
+
 def test_compare_arguments_are_checked(tmp_path):
     write_v1(tmp_path / "s0", 0)
     with pytest.raises(ValueError, match="`compare` takes pairs of condition names"):

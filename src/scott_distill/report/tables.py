@@ -77,6 +77,27 @@ class Report:
         }
 
 
+def _on_shared_questions(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]]) -> tuple[
+        dict[int, dict[str, Any]], dict[int, dict[str, Any]], list[str]]:
+    """LAS outcomes of A and B restricted, per seed, to the question ids both hold, and what was left out.
+
+    LAS is measured only on rows whose student answer is among the choices, so two students' LAS cells can cover
+    different questions of the same seed; their paired difference is taken on the shared ones. (Other metrics
+    keep the strict rule: different question ids are refused.)
+    """
+    shared_a, shared_b, dropped = {}, {}, []
+    for seed in a:
+        if seed not in b:  # different seeds: left to paired_difference's error
+            return a, b, []
+        ids = set(a[seed]) & set(b[seed])
+        only_a, only_b = len(a[seed]) - len(ids), len(b[seed]) - len(ids)
+        if only_a or only_b:
+            dropped.append(f"seed {seed}: {only_a} question(s) of A only, {only_b} of B only, {len(ids)} shared")
+        shared_a[seed] = {q: v for q, v in a[seed].items() if q in ids}
+        shared_b[seed] = {q: v for q, v in b[seed].items() if q in ids}
+    return shared_a, shared_b, dropped
+
+
 def _metrics_to_report(run_set: RunSet, metrics: Sequence[str] | None) -> list[str]:
     found: dict[str, None] = {}
     for c in run_set.conditions.values():
@@ -129,6 +150,7 @@ def build_report(
     pairs = run_set.comparisons if comparisons is None else [
         (run_set.resolve(a), run_set.resolve(b)) for a, b in comparisons]
     rows: list[ComparisonRow] = []
+    shared_las: list[str] = []
     for a_name, b_name in pairs:
         a, b = run_set.conditions[a_name], run_set.conditions[b_name]
         shared = [m for m in selected if a.has_metric(m) and b.has_metric(m)]
@@ -145,7 +167,13 @@ def build_report(
                     if pa[0] != pb[0]:
                         raise ValueError(f"one side has {pa[0]!r} outcomes and the other {pb[0]!r}")
                     row_kind = pa[0]
-                    estimate = paired_difference(pa[1], pb[1], pa[0], n_resamples, confidence_level, seed, empty_bin)
+                    outcomes_a, outcomes_b = pa[1], pb[1]
+                    if pa[0] == "las":
+                        outcomes_a, outcomes_b, dropped = _on_shared_questions(outcomes_a, outcomes_b)
+                        if dropped:
+                            shared_las.append(f"{a_name} - {b_name} ({', '.join(dropped)})")
+                    estimate = paired_difference(outcomes_a, outcomes_b, pa[0], n_resamples, confidence_level,
+                                                 seed, empty_bin)
             except ValueError as exc:
                 raise ValueError(f"comparison {a_name!r} - {b_name!r} on {metric!r}: {exc}") from None
             rows.append(ComparisonRow(a_name, b_name, metric, row_kind, estimate))
@@ -163,6 +191,10 @@ def build_report(
         notes.append(f"{sum(r.estimate.excludes_zero for r in with_interval)} of {len(with_interval)} difference "
                      f"intervals exclude 0; if no condition differed, about {by_chance:.1f} would by chance (the "
                      f"intervals are {confidence_level:.0%} each, not adjusted for multiple comparisons).")
+    if shared_las:
+        notes.append("LAS differences over the questions both sides were measured on (a student answer outside the "
+                     "choices is excluded from LAS, so the two students' question sets can differ): "
+                     + "; ".join(shared_las) + ".")
     single = sorted({c.condition for c in cells if c.estimate.n_seeds == 1})
     if single:
         notes.append(f"One seed only for {single}: no spread over seeds; a one-seed result is not a finding.")
