@@ -161,7 +161,7 @@ def run_demo_seed(output_dir: str | Path, settings: DemoSettings, show_progress:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    stages = tqdm(total=3 + len(DECODINGS) + len(STUDENTS), desc=f"scott demo seed {seed}", unit="stage",
+    stages = tqdm(total=2 + len(DECODINGS) + len(STUDENTS), desc=f"scott demo seed {seed}", unit="stage",
                   disable=not show_progress)
 
     world = make_world(seed, n_objects=s.n_objects, n_train=s.n_train, n_test=s.n_test,
