@@ -20,6 +20,7 @@ from scott_distill.commands.las import main as las_main
 from scott_distill.demo import pipeline as demo
 from scott_distill.demo.world import make_world
 from scott_distill.formats import StudentFormat
+from scott_distill.las.pipeline import answer_in_choices
 from scott_distill.recipes import Recipe, RecipeConfig
 from scott_distill.student.model import RationaleStudent
 
@@ -123,6 +124,19 @@ def test_cli_and_demo_paths_give_the_same_las(setup, canned_student, cli_predict
     assert 0 < excluded < len(setup["test"])
     assert from_cli["n_excluded"] == from_demo["n_excluded"] == excluded
     assert from_demo["n_leaked"] + from_demo["n_nonleaked"] == len(setup["test"]) - excluded
+    # the per-row cells (results schema 1's LAS outcomes): one per measured row, by its index, the same on both
+    # paths, and the authors' formula on them gives the reported LAS
+    cells = from_demo["cells"]
+    assert {int(k): v for k, v in from_cli["cells"].items()} == cells
+    kept = [i for i, (q, cs) in enumerate(zip(setup["test"]["question"], setup["test"]["choices"]))
+            if answer_in_choices(StudentFormat().parse(setup["outputs"][q])[1], cs)]
+    assert sorted(cells) == kept and sum(c[0] for c in cells.values()) == from_demo["n_leaked"]
+    diffs = []
+    for leaked in (1, 0):
+        bin_ = [c for c in cells.values() if c[0] == leaked]
+        if bin_:
+            diffs.append(sum(c[1] for c in bin_) / len(bin_) - sum(c[2] for c in bin_) / len(bin_))
+    assert from_demo["las"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-12)
 
 
 def test_cli_and_recipe_paths_give_the_same_las(setup, canned_student, cli_predictions, tmp_path):

@@ -17,7 +17,12 @@ from student_tokenizers import eos_appending_bpe, llama_style_tokenizer, smollm2
 
 from scott_distill import CounterfactualDataCollator, StudentFormat
 from scott_distill.student import evaluation as evaluation_module
-from scott_distill.student.evaluation import evaluate_student, predict, score_answers_given_rationales
+from scott_distill.student.evaluation import (
+    evaluate_student,
+    predict,
+    score_answers_given_rationales,
+    student_outcomes,
+)
 
 ROW = {
     "question": "Where would you keep milk cold?",
@@ -264,6 +269,26 @@ def test_perturbation_changes_exactly_the_asked_share_of_rationale_ids(tokenizer
         diffs = [[k for k, (x, y) in enumerate(zip(clean[i * n_choices + c], perturbed[i * n_choices + c])) if x != y]
                  for c in range(n_choices)]
         assert diffs[0] == diffs[1] == diffs[2]
+
+
+def test_student_outcomes_are_per_row_and_evaluate_student_is_their_mean(tokenizer):
+    """The per-question outcomes a report resamples (results schema 1): one 0/1 per row, keyed by row index;
+    counterfactual consistency only on rows with a counterfactual answer; evaluate_student's figures are their
+    means (one rule behind both)."""
+    model = make_gpt2(len(tokenizer))
+    rows = datasets.Dataset.from_list([ROW, {**ROW, "counterfactual_answer": ""}, {**ROW, "answer": "shelf"}])
+    preds = [{"rationale": "A fridge keeps food cold.", "answer": "fridge"},
+             {"rationale": "Cold things go there.", "answer": None},
+             {"rationale": "A fridge keeps food cold.", "answer": "fridge"}]
+    outcomes = student_outcomes(model, tokenizer, rows, predictions=preds, seed=1)
+    assert outcomes["accuracy"] == {0: 1, 1: 0, 2: 0} and outcomes["unparseable"] == {0: 0, 1: 1, 2: 0}
+    assert set(outcomes["counterfactual_consistency"]) == {0, 2}
+    for metric in ("accuracy_gold_rationale", "accuracy_perturbed_rationale", "perturbed_answer_changed"):
+        assert set(outcomes[metric]) == {0, 1, 2} and set(outcomes[metric].values()) <= {0, 1}
+    summary = evaluate_student(model, tokenizer, rows, predictions=preds, seed=1)
+    assert summary["n"] == 3 and set(summary) == {"n", *outcomes}
+    for metric, per_row in outcomes.items():
+        assert summary[metric] == sum(per_row.values()) / len(per_row), metric
 
 
 def test_perturb_token_ids_exact_share_and_never_a_no_op():

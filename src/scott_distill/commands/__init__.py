@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train": "Student: counterfactual training on a rationale dataset.",
     "evaluate": "Student: accuracy and faithfulness (forced / perturbed rationales).",
     "las": "Leakage-adjusted simulatability of a student's explanations.",
+    "report": "Compare runs (seeds, recipes, teachers): one table and one PNG with intervals.",
 }
 
 

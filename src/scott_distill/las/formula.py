@@ -21,8 +21,11 @@ __all__ = [
     "EMPTY_BIN_RULES",
     "calibrate_leakage_probabilities",
     "equal_width_bins",
+    "las_cell_index",
+    "las_from_cell_counts",
     "las_from_correctness",
     "leakage_adjusted_simulatability",
+    "simulator_correctness",
     "validate_labels",
 ]
 
@@ -90,10 +93,19 @@ def _bin_diff(xe: np.ndarray, x: np.ndarray) -> float:
     return float(xe.mean() - x.mean()) if xe.size else float("nan")
 
 
-def _las_from_cell_counts(counts: np.ndarray, empty_bin: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def las_cell_index(leaked: np.ndarray, xe_correct: np.ndarray, x_correct: np.ndarray) -> np.ndarray:
+    """Each row's (leaked, xe correct, x correct) cell as one index in ``0..7``: the flat index of the
+    ``[leaked, xe_correct, x_correct]`` axes of `las_from_cell_counts`' ``counts``."""
+    bits = [np.asarray(v, dtype=bool).astype(np.int64) for v in (leaked, xe_correct, x_correct)]
+    return bits[0] * 4 + bits[1] * 2 + bits[2]
+
+
+def las_from_cell_counts(counts: np.ndarray, empty_bin: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LAS for many resamples at once from counts of the 8 (leaked, xe correct, x correct) cells.
 
-    ``counts`` has shape ``(B, 2, 2, 2)`` indexed by ``[leaked, xe_correct, x_correct]``.
+    ``counts`` has shape ``(B, 2, 2, 2)`` indexed by ``[leaked, xe_correct, x_correct]`` (a row's flat index is
+    `las_cell_index`). The bootstrap of `las_from_correctness` and the two-stage bootstrap of
+    ``scott_distill.report.stats`` both apply it.
     Returns (las, leaked_diff, nonleaked_diff) with NaN for an empty bin's diff; LAS of a resample with an empty
     bin follows ``empty_bin``.
     """
@@ -151,10 +163,10 @@ def las_from_correctness(
         # (leaked, xe correct, x correct) cells, and those counts are exactly multinomial: drawing them gives the
         # resampled data of the original per-resample loop, in O(B) instead of O(B * n). The statistic applied
         # to a resample with an empty bin is `empty_bin`'s.
-        cell = leaked.astype(int) * 4 + xe_correct.astype(int) * 2 + x_correct.astype(int)
+        cell = las_cell_index(leaked, xe_correct, x_correct)
         rng = np.random.default_rng(seed)
         counts = rng.multinomial(n, np.bincount(cell, minlength=8) / n, size=bootstrap).reshape(bootstrap, 2, 2, 2)
-        samples, _, _ = _las_from_cell_counts(counts, empty_bin)
+        samples, _, _ = las_from_cell_counts(counts, empty_bin)
         tail = (1.0 - confidence_level) / 2.0 * 100.0
         # np.percentile / np.mean propagate NaN, as compute_sim.py's np.quantile (empty_bin="nan"); with "other"
         # no sample is NaN
@@ -228,6 +240,26 @@ def equal_width_bins(values: np.ndarray, k: int) -> np.ndarray:
     return np.searchsorted(breaks[1:-1], values, side="left")
 
 
+def simulator_correctness(
+    predictions: Sequence[Any],
+    x_predictions: Sequence[Any],
+    e_predictions: Sequence[Any],
+    references: Sequence[Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, whether the simulator's (x, e), x-only and e-only predictions equal the reference (labels compared
+    by value, `validate_labels`): ``xe_correct``, ``x_correct`` and ``e_correct`` (= leaked)."""
+    labels = validate_labels({"references": references, "predictions": predictions,
+                              "x_predictions": x_predictions, "e_predictions": e_predictions})
+    refs = labels.pop("references")
+    for name, arr in labels.items():
+        if arr.shape != refs.shape:
+            raise ValueError(f"`{name}` has {arr.shape[0]} rows but `references` has {refs.shape[0]}.")
+    if refs.size == 0:
+        raise ValueError("`references` is empty: LAS needs at least one row.")
+    return tuple(np.asarray(labels[name] == refs, dtype=bool)  # type: ignore[return-value]
+                 for name in ("predictions", "x_predictions", "e_predictions"))
+
+
 def leakage_adjusted_simulatability(
     predictions: Sequence[Any],
     x_predictions: Sequence[Any],
@@ -286,26 +318,16 @@ def leakage_adjusted_simulatability(
         (0.6667, 1, 3)
     """
     _check_empty_bin(empty_bin)
-    labels = validate_labels({"references": references, "predictions": predictions,
-                              "x_predictions": x_predictions, "e_predictions": e_predictions})
-    refs = labels.pop("references")
-    for name, arr in labels.items():
-        if arr.shape != refs.shape:
-            raise ValueError(f"`{name}` has {arr.shape[0]} rows but `references` has {refs.shape[0]}.")
-    if refs.size == 0:
-        raise ValueError("`references` is empty: LAS needs at least one row.")
+    xe_correct, x_correct, e_correct = simulator_correctness(predictions, x_predictions, e_predictions, references)
     if not isinstance(bootstrap, (int, np.integer)) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise ValueError(f"`bootstrap` must be an int >= 0, got {bootstrap!r}.")
     if not 0 < confidence_level < 1:
         raise ValueError(f"`confidence_level` must be in (0, 1), got {confidence_level!r}.")
-    xe_correct = np.asarray(labels["predictions"] == refs, dtype=bool)
-    x_correct = np.asarray(labels["x_predictions"] == refs, dtype=bool)
-    e_correct = np.asarray(labels["e_predictions"] == refs, dtype=bool)
     result = las_from_correctness(xe_correct, x_correct, e_correct, int(bootstrap), seed, confidence_level, empty_bin)
     result.update(acc_xe=float(xe_correct.mean()), acc_x=float(x_correct.mean()), acc_e=float(e_correct.mean()))
     if e_probabilities is not None:
         probs = np.asarray(e_probabilities, dtype=np.float64)
-        if probs.shape != refs.shape or np.any((probs < 0) | (probs > 1)) or np.isnan(probs).any():
+        if probs.shape != xe_correct.shape or np.any((probs < 0) | (probs > 1)) or np.isnan(probs).any():
             raise ValueError("`e_probabilities` must hold one probability in [0, 1] per row.")
         if not isinstance(k_bins, int) or k_bins < 1:
             raise ValueError(f"`k_bins` must be an int >= 1, got {k_bins!r}.")

@@ -26,7 +26,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments
 
-from .formula import EMPTY_BIN_RULES, leakage_adjusted_simulatability
+from .formula import EMPTY_BIN_RULES, leakage_adjusted_simulatability, simulator_correctness
 from .simulator import SimulatorFormat, simulate, train_simulator
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ def answer_in_choices(label: Any, choices: Sequence[str]) -> bool:
 
 
 def _usable(rows: datasets.Dataset, label_column: str, explanation_column: str, name: str) -> tuple[
-        datasets.Dataset, int]:
+        datasets.Dataset, int, list[int]]:
+    """The rows whose student answer is among the choices, how many were excluded, and the kept rows' indices."""
     missing = [c for c in ("question", "choices", explanation_column, label_column) if c not in rows.column_names]
     if missing:
         raise ValueError(f"`{name}` lacks columns {missing}; it has {rows.column_names}.")
@@ -111,7 +112,7 @@ def _usable(rows: datasets.Dataset, label_column: str, explanation_column: str, 
     if excluded:
         logger.warning("LAS %s: %d of %d rows excluded, their student answer is not one of the choices.",
                        name, excluded, len(rows))
-    return (rows.select(keep) if excluded else rows), excluded
+    return (rows.select(keep) if excluded else rows), excluded, keep
 
 
 def _not_measurable(bootstrap: int) -> dict[str, Any]:
@@ -150,20 +151,21 @@ def simulator_las(
 
     Returns:
         `leakage_adjusted_simulatability`'s results (with ``las_k_bins``) plus ``n`` (measured rows used),
-        ``n_excluded`` and ``n_train_excluded``; NaN values (``n`` = 0) when no usable training or measured row
-        is left.
+        ``n_excluded``, ``n_train_excluded`` and ``cells``: ``{index in measured_rows: [leaked, xe_correct,
+        x_correct]}`` (0/1) for every measured row used, the per-question outcomes of results schema 1
+        (docs/report.md); NaN values (``n`` = 0, no cells) when no usable training or measured row is left.
     """
     if not isinstance(args, LASConfig):
         raise ValueError(f"`args` must be a LASConfig, got {type(args).__name__}.")
     fmt = fmt or SimulatorFormat()
     columns = (args.label_column, args.explanation_column)
-    train, n_train_excluded = _usable(args.training_rows(train_rows), *columns, "train_rows")
-    measured, n_excluded = _usable(measured_rows, *columns, "measured_rows")
+    train, n_train_excluded, _ = _usable(args.training_rows(train_rows), *columns, "train_rows")
+    measured, n_excluded, measured_index = _usable(measured_rows, *columns, "measured_rows")
     dev = _usable(dev_rows, *columns, "dev_rows")[0] if dev_rows is not None else None
     if len(train) == 0 or len(measured) == 0:
         logger.warning("LAS cannot be measured: no %s row has a student answer among its choices; reporting NaN.",
                        "training" if len(train) == 0 else "measured")
-        return {**_not_measurable(args.bootstrap), "n": 0, "n_excluded": n_excluded,
+        return {**_not_measurable(args.bootstrap), "n": 0, "n_excluded": n_excluded, "cells": {},
                 "n_train_excluded": n_train_excluded}
     if dev is not None and len(dev) == 0:
         dev = None
@@ -176,7 +178,11 @@ def simulator_las(
         preds["xe"], preds["x"], preds["e"], labels, bootstrap=args.bootstrap, seed=args.seed,
         e_probabilities=preds["e_label_probability"], empty_bin=args.empty_bin,
     )
-    results.update(n=len(measured), n_excluded=n_excluded, n_train_excluded=n_train_excluded)
+    xe_correct, x_correct, leaked = simulator_correctness(preds["xe"], preds["x"], preds["e"], labels)
+    # per measured row (its index in measured_rows): the cell the two-stage bootstrap of `scott-distill report`
+    # resamples; rows excluded above have none
+    cells = {i: [int(v) for v in cell] for i, cell in zip(measured_index, zip(leaked, xe_correct, x_correct))}
+    results.update(n=len(measured), n_excluded=n_excluded, n_train_excluded=n_train_excluded, cells=cells)
     if args.save_simulator and args.output_dir is not None:
         out = Path(args.output_dir)
         model.save_pretrained(out)

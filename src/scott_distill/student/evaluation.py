@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -26,7 +26,7 @@ from .encoding import StudentEncoder
 logger = logging.getLogger(__name__)
 
 __all__ = ["EvaluationConfig", "evaluate_student", "perturb_token_ids", "predict", "replacement_vocabulary",
-           "score_answers_given_rationales"]
+           "score_answers_given_rationales", "student_outcomes"]
 
 
 @dataclass
@@ -228,30 +228,55 @@ def evaluate_student(
     `predict` on ``dataset`` when already computed.
     """
     config = with_overrides(EvaluationConfig, config, overrides, "evaluate_student")
+    outcomes = student_outcomes(model, tokenizer, dataset, fmt, config, predictions=predictions)
+    result: dict[str, float] = {"n": len(dataset)}
+    result.update({metric: sum(rows.values()) / len(rows) for metric, rows in outcomes.items()})
+    return result
+
+
+def student_outcomes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: datasets.Dataset,
+    fmt: StudentFormat | None = None,
+    config: EvaluationConfig | None = None,
+    *,
+    predictions: list[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> dict[str, dict[int, int]]:
+    """The per-row outcomes behind `evaluate_student`: ``{metric: {row index: 0 or 1}}``.
+
+    Every row of ``dataset`` has an outcome for ``accuracy``, ``unparseable`` and the forced/perturbed metrics;
+    ``counterfactual_consistency`` only rows with a ``counterfactual_answer``. `evaluate_student`'s numbers are
+    the means of these; a report's bootstrap resamples them (results schema 1, docs/report.md).
+    """
+    config = with_overrides(EvaluationConfig, config, overrides, "student_outcomes")
     fmt = fmt or StudentFormat()
     for col in ("question", "choices", "answer"):
         if col not in dataset.column_names:
             raise ValueError(f"`dataset` lacks column {col!r}; it has {dataset.column_names}.")
     preds = predictions or predict(model, tokenizer, dataset, fmt, config.batch_size, config.max_new_tokens)
     gold = dataset["answer"]
-    n = len(gold)
-    result: dict[str, float] = {
-        "n": n,
-        "accuracy": sum(p["answer"] == g for p, g in zip(preds, gold)) / n,
-        "unparseable": sum(p["answer"] is None for p in preds) / n,
+
+    def per_row(hits: Iterable[bool], rows: Sequence[int] | None = None) -> dict[int, int]:
+        return {i: int(hit) for i, hit in zip(range(len(gold)) if rows is None else rows, hits)}
+
+    result: dict[str, dict[int, int]] = {
+        "accuracy": per_row(p["answer"] == g for p, g in zip(preds, gold)),
+        "unparseable": per_row(p["answer"] is None for p in preds),
     }
     q, c = dataset["question"], dataset["choices"]
     if "rationale" in dataset.column_names and not fmt.without_rationale:
         forced = score_answers_given_rationales(model, tokenizer, q, c, dataset["rationale"], fmt)
-        result["accuracy_gold_rationale"] = sum(a == g for a, g in zip(forced, gold)) / n
+        result["accuracy_gold_rationale"] = per_row(a == g for a, g in zip(forced, gold))
     if not fmt.without_rationale:
         own = [p["rationale"] for p in preds]
         clean = score_answers_given_rationales(model, tokenizer, q, c, own, fmt)
         perturbed = score_answers_given_rationales(model, tokenizer, q, c, own, fmt,
                                                    perturb_fraction=config.perturb_fraction, seed=config.seed,
                                                    vocabulary=replacement_vocabulary(tokenizer))
-        result["accuracy_perturbed_rationale"] = sum(a == g for a, g in zip(perturbed, gold)) / n
-        result["perturbed_answer_changed"] = sum(a != b for a, b in zip(clean, perturbed)) / n
+        result["accuracy_perturbed_rationale"] = per_row(a == g for a, g in zip(perturbed, gold))
+        result["perturbed_answer_changed"] = per_row(a != b for a, b in zip(clean, perturbed))
     if {"counterfactual_rationale", "counterfactual_answer"} <= set(dataset.column_names) and not fmt.without_rationale:
         rows = [i for i, a in enumerate(dataset["counterfactual_answer"]) if a]
         if rows:
@@ -260,5 +285,5 @@ def evaluate_student(
                 [dataset["counterfactual_rationale"][i] for i in rows], fmt,
             )
             targets = [dataset["counterfactual_answer"][i] for i in rows]
-            result["counterfactual_consistency"] = sum(a == t for a, t in zip(forced, targets)) / len(rows)
+            result["counterfactual_consistency"] = per_row((a == t for a, t in zip(forced, targets)), rows)
     return result
