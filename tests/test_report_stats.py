@@ -254,10 +254,10 @@ def test_identical_conditions_give_a_zero_difference():
 
 # -- the finding rule -----------------------------------------------------------------------------------------------
 
-def _estimate(low: float, high: float):
+def _estimate(low: float, high: float, seeds: int = 2):
     return Estimate(
-        mean=(low + high) / 2, sd=0.1, per_seed={0: 0.0}, ci_low=low, ci_high=high, confidence_level=0.95,
-        n_resamples=100, resampling="seeds and questions")
+        mean=(low + high) / 2, sd=0.1, per_seed={s: 0.0 for s in range(seeds)}, ci_low=low, ci_high=high,
+        confidence_level=0.95, n_resamples=100, resampling="seeds and questions")
 
 
 @pytest.mark.parametrize("low, high, expected", [
@@ -267,8 +267,17 @@ def _estimate(low: float, high: float):
 def test_describe_direction(low, high, expected):
     est = _estimate(low, high)
     assert describe_direction(est, "contrastive", "greedy") == expected
-    assert est.excludes_zero == ("<" in expected or ">" in expected)
-    assert "excludes zero" in FINDING_RULE
+    assert est.excludes_zero == est.is_finding == ("<" in expected or ">" in expected)
+    assert "excludes zero" in FINDING_RULE and "2 seeds" in FINDING_RULE
+
+
+@pytest.mark.parametrize("low, high", [(0.01, 0.2), (-0.3, -0.02)])
+def test_one_seed_is_never_a_finding_even_when_its_question_interval_excludes_zero(low, high):
+    """One seed's interval resamples questions only; issue #18 showed such directions did not replicate on other
+    seeds, so the table must not print "A > B" for them (it did: 15 rows of the one-seed demo)."""
+    est = _estimate(low, high, seeds=1)
+    assert est.excludes_zero and not est.is_finding
+    assert describe_direction(est, "contrastive", "greedy") == "not a finding (1 seed)"
 
 
 # -- aggregate-only (seed-level) estimators --------------------------------------------------------------------------

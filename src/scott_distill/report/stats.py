@@ -23,7 +23,7 @@ with replacement only changes how many land on each distinct outcome (for a pair
 and those counts are multinomial. Per seed, all the draws that picked it get their counts in one
 ``rng.multinomial`` call; the statistic is computed on the counts.
 
-**Finding rule.** A direction counts as a finding only when its interval excludes zero (`describe_direction`).
+**Finding rule.** A direction counts as a finding only when its interval excludes zero and it rests on at least two seeds (`Estimate.is_finding`, `describe_direction`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ __all__ = [
 
 MetricKind = Literal["mean", "las"]
 METRIC_KINDS: tuple[str, ...] = ("mean", "las")
-FINDING_RULE = "A direction is a finding only when its interval excludes zero; otherwise it is not shown."
+MIN_SEEDS_FOR_A_FINDING = 2
+FINDING_RULE = ("A direction is a finding only when its interval excludes zero and it rests on at least "
+                f"{MIN_SEEDS_FOR_A_FINDING} seeds; otherwise it is not shown.")
 
 # seed -> question id -> outcome (a number for "mean", a (leaked, xe_correct, x_correct) triple for "las")
 # (keys typed Any: a Mapping is invariant in its key type, and seeds are ints in practice)
@@ -100,17 +102,23 @@ class Estimate:
         """Whether the interval lies entirely above or entirely below zero (False without an interval)."""
         return self.has_interval and (self.ci_low > 0 or self.ci_high < 0)
 
+    @property
+    def is_finding(self) -> bool:
+        """The finding rule: an interval that excludes zero, over at least two seeds. With one seed the interval
+        resamples questions only and says nothing about a rerun (issue #18: one-seed directions did not replicate)."""
+        return self.excludes_zero and self.n_seeds >= MIN_SEEDS_FOR_A_FINDING
+
 
 def describe_direction(estimate: Estimate, a: str = "A", b: str = "B") -> str:
     """The finding rule applied to a paired difference ``a - b``: ``"a > b"`` or ``"a < b"`` when the interval
     excludes zero, otherwise why no direction is shown."""
     if not estimate.has_interval:
         return "not assessed (no interval)"
-    if estimate.ci_low > 0:
-        return f"{a} > {b}"
-    if estimate.ci_high < 0:
-        return f"{a} < {b}"
-    return "not shown (interval includes 0)"
+    if not estimate.excludes_zero:
+        return "not shown (interval includes 0)"
+    if not estimate.is_finding:
+        return f"not a finding ({estimate.n_seeds} seed)"
+    return f"{a} > {b}" if estimate.ci_low > 0 else f"{a} < {b}"
 
 
 # -- input checks -------------------------------------------------------------------------------------------------
