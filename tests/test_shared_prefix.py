@@ -103,12 +103,14 @@ def test_contrastive_generate_same_tokens_greedy_and_seeded_sampling(cose_rows, 
     assert prefix is not None and len(prefix) > 300
     for sample in (False, True):
         outs = []
-        for shared in (None, prefix):
+        for shared in (None, prefix, "auto"):  # "auto" (the default) finds the same prefix in the call's prompts
             generator = torch.Generator().manual_seed(7)
             outs.append(contrastive_generate(model, tokenizer, gold, wrong, max_new_tokens=10, do_sample=sample,
                                              generator=generator, shared_prefix=shared))
-        assert torch.equal(outs[0], outs[1]), f"sample={sample}"
-    assert cache_copies["n"] == 2
+        assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2]), f"sample={sample}"
+    assert cache_copies["n"] == 4
+    with pytest.raises(ValueError, match="`shared_prefix` must be a SharedPrefix, 'auto' or None"):
+        contrastive_generate(model, tokenizer, gold, wrong, max_new_tokens=1, shared_prefix="yes")
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
