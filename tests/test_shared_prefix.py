@@ -56,6 +56,17 @@ def cose_prompts(rows, tokenizer, n: int = 3) -> tuple[list[str], list[str]]:
     return gold, wrong
 
 
+def test_docstring_example_runs():
+    import doctest
+
+    from scott_distill.teacher import _branch
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(_branch.SharedPrefix, "SharedPrefix", globs={}):
+        runner.run(test)
+    assert runner.summarize(verbose=False).attempted >= 5 and runner.failures == 0
+
+
 def test_common_prefix_length_compares_ids_and_leaves_a_token():
     assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token to predict from

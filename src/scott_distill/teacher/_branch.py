@@ -76,6 +76,31 @@ class SharedPrefix:
 
     Build it with [`SharedPrefix.of`] (longest common *token* prefix of the tokenized prompts: ids are compared,
     strings are never split) or directly from the prefix ids.
+
+    Args:
+        model (`PreTrainedModel`): the decoder-only teacher whose cache is computed.
+        token_ids (`Sequence[int]`): the prefix's token ids.
+
+    Examples:
+
+    ```python
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from scott_distill import SharedPrefix, contrastive_generate
+    >>> _ = torch.manual_seed(0)
+    >>> teacher = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
+    >>> gold = {"input_ids": torch.tensor([[5, 6, 7, 8, 9], [0, 5, 6, 7, 10]]),  # left-padded: few-shot 5 6 7
+    ...         "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])}
+    >>> contrast = {"input_ids": torch.tensor([[5, 6, 7, 11], [5, 6, 7, 12]])}
+    >>> prefix = SharedPrefix.of(teacher, [[5, 6, 7, 8, 9], [5, 6, 7, 10], [5, 6, 7, 11], [5, 6, 7, 12]])
+    >>> prefix.ids.tolist()
+    [[5, 6, 7]]
+    >>> kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    >>> torch.equal(contrastive_generate(teacher, None, gold, contrast, shared_prefix=prefix, **kw),
+    ...             contrastive_generate(teacher, None, gold, contrast, shared_prefix=None, **kw))
+    True
+
+    ```
     """
 
     def __init__(self, model: PreTrainedModel, token_ids: Sequence[int]) -> None:
