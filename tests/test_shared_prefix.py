@@ -152,6 +152,27 @@ def test_processor_with_prefix_in_both_branches_same_tokens_greedy_and_seeded_sa
     assert cache_copies["n"] == 4  # gold and contrast branch, twice
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_processor_beam_search_with_prefix_same_tokens(cose_rows, tokenizer, arch):
+    """generate expands the ids to num_beams rows, not a given cache: ``expand`` sizes the gold cache; the processor
+    expands its own contrast rows and reorders its cache (prefix included) with the beams."""
+    model = MAKERS[arch](len(tokenizer))
+    gold, wrong = cose_prompts(cose_rows, tokenizer, n=2)
+    enc = tokenizer(gold, return_tensors="pt", padding=True)
+    con = tokenizer(wrong, return_tensors="pt", padding=True)
+    prefix = SharedPrefix.of(model, tokenizer(gold + wrong)["input_ids"])
+    outs = []
+    for shared in (None, prefix):
+        proc = ContrastiveRationaleLogitsProcessor(model, con["input_ids"], con["attention_mask"], shared_prefix=shared)
+        inputs = dict(enc) if shared is None else shared.generate_inputs(enc["input_ids"], enc["attention_mask"],
+                                                                         expand=3)
+        with proc:
+            out = model.generate(**inputs, **proc.generate_kwargs(), max_new_tokens=6, num_beams=3,
+                                 num_return_sequences=2, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        outs.append(out[:, enc["input_ids"].shape[1]:])
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_rows_without_the_prefix_or_encoder_decoder_are_refused(tokenizer):
     model = make_gpt2(len(tokenizer))
     ids = tokenizer(["Q: where is the cat now", "Q: where is the dog now"])["input_ids"]

@@ -181,11 +181,19 @@ class SharedPrefix:
         return (torch.cat([prefix, input_ids], dim=1),
                 torch.cat([torch.ones_like(prefix), attention_mask.long()], dim=1))
 
-    def generate_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+    def generate_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        expand: int = 1) -> dict[str, Any]:
         """``generate`` keyword arguments for left-padded full prompts: the ``[prefix][pad][suffix]`` layout and
-        a copy of the prefix cache (``generate`` then prefills only the suffixes; positions come from the mask)."""
+        a copy of the prefix cache (``generate`` then prefills only the suffixes; positions come from the mask).
+
+        ``generate`` expands the ids to several rows per prompt but not a given cache: pass its expansion as
+        ``expand`` (``num_beams`` for beam search, else ``num_return_sequences``; every row of the prefix cache is
+        the same, so only the row count matters).
+        """
+        if not isinstance(expand, int) or expand < 1:
+            raise ValueError(f"`expand` must be an int >= 1 (generate's rows per prompt), got {expand!r}.")
         ids, mask = self.join(*self.split(input_ids, attention_mask))
-        return {"input_ids": ids, "attention_mask": mask, "cache": self.cache_for(ids.shape[0])}
+        return {"input_ids": ids, "attention_mask": mask, "cache": self.cache_for(ids.shape[0] * expand)}
 
 
 class DecodingBranch:
