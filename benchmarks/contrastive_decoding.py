@@ -10,6 +10,11 @@ Methods (all greedy, random init; every method generates exactly --new-tokens to
   hf_cfg      the same processor batched (left padding); only with --arch llama: it ignores the padding in
               its positions, which RoPE models tolerate and absolute-position models (GPT-2) do not
 
+With --shared-prefix K the first K tokens of every gold and contrast row are the same (a few-shot block), and
+two methods are added: processor_pfx (the processor and ``generate`` both starting from a ``SharedPrefix``
+computed in the timed call) and fused_nopfx (``contrastive_generate(..., shared_prefix=None)``); ``fused`` is
+the default call, which finds the prefix itself (``shared_prefix="auto"``).
+
 Correctness, in the same run: the processor's and the fused path's tokens equal the released loop's on every
 row, and the released loop equals a no-cache loop that recomputes both prompts every token (on
 --check-rows rows, --check-tokens tokens; that loop is far too slow to be a baseline).
@@ -21,6 +26,7 @@ figure is the peak RSS growth of the generation alone, as a ratio to greedy's.
     python benchmarks/contrastive_decoding.py                 # GPT-2-124M setting in docs/benchmarks.md
     python benchmarks/contrastive_decoding.py --arch llama    # SmolLM2-135M-shaped Llama (RoPE) setting
     python benchmarks/contrastive_decoding.py --quick         # a smaller smoke run
+    python benchmarks/contrastive_decoding.py --shared-prefix 160 --no-memory   # 160 of 192 tokens shared
 """
 
 from __future__ import annotations
@@ -39,14 +45,15 @@ from released_loop import no_cache_row, released_loop_row
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 
-from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
+from scott_distill import ContrastiveRationaleLogitsProcessor, SharedPrefix, contrastive_generate
 
 ALPHA = 0.5
 NEVER = -1  # the released loop's stop id: checked every step (as in the script), never produced
 
 
-def methods(arch: str) -> list[str]:
-    return ["greedy", "released", "processor", "fused", "hf_cfg_row"] + (["hf_cfg"] if arch == "llama" else [])
+def methods(arch: str, shared_prefix: int = 0) -> list[str]:
+    return (["greedy", "released", "processor", "fused"] + (["processor_pfx", "fused_nopfx"] if shared_prefix else [])
+            + ["hf_cfg_row"] + (["hf_cfg"] if arch == "llama" else []))
 
 
 def build(args):
@@ -75,6 +82,14 @@ def build(args):
 
     gold = batch(int(args.prompt_len * 0.85))
     contrast = batch(int(args.prompt_len * 0.85))
+    if args.shared_prefix:  # the same first tokens in every row of both branches (left-padded: after the padding)
+        if args.shared_prefix >= int(args.prompt_len * 0.85):
+            raise ValueError("--shared-prefix must be shorter than the shortest prompt (0.85 x --prompt-len)")
+        block = torch.randint(5, cfg.vocab_size, (args.shared_prefix,), generator=g)
+        for enc in (gold, contrast):
+            for i in range(args.batch):
+                start = int((enc["attention_mask"][i] == 0).sum())
+                enc["input_ids"][i, start : start + args.shared_prefix] = block
     return model, gold, contrast
 
 
@@ -98,9 +113,17 @@ def run(method: str, model, gold, contrast, new_tokens: int):
                                                    alpha=ALPHA)
         with proc:
             return model.generate(**gold, **proc.generate_kwargs(), **kw)[:, prompt:].tolist()
-    if method == "fused":
+    if method == "processor_pfx":
+        prefix = SharedPrefix.of(model, [unpadded(enc, i) for enc in (gold, contrast) for i in rows])
+        proc = ContrastiveRationaleLogitsProcessor(model, contrast["input_ids"], contrast["attention_mask"],
+                                                   alpha=ALPHA, shared_prefix=prefix)
+        inputs = gold if prefix is None else prefix.generate_inputs(gold["input_ids"], gold["attention_mask"])
+        with proc:
+            return model.generate(**inputs, **proc.generate_kwargs(), **kw)[:, prompt:].tolist()
+    if method in ("fused", "fused_nopfx"):
+        shared = "auto" if method == "fused" else None
         return contrastive_generate(model, None, gold, contrast, alpha=ALPHA, max_new_tokens=new_tokens,
-                                    do_sample=False, pad_token_id=0).tolist()
+                                    do_sample=False, pad_token_id=0, shared_prefix=shared).tolist()
     if method == "hf_cfg_row":
         outs = []
         for i in rows:
@@ -163,6 +186,7 @@ def main() -> None:
     p.add_argument("--check-tokens", type=int, default=12, help="tokens checked against the no-cache loop")
     p.add_argument("--quick", action="store_true", help="tiny setting for a smoke run")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--shared-prefix", type=int, default=0, help="tokens shared by the start of every prompt")
     p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
     shape = {"gpt2": (12, 768, 12), "llama": (30, 576, 9)}[args.arch]
@@ -174,7 +198,7 @@ def main() -> None:
     model, gold, contrast = build(args)
     run("greedy", model, gold, contrast, 2)  # warm-up
 
-    names = methods(args.arch)
+    names = methods(args.arch, args.shared_prefix)
     samples: dict[str, list[float]] = {m: [] for m in names}
     tokens: dict[str, list[list[int]]] = {}
     for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every method
@@ -187,6 +211,8 @@ def main() -> None:
     checks = {
         "processor == released": tokens["processor"] == tokens["released"],
         "fused == released": tokens["fused"] == tokens["released"],
+        **({"processor_pfx == released": tokens["processor_pfx"] == tokens["released"],
+            "fused_nopfx == released": tokens["fused_nopfx"] == tokens["released"]} if args.shared_prefix else {}),
         "released == no-cache loop": all(
             released_loop_row(model, unpadded(gold, i), unpadded(contrast, i), ALPHA, args.check_tokens, NEVER)
             == no_cache_row(model, unpadded(gold, i), unpadded(contrast, i), ALPHA, args.check_tokens, NEVER)
@@ -194,19 +220,21 @@ def main() -> None:
         "all methods generated new_tokens per row": all(
             len(r) == args.new_tokens for m in names for r in tokens[m]),
     }
-    memory = {} if args.no_memory else {m: peak_memory_kib(m, args) for m in ("greedy", "released", "processor",
-                                                                              "fused")}
+    measured = ["greedy", "released", "processor", "fused"] + (["processor_pfx", "fused_nopfx"] if args.shared_prefix
+                                                              else [])
+    memory = {} if args.no_memory else {m: peak_memory_kib(m, args) for m in measured}
     base, released = times["greedy"], times["released"]
-    print(f"arch={args.arch} batch={args.batch} prompt={args.prompt_len} new={args.new_tokens} layers={args.layers} "
+    print(f"arch={args.arch} batch={args.batch} prompt={args.prompt_len} shared_prefix={args.shared_prefix} "
+          f"new={args.new_tokens} layers={args.layers} "
           f"hidden={args.hidden} threads={args.threads} repeats={args.repeats}; load average before the run: "
           f"{LOAD_BEFORE}")
     print("checks: " + ", ".join(f"{k}: {v}" for k, v in checks.items()))
     if memory:
         print("peak RSS growth (MiB): " + ", ".join(f"{m} {v / 1024:.0f}" for m, v in memory.items()))
-    print(f"{'method':<11} {'seconds':>8} {'x greedy':>9} {'released / x':>13} {'peak mem x greedy':>18}")
+    print(f"{'method':<13} {'seconds':>8} {'x greedy':>9} {'released / x':>13} {'peak mem x greedy':>18}")
     for m in names:
         mem = f"{memory[m] / max(memory['greedy'], 1):.2f}" if m in memory else "-"
-        print(f"{m:<11} {times[m]:8.2f} {times[m] / base:9.2f} {released / times[m]:13.2f} {mem:>18}")
+        print(f"{m:<13} {times[m]:8.2f} {times[m] / base:9.2f} {released / times[m]:13.2f} {mem:>18}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "seconds": times, "samples": samples, "peak_rss_kib": memory,

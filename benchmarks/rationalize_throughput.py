@@ -7,8 +7,20 @@ timed on --released-jobs jobs and scaled (its cost is linear in jobs). Both side
 --new-tokens tokens (the random teacher never stops on its own, so stopping is disabled for both; the
 released loop still runs its per-step stop checks).
 
-Correctness in the same run: the released loop's text equals generate_rationales' rationale for every timed
-job, and the released loop equals the no-cache loop (recomputing both prompts every token) on one job.
+``generate_rationales`` runs twice: with shared-prefix KV reuse (the default: the 6-shot block's KV computed
+once, every batch and both branches start from it) and without (``reuse_prefix=False``: every row prefills its
+whole prompt).
+
+The released loop is timed in slices between the variants (a slow spell of the shared machine then hits both
+sides); wall-clock and process CPU seconds are both reported.
+
+Correctness in the same run: both runs give the same rows; the released loop's text equals
+generate_rationales' rationale for every timed job, and the released loop equals the no-cache loop (recomputing
+both prompts every token) on one job.
+
+Peak memory: each variant runs once more in a fresh subprocess on --memory-questions questions (one batch of
+16 jobs by default: the peak is the largest batch's); after the model is built, freed memory is returned to
+the OS (malloc_trim) and the kernel's peak-RSS mark is reset, so the figure is the generation's peak RSS growth.
 
     python benchmarks/rationalize_throughput.py               # setting recorded in docs/benchmarks.md
 """
@@ -16,7 +28,10 @@ job, and the released loop equals the no-cache loop (recomputing both prompts ev
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import logging
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -34,19 +49,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cose_v1"
 NEVER = -1  # stop id of the released loop: checked every step, never produced
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--questions", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--new-tokens", type=int, default=24)
-    p.add_argument("--released-jobs", type=int, default=8, help="jobs timed with the released loop, then scaled")
-    p.add_argument("--check-tokens", type=int, default=8, help="tokens compared with the no-cache loop (1 job)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--processor", action="store_true", help="also time use_fused=False (the processor path)")
-    args = p.parse_args()
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+def build(args):
+    """The data, tokenizer, teacher and generate_rationales settings of the run (same in every process)."""
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
     data = load_task("cose", str(DATA / "train.csv")).select(range(args.questions))
@@ -61,30 +65,92 @@ def main() -> None:
     model.generation_config.eos_token_id = None
     kw = dict(task="cose", perturbation="wrong", alpha=0.5, counterfactual=True, batch_size=args.batch_size,
               max_new_tokens=args.new_tokens, show_progress=False)
+    return data, prompt, tokenizer, model, kw
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _peak_worker(reuse: bool, args, queue) -> None:
+    data, _, tokenizer, model, kw = build(args)
+    rz.generate_rationales(data.select(range(1)), model, tokenizer, reuse_prefix=reuse, **dict(kw, max_new_tokens=1))
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM (peak RSS) to the current RSS
+    before = _status_kib("VmRSS")
+    rz.generate_rationales(data.select(range(args.memory_questions)), model, tokenizer, reuse_prefix=reuse, **kw)
+    queue.put(_status_kib("VmHWM") - before)
+
+
+def peak_memory_kib(reuse: bool, args) -> int:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_worker, args=(reuse, args, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--questions", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=24)
+    p.add_argument("--released-jobs", type=int, default=8, help="jobs timed with the released loop, then scaled")
+    p.add_argument("--check-tokens", type=int, default=8, help="tokens compared with the no-cache loop (1 job)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--processor", action="store_true", help="also time use_fused=False (the processor path)")
+    p.add_argument("--memory-questions", type=int, default=8, help="questions of the peak-memory runs (0: skip)")
+    args = p.parse_args()
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    data, prompt, tokenizer, model, kw = build(args)
 
     seconds = {}
-    t0 = time.perf_counter()
-    out = rz.generate_rationales(data, model, tokenizer, use_fused=True, **kw)
-    seconds["generate_rationales (fused)"] = time.perf_counter() - t0
+    variants = [("fused, prefix reuse", dict(use_fused=True, reuse_prefix=True)),
+                ("fused, no prefix reuse", dict(use_fused=True, reuse_prefix=False))]
     if args.processor:
-        t0 = time.perf_counter()
-        by_processor = rz.generate_rationales(data, model, tokenizer, use_fused=False, **kw)
-        seconds["generate_rationales (processor)"] = time.perf_counter() - t0
-        assert by_processor.to_list() == out.to_list()
-
-    # the jobs of the first rows, factual and counterfactual, as the released script would run them
-    jobs = []
-    for row in out.select(range(-(-args.released_jobs // 2))):
-        q, cs = row["question"], row["choices"]
-        jobs.append((prompt.render(q, cs, row["answer"]), prompt.render(q, cs, row["contrast_answer"]),
-                     row["rationale"]))
-        jobs.append((prompt.render(q, cs, row["counterfactual_answer"]), prompt.render(q, cs, row["answer"]),
-                     row["counterfactual_rationale"]))
-    jobs = jobs[: args.released_jobs]
-    ids = [(tokenizer(g)["input_ids"], tokenizer(c)["input_ids"]) for g, c, _ in jobs]
-    t0 = time.perf_counter()
-    released = [released_loop_row(model, g, c, 0.5, args.new_tokens, NEVER) for g, c in ids]
-    per_job = (time.perf_counter() - t0) / len(jobs)
+        variants += [("processor, prefix reuse", dict(use_fused=False, reuse_prefix=True)),
+                     ("processor, no prefix reuse", dict(use_fused=False, reuse_prefix=False))]
+    outputs: dict[str, list] = {}
+    cpu: dict[str, float] = {}
+    jobs: list = []
+    ids: list = []
+    released: list = []
+    released_wall = released_cpu = 0.0
+    for i, (name, variant) in enumerate(variants):
+        t0, c0 = time.perf_counter(), time.process_time()
+        outputs[name] = rz.generate_rationales(data, model, tokenizer, **variant, **kw).to_list()
+        seconds[f"generate_rationales ({name})"] = time.perf_counter() - t0
+        cpu[f"generate_rationales ({name})"] = time.process_time() - c0
+        if i == 0:
+            # the jobs of the first rows, factual and counterfactual, as the released script would run them
+            for row in outputs[name][: -(-args.released_jobs // 2)]:
+                q, cs = row["question"], row["choices"]
+                jobs.append((prompt.render(q, cs, row["answer"]), prompt.render(q, cs, row["contrast_answer"]),
+                             row["rationale"]))
+                jobs.append((prompt.render(q, cs, row["counterfactual_answer"]), prompt.render(q, cs, row["answer"]),
+                             row["counterfactual_rationale"]))
+            jobs = jobs[: args.released_jobs]
+            ids = [(tokenizer(g)["input_ids"], tokenizer(c)["input_ids"]) for g, c, _ in jobs]
+        # the released loop is timed in slices between the variants, so a slow spell of this shared machine
+        # hits both sides alike
+        part = ids[i * len(ids) // len(variants) : (i + 1) * len(ids) // len(variants)]
+        t0, c0 = time.perf_counter(), time.process_time()
+        released += [released_loop_row(model, g, c, 0.5, args.new_tokens, NEVER) for g, c in part]
+        released_wall += time.perf_counter() - t0
+        released_cpu += time.process_time() - c0
+    out_rows = outputs[variants[0][0]]
+    same_rows = all(rows == out_rows for rows in outputs.values())
+    per_job, per_job_cpu = released_wall / len(jobs), released_cpu / len(jobs)
 
     same_text = all(prompt.clean(tokenizer.decode(toks, skip_special_tokens=True)) == expect
                     for toks, (_, _, expect) in zip(released, jobs))
@@ -95,14 +161,20 @@ def main() -> None:
     released_rate = 1.0 / (2 * per_job)  # two jobs (factual + counterfactual) per question
     print(f"questions={args.questions} batch={args.batch_size} new_tokens={args.new_tokens} "
           f"prompt~{prompt_len:.0f} tokens threads={args.threads}; load average before the run: {load_before}")
-    print(f"checks: released text == generate_rationales on {len(jobs)} jobs: {same_text}, "
-          f"released == no-cache loop ({args.check_tokens} tokens): {same_as_no_cache}")
-    print(f"{'method':<34} {'examples/s':>10} {'seconds':>8} {'x released':>11}")
-    print(f"{'released loop (batch 1, cached)':<34} {released_rate:10.3f} {per_job * 2 * args.questions:8.1f} "
-          f"{1.0:11.2f}   (timed on {len(jobs)} jobs, scaled)")
+    print(f"checks: all generate_rationales variants give the same rows: {same_rows}, released text == "
+          f"generate_rationales on {len(jobs)} jobs: {same_text}, released == no-cache loop ({args.check_tokens} "
+          f"tokens): {same_as_no_cache}")
+    print(f"{'method':<48} {'examples/s':>10} {'seconds':>8} {'x released':>11} {'CPU s':>8} {'x released (CPU)':>17}")
+    print(f"{'released loop (batch 1, cached)':<48} {released_rate:10.3f} {per_job * 2 * args.questions:8.1f} "
+          f"{1.0:11.2f} {per_job_cpu * 2 * args.questions:8.1f} {1.0:17.2f}   (timed on {len(jobs)} jobs, scaled)")
     for name, secs in seconds.items():
         rate = args.questions / secs
-        print(f"{name:<34} {rate:10.3f} {secs:8.1f} {rate / released_rate:11.2f}")
+        print(f"{name:<48} {rate:10.3f} {secs:8.1f} {rate / released_rate:11.2f} {cpu[name]:8.1f} "
+              f"{per_job_cpu * 2 * args.questions / cpu[name]:17.2f}")
+    if args.memory_questions:
+        on, off = peak_memory_kib(True, args), peak_memory_kib(False, args)
+        print(f"peak RSS growth, {args.memory_questions} questions ({2 * args.memory_questions} jobs): prefix reuse "
+              f"{on / 1024:.0f} MiB, no prefix reuse {off / 1024:.0f} MiB (ratio {on / max(off, 1):.2f})")
 
 
 if __name__ == "__main__":

@@ -68,11 +68,11 @@ def make_gpt2(vocab_size: int, seed: int = SEED, **kw) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(cfg).eval()
 
 
-def make_llama(vocab_size: int, seed: int = SEED) -> LlamaForCausalLM:
+def make_llama(vocab_size: int, seed: int = SEED, **kw) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=3, eos_token_id=1, pad_token_id=0)
+                      bos_token_id=3, eos_token_id=1, pad_token_id=0, **kw)
     return LlamaForCausalLM(cfg).eval()
 
 

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "StudentFormat": ".formats",
     "ContrastiveRationaleLogitsProcessor": ".teacher.processor",
     "contrastive_generate": ".teacher.fused",
+    "SharedPrefix": ".teacher._branch",
     "RationalizeConfig": ".teacher.rationalize",
     "generate_rationales": ".teacher.rationalize",
     "load_prompt": ".teacher.prompts",
@@ -48,6 +49,7 @@ __all__ = [
     "RationaleStudent",
     "RationalizeConfig",
     "RunInterrupted",
+    "SharedPrefix",
     "StudentFormat",
     "contrastive_generate",
     "evaluate_student",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from .student.model import RationaleStudent
     from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
     from .tasks.loaders import load_task
+    from .teacher._branch import SharedPrefix
     from .teacher.fused import contrastive_generate
     from .teacher.processor import ContrastiveRationaleLogitsProcessor
     from .teacher.prompts import load_prompt

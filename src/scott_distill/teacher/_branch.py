@@ -3,12 +3,17 @@
 The processor runs the contrast branch with it (one prefill, then the tokens ``generate`` appended); the
 fused path runs both branches as one batch of ``2 x batch`` rows. Encoder-decoder and decoder-only models
 differ here and only here.
+
+``SharedPrefix`` holds the KV cache of a token prefix that every prompt of a run starts with (the few-shot
+block), computed once; a batch then prefills only its rows' suffixes, laid out ``[prefix][left padding][suffix]``
+with positions counted over real tokens, so each row sees exactly the positions of its unpadded prompt.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,7 +23,7 @@ from .scoring import decoder_position_ids
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["DecodingBranch", "forward_parameters", "input_device"]
+__all__ = ["DecodingBranch", "SharedPrefix", "forward_parameters", "input_device"]
 
 
 def forward_parameters(model: PreTrainedModel) -> Mapping[str, inspect.Parameter]:
@@ -48,12 +53,156 @@ def input_device(model: PreTrainedModel) -> torch.device:
     return weight.device
 
 
+def common_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix of every list, leaving at least one token of each list after it
+    (the logits of the next token come from a row's own last token)."""
+    if not token_lists:
+        return 0
+    shortest = min(len(t) for t in token_lists)
+    first = token_lists[0]
+    length = 0
+    while length < shortest - 1 and all(t[length] == first[length] for t in token_lists):
+        length += 1
+    return length
+
+
+class SharedPrefix:
+    """The KV cache of a token prefix shared by every prompt of a run, computed once (decoder-only teachers).
+
+    Rows are laid out ``[prefix][left padding][suffix]``: the prefix cache is copied to the batch, the attention
+    mask is zero on the padding and position ids are counted over real tokens, so each row gets exactly the
+    positions of its unpadded prompt (absolute-position and RoPE models alike). Encoder-decoder teachers cannot
+    use it: their encoder is bidirectional, so a prefix's encoding depends on the tokens after it.
+
+    Build it with [`SharedPrefix.of`] (longest common *token* prefix of the tokenized prompts: ids are compared,
+    strings are never split) or directly from the prefix ids.
+
+    Args:
+        model (`PreTrainedModel`): the decoder-only teacher whose cache is computed.
+        token_ids (`Sequence[int]`): the prefix's token ids.
+
+    Examples:
+
+    ```python
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from scott_distill import SharedPrefix, contrastive_generate
+    >>> _ = torch.manual_seed(0)
+    >>> teacher = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
+    >>> gold = {"input_ids": torch.tensor([[5, 6, 7, 8, 9], [0, 5, 6, 7, 10]]),  # left-padded: few-shot 5 6 7
+    ...         "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])}
+    >>> contrast = {"input_ids": torch.tensor([[5, 6, 7, 11], [5, 6, 7, 12]])}
+    >>> prefix = SharedPrefix.of(teacher, [[5, 6, 7, 8, 9], [5, 6, 7, 10], [5, 6, 7, 11], [5, 6, 7, 12]])
+    >>> prefix.ids.tolist()
+    [[5, 6, 7]]
+    >>> kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    >>> torch.equal(contrastive_generate(teacher, None, gold, contrast, shared_prefix=prefix, **kw),
+    ...             contrastive_generate(teacher, None, gold, contrast, shared_prefix=None, **kw))
+    True
+
+    ```
+    """
+
+    def __init__(self, model: PreTrainedModel, token_ids: Sequence[int]) -> None:
+        reason = self.unsupported(model)
+        if reason:
+            raise ValueError(f"`model` cannot reuse a shared prefix: {reason}.")
+        if len(token_ids) == 0:
+            raise ValueError("`token_ids` of a shared prefix must not be empty.")
+        self.ids = torch.tensor([list(token_ids)], dtype=torch.long, device=input_device(model))
+        params = forward_parameters(model)
+        last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        with torch.no_grad():
+            out = model(input_ids=self.ids, attention_mask=torch.ones_like(self.ids), use_cache=True,
+                        return_dict=True, position_ids=torch.arange(self.ids.shape[1], device=self.ids.device)[None],
+                        **last_only)
+        self._cache = out.cache
+
+    @staticmethod
+    def unsupported(model: PreTrainedModel) -> str:
+        """Why ``model`` cannot reuse a prefix ('' if it can)."""
+        if getattr(model.config, "is_encoder_decoder", False):
+            return "an encoder-decoder model's encoder is bidirectional (the prefix's encoding depends on the suffix)"
+        if "position_ids" not in forward_parameters(model):
+            return "its forward takes no `position_ids` (padded rows after the prefix would get wrong positions)"
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        try:
+            layers = DynamicCache(config=model.config).layers
+        except Exception as err:  # a config the cache classes do not understand
+            return f"its cache layout is unknown ({err})"
+        if any(type(layer) is not DynamicLayer for layer in layers):
+            return "its cache has sliding-window or other non-growing layers (the window would count the padding)"
+        return ""
+
+    @classmethod
+    def of(cls, model: PreTrainedModel, token_lists: Sequence[Sequence[int]]) -> SharedPrefix | None:
+        """The shared prefix of ``token_lists`` (``None`` if they share no token or ``model`` cannot reuse one)."""
+        length = common_prefix_length(token_lists)
+        if length == 0 or cls.unsupported(model):
+            return None
+        return cls(model, token_lists[0][:length])
+
+    def __len__(self) -> int:
+        return self.ids.shape[1]
+
+    def cache_for(self, rows: int) -> Any:
+        """A fresh copy of the prefix cache for ``rows`` rows (decoding appends to it in place)."""
+        cache = copy.deepcopy(self._cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+    def split(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              name: str = "input_ids") -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded full prompts ``[pad][prefix][suffix]`` -> their suffixes ``[pad][suffix]`` (ids, mask).
+
+        Raises a ``ValueError`` naming the rows that do not start with the prefix's tokens or have no token
+        after it.
+        """
+        length = len(self)
+        mask = attention_mask.long()
+        in_prefix = (mask == 1) & (mask.cumsum(-1) <= length)
+        short = (mask.sum(-1) <= length).nonzero().flatten().tolist()
+        if short:
+            raise ValueError(f"`{name}` rows {short[:10]} have no token after the {length}-token shared prefix.")
+        rows, width = input_ids.shape
+        head = input_ids[in_prefix].view(rows, length)
+        differ = (head != self.ids.to(head.device)).any(-1).nonzero().flatten().tolist()
+        if differ:
+            raise ValueError(f"`{name}` rows {differ[:10]} do not start with the shared prefix's {length} tokens.")
+        keep = ~in_prefix
+        return input_ids[keep].view(rows, width - length), mask[keep].view(rows, width - length)
+
+    def join(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded suffixes -> ``[prefix][pad][suffix]`` ids and mask (what a prefilled cache continues)."""
+        rows = input_ids.shape[0]
+        prefix = self.ids.to(input_ids.device).expand(rows, -1)
+        return (torch.cat([prefix, input_ids], dim=1),
+                torch.cat([torch.ones_like(prefix), attention_mask.long()], dim=1))
+
+    def generate_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        expand: int = 1) -> dict[str, Any]:
+        """``generate`` keyword arguments for left-padded full prompts: the ``[prefix][pad][suffix]`` layout and
+        a copy of the prefix cache (``generate`` then prefills only the suffixes; positions come from the mask).
+
+        ``generate`` expands the ids to several rows per prompt but not a given cache: pass its expansion as
+        ``expand`` (``num_beams`` for beam search, else ``num_return_sequences``; every row of the prefix cache is
+        the same, so only the row count matters).
+        """
+        if not isinstance(expand, int) or expand < 1:
+            raise ValueError(f"`expand` must be an int >= 1 (generate's rows per prompt), got {expand!r}.")
+        ids, mask = self.join(*self.split(input_ids, attention_mask))
+        return {"input_ids": ids, "attention_mask": mask, "cache": self.cache_for(ids.shape[0] * expand)}
+
+
 class DecodingBranch:
     """Prefill a batch of prompts once, then feed one token per row per step, keeping the KV cache.
 
     * Encoder-decoder models: the prompts are encoded once; decoding starts from ``decoder_input_ids``.
     * Decoder-only models: the prompts are left-padded; position ids count real tokens only (the rule
-      ``generate`` uses), so a padded row sees the positions of its unpadded prompt.
+      ``generate`` uses), so a padded row sees the positions of its unpadded prompt. With a ``SharedPrefix``
+      the prompts are the rows' suffixes after it; the branch starts from a copy of the prefix cache.
 
     Only the last position's logits are computed where the model allows it (``logits_to_keep``): otherwise
     the prefill materialises batch x length x vocab logits (hundreds of MB for a GPT-2-sized teacher).
@@ -78,9 +227,23 @@ class DecodingBranch:
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                decoder_input_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of the next token after each prompt (encoder-decoder: after ``decoder_input_ids``)."""
-        if self.is_encoder_decoder:
+                decoder_input_ids: torch.Tensor | None = None, prefix: SharedPrefix | None = None) -> torch.Tensor:
+        """Logits of the next token after each prompt (encoder-decoder: after ``decoder_input_ids``).
+
+        With ``prefix`` (decoder-only), ``input_ids`` / ``attention_mask`` are the left-padded suffixes that
+        follow it in every row.
+        """
+        if prefix is not None:
+            if self.is_encoder_decoder:
+                raise ValueError("An encoder-decoder branch cannot start from a shared prefix (bidirectional encoder).")
+            cache = prefix.cache_for(input_ids.shape[0])
+            self.attention_mask = torch.cat([torch.ones_like(attention_mask[:, :1]).expand(-1, len(prefix)),
+                                             attention_mask], dim=-1)
+            positions = self._positions(self.attention_mask, last_only=False)
+            out = self.model(input_ids=input_ids, attention_mask=self.attention_mask, cache=cache, use_cache=True,
+                             return_dict=True, **{k: v[:, len(prefix):] for k, v in positions.items()},
+                             **self._last_logits_only)
+        elif self.is_encoder_decoder:
             if decoder_input_ids is None:
                 raise ValueError("An encoder-decoder branch needs `decoder_input_ids` to start decoding from.")
             self.encoder_outputs = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask,

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from ..padding import padding_side
-from ._branch import DecodingBranch, input_device
+from ._branch import DecodingBranch, SharedPrefix, input_device
 from .scoring import check_alpha, check_plausibility_threshold, contrastive_scores, end_token_ids, left_padded
 
 __all__ = ["contrastive_generate"]
@@ -117,6 +117,12 @@ def _both_branches(model: PreTrainedModel, gold: tuple[torch.Tensor, torch.Tenso
     return torch.cat([g, c]).to(device), torch.cat([gm, cm]).long().to(device)
 
 
+def _common_prefix(model: PreTrainedModel, *batches: tuple[torch.Tensor, torch.Tensor]) -> SharedPrefix | None:
+    """The shared prefix of every unpadded row of ``batches`` (``None`` if none or the model cannot reuse one)."""
+    rows = [ids[mask.bool()].tolist() for ids_, mask_ in batches for ids, mask in zip(ids_, mask_)]
+    return SharedPrefix.of(model, rows)
+
+
 def _decoder_start(model: PreTrainedModel, rows: int, device: torch.device) -> torch.Tensor | None:
     """The decoder's first input for an encoder-decoder model (``None`` for a decoder-only one)."""
     if not model.config.is_encoder_decoder:
@@ -169,6 +175,7 @@ def contrastive_generate(
     plausibility_threshold: float | None = None,
     generator: torch.Generator | None = None,
     pad_token_id: int | None = None,
+    shared_prefix: SharedPrefix | str | None = "auto",
 ) -> torch.Tensor:
     """Contrastive decoding with both branches fused into one forward of ``2 x batch`` rows per step.
 
@@ -194,6 +201,11 @@ def contrastive_generate(
         plausibility_threshold: optional adaptive plausibility constraint (see the processor).
         generator: random generator for sampling; ``None`` uses torch's global one, as ``generate`` does.
         pad_token_id: pad id; defaults to the tokenizer's, then the generation config's.
+        shared_prefix: a [`SharedPrefix`] that every gold and contrast prompt starts with (decoder-only): both
+            branches start from copies of its cache and prefill only the rows' suffixes; same tokens as without.
+            ``"auto"`` (default) computes the longest common token prefix of this call's prompts (the few-shot
+            block): one batch-1 prefill instead of one per row and branch. ``None``: every row prefills its whole
+            prompt (always so for encoder-decoder models, whose encoder is bidirectional).
 
     Returns:
         ``LongTensor`` of shape ``(batch, <= max_new_tokens)``: the generated tokens only, rows that
@@ -213,9 +225,17 @@ def contrastive_generate(
             "give one contrast prompt per gold prompt."
         )
     pad_token_id = _pad_token_id(model, tokenizer, pad_token_id)
+    if isinstance(shared_prefix, str):
+        if shared_prefix != "auto":
+            raise ValueError(f"`shared_prefix` must be a SharedPrefix, 'auto' or None, got {shared_prefix!r}.")
+        shared_prefix = _common_prefix(model, gold, contrast) if left else None
+    if shared_prefix is not None:
+        gold = shared_prefix.split(gold[0], gold[1], "gold_prompts")
+        contrast = shared_prefix.split(contrast[0], contrast[1], "contrast_prompts")
     ids, mask = _both_branches(model, gold, contrast, pad_token_id)
     branch = DecodingBranch(model)
-    logits = branch.prefill(ids, mask, decoder_input_ids=_decoder_start(model, ids.shape[0], ids.device))
+    logits = branch.prefill(ids, mask, decoder_input_ids=_decoder_start(model, ids.shape[0], ids.device),
+                            prefix=shared_prefix)
     warpers = _sampling_warpers(model, temperature, top_k, top_p) if do_sample else None
     return _decode(branch, logits, ids.shape[0] // 2, alpha, max_new_tokens,
                    end_token_ids(model, stop_token_ids).to(ids.device), plausibility_threshold, warpers, generator,

@@ -10,7 +10,7 @@ from typing import Any, cast
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
-from ._branch import DecodingBranch
+from ._branch import DecodingBranch, SharedPrefix
 from .scoring import check_alpha, check_plausibility_threshold, contrastive_scores, end_token_ids, left_padded
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         plausibility_threshold (`float`, *optional*):
             ``beta`` of Li et al.'s adaptive plausibility constraint: tokens with
             ``p(t | gold prompt) < beta * max_t p(t | gold prompt)`` are excluded. Off by default.
+        shared_prefix (`SharedPrefix`, *optional*):
+            A token prefix every contrast prompt starts with (decoder-only): the contrast branch starts from a
+            copy of its cache and prefills only the suffixes. Give ``generate`` the same prefix's cache with
+            ``**shared_prefix.generate_inputs(input_ids, attention_mask)`` to reuse it in the gold branch too.
 
     Examples:
 
@@ -109,6 +113,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         alpha: float = 0.5,
         stop_token_ids: Iterable[int] | None = None,
         plausibility_threshold: float | None = None,
+        shared_prefix: SharedPrefix | None = None,
     ) -> None:
         plausibility_threshold = check_plausibility_threshold(plausibility_threshold)
         alpha = check_alpha(alpha, plausibility_threshold)
@@ -140,6 +145,11 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         ids, mask = contrast_input_ids.long(), contrast_attention_mask.long()
         if not self.is_encoder_decoder:
             ids, mask = left_padded(ids, mask, "contrast_input_ids")
+        elif shared_prefix is not None:
+            raise ValueError("`shared_prefix` needs a decoder-only model: an encoder is bidirectional.")
+        if shared_prefix is not None:
+            ids, mask = shared_prefix.split(ids, mask, "contrast_input_ids")
+        self.shared_prefix = shared_prefix
         self.contrast_input_ids = ids
         self.contrast_attention_mask = mask
         self.stop_token_ids = end_token_ids(model, stop_token_ids)
@@ -227,7 +237,8 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         mask = self.contrast_attention_mask.to(device).repeat_interleave(group, dim=0)
         branch = DecodingBranch(self.model)
         # encoder-decoder: the contrast branch continues generate's decoder ids (its start token)
-        logits = branch.prefill(ids, mask, decoder_input_ids=input_ids if self.is_encoder_decoder else None)
+        logits = branch.prefill(ids, mask, decoder_input_ids=input_ids if self.is_encoder_decoder else None,
+                                prefix=self.shared_prefix)
         self._encoder_rows = None  # the branch's own encoder call, not generate's
         self._state = _ContrastState(input_ids.shape[1], input_ids, branch, group)
         return logits

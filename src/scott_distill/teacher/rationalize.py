@@ -28,7 +28,7 @@ from ..files import ensure_writable_dir
 from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
 from ..overrides import with_overrides
 from ..tasks import TASKS, get_task, normalize_rows
-from ._branch import input_device
+from ._branch import SharedPrefix, input_device
 from .fused import contrastive_generate
 from .processor import ContrastiveRationaleLogitsProcessor
 from .prompts import RationalePrompt, load_prompt
@@ -48,7 +48,7 @@ __all__ = ["PERTURBATIONS", "RationalizeConfig", "generate_rationales"]
 
 PERTURBATIONS = ("wrong", "empty", "none")
 # settings that do not change the generated rows, left out of a run's fingerprint (a resumed run may change them)
-_SAME_ROWS_EITHER_WAY = ("use_fused",)
+_SAME_ROWS_EITHER_WAY = ("use_fused", "reuse_prefix")
 
 
 @dataclass
@@ -56,7 +56,8 @@ class RationalizeConfig:
     """Settings of teacher rationalization (``generate_rationales``, ``scott-distill rationalize`` and a recipe's
     ``rationalize:`` section).
 
-    Every field except ``use_fused`` decides the generated rows and is recorded in a run's ``run_config.json``.
+    Every field except ``use_fused`` and ``reuse_prefix`` decides the generated rows and is recorded in a run's
+    ``run_config.json``.
     """
 
     task: str = field(default="csqa", metadata={"help": f"One of {sorted(TASKS)}: how the data is normalised and "
@@ -81,6 +82,10 @@ class RationalizeConfig:
     use_fused: bool = field(default=True, metadata={
         "help": "Both branches in one forward per step (contrastive_generate) instead of the logits processor; "
                 "both give the same tokens."})
+    reuse_prefix: bool = field(default=True, metadata={
+        "help": "Compute the KV cache of the token prefix shared by every prompt (the few-shot block) once and "
+                "start every batch and both branches from it; same tokens as without. Decoder-only teachers "
+                "(an encoder-decoder's encoder is bidirectional, so it always encodes whole prompts)."})
 
     def __post_init__(self) -> None:
         get_task(self.task)  # a clear error for an unknown task
@@ -106,17 +111,15 @@ def _context_limit(model: PreTrainedModel) -> tuple[int | None, str]:
     return None, ""
 
 
-def _check_context(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: list[dict], lengths: list[int],
-                   data: datasets.Dataset, config: RationalizeConfig) -> None:
+def _check_context(model: PreTrainedModel, jobs: list[dict], prompt_ids: list[list[int]],
+                   contrast_ids: list[list[int] | None], data: datasets.Dataset, config: RationalizeConfig) -> None:
     """Refuse prompts that do not fit the teacher's context, before anything runs (a GPT-2 teacher would fail
     with an IndexError deep in its position embedding)."""
     limit, attr = _context_limit(model)
     if limit is None:
         return
-    contrast = [j["contrast"] for j in jobs]
-    with_contrast = [k for k, c in enumerate(contrast) if c is not None]
-    contrast_lengths = dict(zip(with_contrast, (len(ids) for ids in tokenizer(
-        [contrast[k] for k in with_contrast])["input_ids"]))) if with_contrast else {}
+    lengths = [len(ids) for ids in prompt_ids]
+    contrast_lengths = {k: len(ids) for k, ids in enumerate(contrast_ids) if ids is not None}
     encoder_decoder = model.config.is_encoder_decoder
     if encoder_decoder and config.max_new_tokens + 1 > limit:
         raise ValueError(f"max_new_tokens={config.max_new_tokens} exceeds the teacher's decoder limit of {limit} positions "
@@ -185,6 +188,33 @@ def _jobs(data: datasets.Dataset, prompt: RationalePrompt, config: RationalizeCo
     return jobs
 
 
+def _token_ids(tokenizer: PreTrainedTokenizerBase, jobs: list[dict]) -> tuple[list[list[int]], list[list[int] | None]]:
+    """Token ids of every job's prompt and contrast prompt (``None`` without one), each tokenized alone: the ids
+    a padded batch holds."""
+    prompt_ids = tokenizer([j["prompt"] for j in jobs])["input_ids"]
+    with_contrast = [k for k, j in enumerate(jobs) if j["contrast"] is not None]
+    contrast_ids: list[list[int] | None] = [None] * len(jobs)
+    if with_contrast:
+        for k, ids in zip(with_contrast, tokenizer([jobs[k]["contrast"] for k in with_contrast])["input_ids"]):
+            contrast_ids[k] = ids
+    return prompt_ids, contrast_ids
+
+
+def _shared_prefix(model: PreTrainedModel, prompt_ids: list[list[int]],
+                   contrast_ids: list[list[int] | None]) -> SharedPrefix | None:
+    """The cached token prefix of every prompt of the run (both branches), or ``None`` (logged) without one."""
+    reason = SharedPrefix.unsupported(model)
+    if reason:
+        logger.info("No shared-prefix reuse: %s.", reason)
+        return None
+    prefix = SharedPrefix.of(model, prompt_ids + [ids for ids in contrast_ids if ids is not None])
+    if prefix is None:
+        logger.info("No shared-prefix reuse: the prompts share no leading token.")
+    else:
+        logger.info("Reusing the KV cache of the %d-token prefix shared by all prompts.", len(prefix))
+    return prefix
+
+
 def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     # longest first: padding is cut by grouping similar lengths, and an OOM shows up in the first batch
     order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
@@ -192,32 +222,40 @@ def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
+def _gold_inputs(enc: Any, prefix: SharedPrefix | None) -> dict[str, Any]:
+    """``generate``'s inputs for the tokenized gold prompts: from a copy of the shared prefix's cache if any."""
+    if prefix is None:
+        return dict(enc)
+    return prefix.generate_inputs(enc["input_ids"], enc["attention_mask"])
+
+
 def _generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: list[dict], config: RationalizeConfig,
-              stop_ids: list[int]) -> list[str]:
+              stop_ids: list[int], prefix: SharedPrefix | None = None) -> list[str]:
     prompts = [j["prompt"] for j in jobs]
     device = input_device(model)  # not model.device, which is `meta` for an accelerate-offloaded teacher
     if config.perturbation == "none":
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
-        out = cast(GenerationMixin, model).generate(**enc, max_new_tokens=config.max_new_tokens, do_sample=False,
+        gold = _gold_inputs(tokenizer(prompts, return_tensors="pt", padding=True).to(device), prefix)
+        out = cast(GenerationMixin, model).generate(**gold, max_new_tokens=config.max_new_tokens, do_sample=False,
                                                     eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
-        new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
+        new = out if model.config.is_encoder_decoder else out[:, gold["input_ids"].shape[1] :]
     elif config.use_fused:
         new = contrastive_generate(model, tokenizer, prompts, [j["contrast"] for j in jobs], alpha=config.alpha,
                                    max_new_tokens=config.max_new_tokens, do_sample=False, stop_token_ids=stop_ids,
-                                   plausibility_threshold=config.plausibility_threshold)
+                                   plausibility_threshold=config.plausibility_threshold, shared_prefix=prefix)
     else:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+        gold = _gold_inputs(tokenizer(prompts, return_tensors="pt", padding=True).to(device), prefix)
         con = tokenizer([j["contrast"] for j in jobs], return_tensors="pt", padding=True).to(device)
         proc = ContrastiveRationaleLogitsProcessor(model, con["input_ids"], con["attention_mask"], alpha=config.alpha,
                                                    stop_token_ids=stop_ids,
-                                                   plausibility_threshold=config.plausibility_threshold)
+                                                   plausibility_threshold=config.plausibility_threshold,
+                                                   shared_prefix=prefix)
         # the block frees the contrast cache as soon as generate returns; generate_kwargs() makes generate
         # stop at exactly the ids of the stop rule (model eos + stop_ids)
         with proc:
-            out = cast(GenerationMixin, model).generate(**enc, **proc.generate_kwargs(), do_sample=False,
+            out = cast(GenerationMixin, model).generate(**gold, **proc.generate_kwargs(), do_sample=False,
                                                         max_new_tokens=config.max_new_tokens,
                                                         pad_token_id=tokenizer.pad_token_id)
-        new = out if model.config.is_encoder_decoder else out[:, enc["input_ids"].shape[1] :]
+        new = out if model.config.is_encoder_decoder else out[:, gold["input_ids"].shape[1] :]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
@@ -261,7 +299,8 @@ def _run_settings(config: RationalizeConfig, prompt: RationalePrompt, model: Pre
 
 
 def _generate_backing_off(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: list[dict],
-                          config: RationalizeConfig, stop_ids: list[int], rows: int) -> tuple[list[str], int]:
+                          config: RationalizeConfig, stop_ids: list[int], rows: int,
+                          prefix: SharedPrefix | None = None) -> tuple[list[str], int]:
     """The texts of ``jobs``, generated ``rows`` at a time; on out-of-memory the batch is generated again with
     half as many rows per forward (as ``accelerate.utils.find_executable_batch_size`` does), down to one.
     Returns the texts and the row count that fitted, which the next batches start from."""
@@ -269,7 +308,7 @@ def _generate_backing_off(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
         try:
             texts: list[str] = []
             for start in range(0, len(jobs), rows):
-                texts += _generate(model, tokenizer, jobs[start : start + rows], config, stop_ids)
+                texts += _generate(model, tokenizer, jobs[start : start + rows], config, stop_ids, prefix)
             return texts, rows
         except Exception as exc:
             if not (isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)) or rows == 1:
@@ -284,11 +323,13 @@ def _generate_backing_off(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
 def _generate_batches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, jobs: list[dict],
                       batches: list[list[int]], todo: list[int], config: RationalizeConfig, stop_ids: list[int],
                       write: Callable[[int, list[str]], None], desc: str, show_progress: bool,
-                      stop: StopRequest | None = None, resume_hint: str = "") -> dict[int, list[str]]:
+                      stop: StopRequest | None = None, resume_hint: str = "",
+                      prefix: SharedPrefix | None = None) -> dict[int, list[str]]:
     """Generate the ``todo`` batches, handing each finished one to ``write(batch, texts)`` before the next.
 
-    A batch that runs out of memory is generated again in smaller pieces (it is still written as one batch).
-    Once ``stop`` is set (a signal), `RunInterrupted` is raised after the batch in progress is written.
+    Every batch starts from ``prefix`` (the shared few-shot prefix's KV) when given. A batch that runs out of memory
+    is generated again in smaller pieces (it is still written as one batch). Once ``stop`` is set (a signal),
+    `RunInterrupted` is raised after the batch in progress is written.
     """
     texts: dict[int, list[str]] = {}
     rows = config.batch_size
@@ -297,7 +338,7 @@ def _generate_batches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     with _teacher_padding(tokenizer, model):
         for b in todo:
             batch_jobs = [jobs[k] for k in batches[b]]
-            texts[b], rows = _generate_backing_off(model, tokenizer, batch_jobs, config, stop_ids, rows)
+            texts[b], rows = _generate_backing_off(model, tokenizer, batch_jobs, config, stop_ids, rows, prefix)
             write(b, texts[b])
             bar.update(len(batch_jobs))
             if stop and stop.signum is not None:
@@ -349,7 +390,7 @@ def generate_rationales(
         show_progress: a progress bar per process.
         **overrides: fields of `RationalizeConfig` (``task``, ``perturbation``, ``alpha``, ``counterfactual``,
             ``batch_size``, ``max_new_tokens``, ``prompt``, ``use_chat_template``, ``plausibility_threshold``,
-            ``seed``, ``use_fused``) replacing ``config``'s.
+            ``seed``, ``use_fused``, ``reuse_prefix``) replacing ``config``'s.
 
     Returns:
         The dataset with ``rationale`` (the teacher's), ``human_rationale`` (the input's ``rationale``),
@@ -361,13 +402,13 @@ def generate_rationales(
     data = normalize_rows(dataset, config.task)
     prompt = load_prompt(config.prompt or config.task)
     jobs = _jobs(data, prompt, config, tokenizer)
-    lengths = [len(ids) for ids in tokenizer([j["prompt"] for j in jobs])["input_ids"]]
-    _check_context(model, tokenizer, jobs, lengths, data, config)
+    prompt_ids, contrast_ids = _token_ids(tokenizer, jobs)
+    _check_context(model, jobs, prompt_ids, contrast_ids, data, config)
     group = ProcessGroup.join(model)
     store = ShardStore(output_dir, group) if output_dir is not None else None
     if store is None and group.parts > 1:
         raise ValueError("Several processes need `output_dir` to exchange their shards.")
-    batches = _batches(lengths, config.batch_size)
+    batches = _batches([len(ids) for ids in prompt_ids], config.batch_size)
     done: dict[int, list[str]] = {}
     if store is not None:
         store.check_settings(_run_settings(config, prompt, model, tokenizer, data, jobs))
@@ -380,14 +421,15 @@ def generate_rationales(
     todo = [b for b in range(len(batches)) if b % group.parts == group.part and b not in done]
     stop_ids = stop_token_ids_for(tokenizer, prompt.stop)
     desc = f"rationalize[{group.rank}]"
+    prefix = _shared_prefix(model, prompt_ids, contrast_ids) if config.reuse_prefix and todo else None
     if store is None:
         done = _generate_batches(model, tokenizer, jobs, batches, todo, config, stop_ids, lambda b, t: None, desc,
-                                 show_progress)
+                                 show_progress, prefix=prefix)
         return _assemble(data, jobs, batches, done, prompt, config)
     hint = (f"Every finished batch is kept in {output_dir}: run the same command (the same settings and "
             "output_dir) to resume.")
     with stop_on_signals(desc, hint) as stop, store.writer() as write:
         done.update(_generate_batches(model, tokenizer, jobs, batches, todo, config, stop_ids, write, desc,
-                                      show_progress, stop, hint))
+                                      show_progress, stop, hint, prefix))
     return store.merge(len(batches), lambda texts: _assemble(data, jobs, batches, texts, prompt, config))
 
