@@ -32,15 +32,13 @@ figure is the peak RSS growth of the generation alone, as a ratio to greedy's.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
-import multiprocessing as mp
 import os
 import statistics
 import time
 
 import torch
+from peak_memory import in_fresh_process, peak_since, start_window
 from released_loop import no_cache_row, released_loop_row
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
@@ -140,35 +138,17 @@ def run(method: str, model, gold, contrast, new_tokens: int):
     raise ValueError(method)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _peak_worker(method, args, queue):
     torch.set_num_threads(args.threads)
     model, gold, contrast = build(args)
     run("greedy", model, gold, contrast, 1)  # load kernels and libraries outside the measured window
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-    before = _status_kib("VmRSS")
+    before = start_window()
     run(method, model, gold, contrast, args.new_tokens)
-    queue.put(_status_kib("VmHWM") - before)
+    queue.put(peak_since(before))
 
 
 def peak_memory_kib(method: str, args) -> int:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_worker, args=(method, args, queue))
-    proc.start()
-    value = queue.get()
-    proc.join()
-    return value
+    return in_fresh_process(_peak_worker, method, args)
 
 
 def main() -> None:

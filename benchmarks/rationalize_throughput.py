@@ -28,15 +28,13 @@ the OS (malloc_trim) and the kernel's peak-RSS mark is reset, so the figure is t
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import logging
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
 
 import torch
+from peak_memory import in_fresh_process, peak_since, start_window
 from released_loop import no_cache_row, released_loop_row
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -68,34 +66,16 @@ def build(args):
     return data, prompt, tokenizer, model, kw
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _peak_worker(reuse: bool, args, queue) -> None:
     data, _, tokenizer, model, kw = build(args)
     rz.generate_rationales(data.select(range(1)), model, tokenizer, reuse_prefix=reuse, **dict(kw, max_new_tokens=1))
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-    before = _status_kib("VmRSS")
+    before = start_window()
     rz.generate_rationales(data.select(range(args.memory_questions)), model, tokenizer, reuse_prefix=reuse, **kw)
-    queue.put(_status_kib("VmHWM") - before)
+    queue.put(peak_since(before))
 
 
 def peak_memory_kib(reuse: bool, args) -> int:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_worker, args=(reuse, args, queue))
-    proc.start()
-    value = queue.get()
-    proc.join()
-    return value
+    return in_fresh_process(_peak_worker, reuse, args)
 
 
 def main() -> None:
