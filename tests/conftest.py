@@ -55,6 +55,20 @@ def shared_data_or_skip(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture
+def cose_rows():
+    """The first 10 real CoS-E dev rows (normalised schema): the rationalization tests' data."""
+    from scott_distill.tasks import load_task
+
+    return load_task("cose", str(shared_data_or_skip("cose_v1", "dev.csv"))).select(range(10))
+
+
+@pytest.fixture
+def teacher(tokenizer):
+    """A tiny random GPT-2 teacher over the suite's BPE vocabulary."""
+    return make_gpt2(len(tokenizer))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     texts = (TESTS_DIR / "data" / "corpus.txt").read_text().splitlines()

@@ -18,20 +18,9 @@ import scott_distill.teacher.rationalize as rationalize_module
 import scott_distill.teacher.shards as shards_module
 from scott_distill import contrastive_generate, generate_rationales
 from scott_distill.commands.rationalize import main as rationalize_main
-from scott_distill.tasks import load_task
 from scott_distill.teacher.prompts import load_prompt
 
 KW = dict(task="cose", batch_size=4, max_new_tokens=6, show_progress=False)
-
-
-@pytest.fixture
-def cose_rows():
-    return load_task("cose", str(shared_data_or_skip("cose_v1", "dev.csv"))).select(range(10))
-
-
-@pytest.fixture
-def teacher(tokenizer):
-    return make_gpt2(len(tokenizer))
 
 
 def test_schema_and_counterfactuals(cose_rows, teacher, tokenizer):

@@ -33,22 +33,11 @@ import scott_distill.teacher.shards as shards_module
 from scott_distill import generate_rationales
 from scott_distill.commands import main as cli_main
 from scott_distill.interrupts import RunInterrupted
-from scott_distill.tasks import load_task
 
 TESTS_DIR = Path(__file__).parent
 CLIENT = TESTS_DIR / "rationalize_fault_client.py"
 KW = dict(task="cose", batch_size=4, max_new_tokens=6, show_progress=False)
 N_BATCHES = -(-20 // 4)  # 10 rows x (factual + counterfactual) / batch 4
-
-
-@pytest.fixture
-def cose_rows():
-    return load_task("cose", str(shared_data_or_skip("cose_v1", "dev.csv"))).select(range(10))
-
-
-@pytest.fixture
-def teacher(tokenizer):
-    return make_gpt2(len(tokenizer))
 
 
 @pytest.fixture
