@@ -63,7 +63,7 @@ def plot_report(report: Report, path: str | Path, title: str | None = None) -> P
         _draw_rows(ax, [f"{r.metric}: {r.a} - {r.b}" for r in rows], [r.estimate for r in rows],
                    [_FOUND if r.estimate.is_finding else _NOT_SHOWN for r in rows])
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_title("paired differences A - B (blue: a finding, interval excludes 0 over >= 2 seeds; grey: not shown)", fontsize=10)
+        ax.set_title("paired differences A - B (blue: a finding, interval excludes 0 over >= 5 seeds; grey: not shown)", fontsize=10)
     level = f"{report.confidence_level:.0%}"
     if report.aggregates_only:
         what = "seed-only intervals: aggregates only, no per-question outcomes"
