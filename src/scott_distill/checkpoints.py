@@ -117,7 +117,7 @@ def find_gguf(name_or_path: str | os.PathLike) -> Path | None:
     of ``BUNDLED_CHECKPOINTS``. An existing local path wins over a short name of the same spelling.
     """
     text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
+    path = _bundled_path(text) or Path(text).expanduser()
     if path.is_file():
         return path if path.suffix.lower() == ".gguf" else None
     if path.is_dir():
@@ -132,11 +132,16 @@ def find_gguf(name_or_path: str | os.PathLike) -> Path | None:
         return ggufs[0] if ggufs else None
     if text.lower().endswith(".gguf"):
         raise FileNotFoundError(f"`name_or_path` {text!r} looks like a GGUF file but does not exist.")
+    return None
+
+
+def _bundled_path(text: str) -> Path | None:
+    """Where the bundled short name ``text`` points (a GGUF file or a checkpoint folder), or ``None`` when ``text``
+    is no short name or an existing local path of the same spelling (which wins)."""
     spec = BUNDLED_CHECKPOINTS.get(text.lower())
-    if spec is None:
+    if spec is None or Path(text).expanduser().exists():
         return None
-    bundled = _bundled_location(text, spec)
-    return bundled if bundled.is_file() else None  # a bundled checkpoint folder needs no conversion
+    return _bundled_location(text, spec)
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -237,14 +242,12 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, cache_dir: str | os.Path
 
     ```
     """
-    gguf = find_gguf(name_or_path)
+    text = os.fspath(name_or_path)
+    bundled = _bundled_path(text)
+    gguf = find_gguf(bundled or text)
     if gguf is not None:
         return str(convert_gguf(gguf, cache_dir))
-    text = os.fspath(name_or_path)
-    spec = BUNDLED_CHECKPOINTS.get(text.lower())
-    if spec is not None and not Path(text).expanduser().exists():
-        return str(_bundled_location(text, spec))
-    return text
+    return str(bundled) if bundled is not None else text  # a bundled checkpoint folder is loaded as it is
 
 
 def load_generative_model(name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:
