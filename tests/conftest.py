@@ -190,11 +190,21 @@ def tiny_gguf(tmp_path_factory, tokenizer) -> Path:
 SMOLLM2 = "smollm2-135m-instruct"
 
 
+MINILM = "minilm-l6-v2"
+
+
+def skip_without_bundled(name: str) -> None:
+    """Skip (in CI: fail; reason: the install command) unless the package shipping the bundled checkpoint ``name``
+    is installed, and for a GGUF the `gguf` reader too."""
+    spec = BUNDLED_CHECKPOINTS[name]
+    needs = [spec.module] + (["gguf"] if spec.filename.endswith(".gguf") else [])
+    if any(importlib.util.find_spec(module) is None for module in needs):
+        skip_unless_ci(f"real {name} not installed: {spec.install_command}")
+
+
 def skip_without_smollm2() -> None:
     """Skip (reason: the install command) unless the bundled SmolLM2 GGUF and the `gguf` reader are installed."""
-    spec = BUNDLED_CHECKPOINTS[SMOLLM2]
-    if importlib.util.find_spec(spec.module) is None or importlib.util.find_spec("gguf") is None:
-        skip_unless_ci(f"real SmolLM2 not installed: {spec.install_command}")
+    skip_without_bundled(SMOLLM2)
 
 
 def smollm2_folder() -> str:

