@@ -14,13 +14,19 @@ run, kept only to check that the faster loops pick the same tokens.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
 
 @torch.no_grad()
 def released_loop_row(model, gold_ids: list[int], contrast_ids: list[int], alpha: float, max_new_tokens: int,
-                      stop_id: int | None) -> list[int]:
-    """Greedy contrastive decoding of one row, two cached branches (the released script's structure)."""
+                      stop_ids: Collection[int]) -> list[int]:
+    """Greedy contrastive decoding of one row, two cached branches (the released script's structure).
+
+    ``stop_ids``: the stop token(s); a real BPE vocabulary has several tokens holding a newline, and the
+    library stops on any of them, so the baseline takes the same set (empty: never stop).
+    """
     gold = torch.tensor([gold_ids], device=model.device)
     contrast = torch.tensor([contrast_ids], device=model.device)
     gold_cache = contrast_cache = None
@@ -30,14 +36,14 @@ def released_loop_row(model, gold_ids: list[int], contrast_ids: list[int], alpha
                     attention_mask=torch.ones_like(gold), use_cache=True)
         gold_cache = out.cache
         gold_logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        if stop_id is not None and gold_logp.argmax(dim=-1).item() == stop_id:
+        if gold_logp.argmax(dim=-1).item() in stop_ids:
             break
         out = model(input_ids=contrast if contrast_cache is None else contrast[:, -1:], cache=contrast_cache,
                     attention_mask=torch.ones_like(contrast), use_cache=True)
         contrast_cache = out.cache
         contrast_logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         next_token = (gold_logp - alpha * contrast_logp).argmax(dim=-1, keepdim=True)
-        if stop_id is not None and next_token.item() == stop_id:
+        if next_token.item() in stop_ids:
             break
         gold = torch.cat([gold, next_token], dim=1)
         contrast = torch.cat([contrast, next_token], dim=1)
@@ -47,16 +53,18 @@ def released_loop_row(model, gold_ids: list[int], contrast_ids: list[int], alpha
 
 @torch.no_grad()
 def no_cache_row(model, gold_ids: list[int], contrast_ids: list[int], alpha: float, max_new_tokens: int,
-                 stop_id: int | None) -> list[int]:
+                 stop_ids: Collection[int]) -> list[int]:
     """The same decisions, recomputing both full prompts every token (correctness reference only)."""
     generated: list[int] = []
     for _ in range(max_new_tokens):
-        gold_logp = torch.log_softmax(model(torch.tensor([gold_ids + generated])).logits[0, -1].float(), -1)
-        if stop_id is not None and int(gold_logp.argmax()) == stop_id:
+        gold = torch.tensor([gold_ids + generated], device=model.device)
+        gold_logp = torch.log_softmax(model(gold).logits[0, -1].float(), -1)
+        if int(gold_logp.argmax()) in stop_ids:
             break
-        contrast_logp = torch.log_softmax(model(torch.tensor([contrast_ids + generated])).logits[0, -1].float(), -1)
+        contrast = torch.tensor([contrast_ids + generated], device=model.device)
+        contrast_logp = torch.log_softmax(model(contrast).logits[0, -1].float(), -1)
         token = int((gold_logp - alpha * contrast_logp).argmax())
-        if stop_id is not None and token == stop_id:
+        if token in stop_ids:
             break
         generated.append(token)
     return generated

@@ -5,6 +5,8 @@ drops the bookkeeping tensors ``is_counterfactual`` and ``row_index``); the plai
 alpha-weighted two-part loss in one forward. Printed: tokens/s and the time ratio (ours / plain).
 
     python benchmarks/training_throughput.py
+    python benchmarks/training_throughput.py --bf16 --batch-size 32   # on a GPU (benchmarks/gpu.sh); Trainer
+                                                                      # places the model on the GPU itself
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8, help="dataset rows per step (x2 examples)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (TrainingArguments.bf16) for both")
     args = p.parse_args()
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -77,7 +80,8 @@ def main() -> None:
                 model = T5ForConditionalGeneration(cfg)
                 common = dict(output_dir=d, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
                               report_to=[], save_strategy="no", disable_tqdm=True, learning_rate=1e-4,
-                              dataloader_num_workers=0, seed=0)
+                              dataloader_num_workers=0, seed=0, bf16=args.bf16,
+                              use_cpu=not torch.cuda.is_available())
                 if name == "plain":
                     trainer = Seq2SeqTrainer(model=model, args=Seq2SeqTrainingArguments(
                         remove_unused_columns=False, **common), train_dataset=data,
@@ -89,7 +93,8 @@ def main() -> None:
                 trainer.train()
                 results[name].append(time.perf_counter() - start)
     plain, ours = min(results["plain"]), min(results["counterfactual"])
-    print(f"T5-small shape, {args.steps} steps x {args.batch_size} rows (x2 examples), threads={args.threads}, "
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
+    print(f"T5-small shape, {args.steps} steps x {args.batch_size} rows (x2 examples), {device}, bf16={args.bf16}, "
           f"~{n_tokens / args.steps:.0f} tokens/step (best of {args.repeats})")
     print(f"Seq2SeqTrainer          {plain:7.2f} s  {n_tokens / plain:8.0f} tokens/s")
     print(f"CounterfactualTrainer   {ours:7.2f} s  {n_tokens / ours:8.0f} tokens/s")
