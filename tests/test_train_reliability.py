@@ -7,15 +7,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import datasets
 import pytest
 import torch
 from conftest import make_gpt2, make_t5
+from safetensors.torch import load_file
 
 from scott_distill import CounterfactualTrainer, CounterfactualTrainingArguments
-from scott_distill.student.trainer import row_slice
 
 QUESTIONS = ["Where is the apple kept?", "What cuts wood best in a small workshop?", "Who bakes bread?",
              "Which animal barks at night when strangers walk by the old house?", "What is cold?"]
@@ -75,6 +83,8 @@ def max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 @pytest.mark.parametrize("kind", ["t5", "gpt2"])
 def test_row_slice_equals_collating_those_rows_alone(kind, tokenizer, tmp_path):
+    from scott_distill.student.trainer import row_slice
+
     model = make_student(kind, tokenizer)
     trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "unused", 4, 1), processing_class=tokenizer)
     data = rows(5).to_list()
@@ -158,3 +168,189 @@ def test_out_of_memory_at_one_row_and_other_errors_are_raised(tokenizer, tmp_pat
     with pytest.raises(RuntimeError, match="shape mismatch"):
         trainer.train()
     assert calls["n"] == 1 and trainer.rows_per_forward is None  # not retried
+
+
+# -- subprocesses: kill -9, SIGTERM / SIGINT --------------------------------------------------------------------------
+
+TESTS_DIR = Path(__file__).parent
+CLIENT = TESTS_DIR / "train_fault_client.py"
+MAX_STEPS = 12  # 12 rows at batch 2: two epochs, a checkpoint after every step
+
+
+@pytest.fixture(scope="module")
+def train_inputs(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """A tiny T5 student (dropout on: the resumed run must restore the random state too) and 12 rationale rows."""
+    folder = tmp_path_factory.mktemp("train-inputs")
+    make_t5(len(tokenizer)).save_pretrained(folder / "student")
+    tokenizer.save_pretrained(folder / "student")
+    rows(12).to_json(str(folder / "train.jsonl"))
+    return {"student": folder / "student", "data": folder / "train.jsonl"}
+
+
+def train_argv(train_inputs: dict[str, Path], output: Path) -> list[str]:
+    return ["--model_name_or_path", str(train_inputs["student"]), "--train_file", str(train_inputs["data"]),
+            "--output_dir", str(output), "--per_device_train_batch_size", "2", "--max_steps", str(MAX_STEPS),
+            "--save_steps", "1", "--logging_steps", "1", "--learning_rate", "1e-2", "--seed", "0",
+            "--report_to", "none", "--disable_tqdm", "true", "--dataloader_pin_memory", "false"]
+
+
+def client_env(**faults: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **faults}
+
+
+def start_client(argv: list[str], **faults: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(CLIENT), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=client_env(**faults))
+
+
+def wait_for_line(proc: subprocess.Popen, wanted: str, timeout: float = 300) -> float:
+    """Read the client's stdout until the line ``wanted``; returns when it came (``time.monotonic``)."""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == wanted:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    pytest.fail(f"the client never printed {wanted!r} (exit {proc.wait()}): {proc.stderr.read()[-3000:]}")
+
+
+def run_to_end(argv: list[str], **faults: str) -> float:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(CLIENT), *argv], capture_output=True, text=True,
+                          env=client_env(**faults), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return time.monotonic() - start
+
+
+def student_files(output: Path) -> dict[str, bytes]:
+    return {name: (output / name).read_bytes() for name in ("model.safetensors", "scott_config.json")}
+
+
+@pytest.fixture(scope="module")
+def reference_training(train_inputs, tmp_path_factory) -> dict:
+    """One uninterrupted run: its final student's bytes and weights, its wall time and its training time."""
+    output = tmp_path_factory.mktemp("reference") / "run"
+    start = time.monotonic()
+    proc = start_client(train_argv(train_inputs, output))
+    first_step = wait_for_line(proc, "STEP 1")
+    proc.stdout.read()
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+    end = time.monotonic()
+    return {"files": student_files(output), "weights": load_file(output / "model.safetensors"),
+            "uninterrupted_s": round(end - start, 2), "training_s": round(end - first_step, 2)}
+
+
+def checkpoints(output: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in output.glob("checkpoint-*"))
+
+
+def compare_with_reference(output: Path, reference: dict) -> dict:
+    got = student_files(output)
+    weights_now = load_file(output / "model.safetensors")
+    differing = [k for k in reference["weights"] if not torch.equal(weights_now[k], reference["weights"][k])]
+    return {"files_differing": sorted(k for k in got if got[k] != reference["files"][k]),
+            "tensors_differing": len(differing),
+            "max_abs_difference": max((float((weights_now[k] - reference["weights"][k]).abs().max())
+                                       for k in differing), default=0.0)}
+
+
+def record(figures: dict, reference: dict) -> None:
+    """Print a trial's figures; append them to ``$SCOTT_RELIABILITY_REPORT`` (JSON lines) when it is set."""
+    line = json.dumps({**figures, "uninterrupted_s": reference["uninterrupted_s"],
+                       "training_s": reference["training_s"]})
+    print(line)
+    if os.environ.get("SCOTT_RELIABILITY_REPORT"):
+        with open(os.environ["SCOTT_RELIABILITY_REPORT"], "a") as f:
+            f.write(line + "\n")
+
+
+def kill_trial(train_inputs: dict[str, Path], output: Path, log: Path, reference: dict, *,
+               delay: float | None = None, hold: str | None = None) -> dict:
+    """Start ``scott-distill train``, kill -9 it (``delay`` seconds after its first step begins, or once it holds
+    at ``hold``), run the same command again, and compare the final student with the uninterrupted run's."""
+    argv = train_argv(train_inputs, output)
+    proc = start_client(argv, FAULT_LOG=str(log), **({"FAULT_HOLD": hold} if hold else {}))
+    if hold is not None:
+        wait_for_line(proc, "HOLD")
+    else:
+        assert delay is not None
+        wait_for_line(proc, "STEP 1")
+        time.sleep(delay)
+    killed = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    started = [int(s) for s in log.read_text().split()]
+    saved = checkpoints(output)
+    resume_s = run_to_end(argv, FAULT_LOG=str(log))
+    steps = [int(s) for s in log.read_text().split()]
+    figures = {"killed": killed, "last_step_started": max(started), "checkpoints_on_disk": len(saved),
+               # the step the resumed run began with, less one (all steps done: it only saved the student)
+               "resumed_after_step": steps[len(started)] - 1 if len(steps) > len(started) else MAX_STEPS,
+               "steps_trained_twice": len(steps) - MAX_STEPS,
+               "resume_s": round(resume_s, 2), **compare_with_reference(output, reference)}
+    assert sorted(set(steps)) == list(range(1, MAX_STEPS + 1)), figures  # no step skipped
+    # only the steps after the newest complete checkpoint are trained again
+    assert figures["steps_trained_twice"] == len(started) - figures["resumed_after_step"], figures
+    assert figures["files_differing"] == [] and figures["tensors_differing"] == 0, figures
+    return figures
+
+
+def test_kill_9_during_a_checkpoint_save_resumes_to_the_same_weights(train_inputs, reference_training, tmp_path):
+    """Killed with half of checkpoint-4's ``model.safetensors`` on disk: the same command skips that folder (with
+    a warning), resumes from checkpoint-3 and ends with the uninterrupted run's bytes."""
+    figures = kill_trial(train_inputs, tmp_path / "run", tmp_path / "log", reference_training, hold="save:3")
+    assert figures["killed"] and figures["resumed_after_step"] == 3
+    assert len((tmp_path / "run" / "checkpoint-4" / "model.safetensors").read_bytes()) > 0
+    record({"fault": "kill -9 during the save of checkpoint-4", **figures}, reference_training)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("SCOTT_RELIABILITY_TRIALS", "2"))))
+def test_kill_9_at_a_random_moment_resumes_to_the_same_weights(seed, train_inputs, reference_training, tmp_path):
+    # from the first step to a little past the end of training, so that some kills land in the final save
+    delay = random.Random(seed).uniform(0, 1.1 * reference_training["training_s"])
+    figures = kill_trial(train_inputs, tmp_path / "run", tmp_path / "log", reference_training, delay=delay)
+    record({"fault": "kill -9 at a random moment", "seed": seed, "delay_s": round(delay, 2), **figures},
+           reference_training)
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["one-sigterm", "sigterm-then-sigint"])
+def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_nonzero(second_signal, train_inputs,
+                                                                        reference_training, tmp_path):
+    """SIGTERM during step 5: that step finishes, checkpoint-5 is saved, the log holds the command that resumes
+    from it, exit 143; running that command ends with the uninterrupted run's bytes. SIGTERM then SIGINT during a
+    60 s step: exit 130 at once, the step is lost, the same command resumes from checkpoint-4."""
+    output = tmp_path / "run"
+    argv = train_argv(train_inputs, output)
+    proc = start_client(argv, FAULT_HOLD_STEP="5:60" if second_signal else "5:3")
+    wait_for_line(proc, "STEP 5")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    if second_signal:
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    stopped_s = time.monotonic() - sent
+    assert proc.returncode == (130 if second_signal else 143), stderr[-3000:]
+    assert "train: SIGTERM received; stopping after the optimizer step in progress, with a checkpoint" in stderr
+    resume = [line.split("Resume with: scott-distill ", 1)[1] for line in stderr.splitlines()
+              if "Resume with: scott-distill " in line]
+    assert len(resume) == 1, stderr[-3000:]
+    resume_argv = shlex.split(resume[0])
+    if second_signal:
+        assert stopped_s < 40  # not the 60 s the step in progress would take
+        assert "stopped at once by a second SIGINT" in stderr
+        assert checkpoints(output) == [1, 2, 3, 4] and resume_argv == ["train", *argv]
+    else:
+        checkpoint = output / "checkpoint-5"
+        assert f"train: stopped by SIGTERM after optimizer step 5 of {MAX_STEPS}; checkpoint saved to {checkpoint}" \
+            in stderr
+        assert checkpoints(output) == [1, 2, 3, 4, 5]
+        assert resume_argv == ["train", *argv, "--resume_from_checkpoint", str(checkpoint)]
+    assert not (output / "model.safetensors").exists()
+    resume_s = run_to_end(resume_argv[1:])
+    figures = compare_with_reference(output, reference_training)
+    assert figures["files_differing"] == [] and figures["tensors_differing"] == 0, figures
+    record({"fault": "SIGTERM then SIGINT" if second_signal else "SIGTERM", "stopped_s": round(stopped_s, 2),
+            "resume_s": round(resume_s, 2), **figures}, reference_training)
