@@ -22,6 +22,7 @@ import pytest
 import torch
 from conftest import make_gpt2, make_t5
 from safetensors.torch import load_file
+from transformers import Seq2SeqTrainer
 
 from scott_distill import CounterfactualTrainer, CounterfactualTrainingArguments
 
@@ -145,6 +146,24 @@ def test_out_of_memory_in_the_middle_of_an_accumulation_window_redoes_the_window
     CounterfactualTrainer(model=reference, args=rest, train_dataset=data, processing_class=tokenizer).train(
         resume_from_checkpoint=str(tmp_path / "ref" / "checkpoint-1"))
     assert max_abs_difference(weights(model), weights(reference)) == 0.0
+
+
+def test_transformers_auto_find_batch_size_trains_steps_again_and_shrinks_the_effective_batch(tokenizer, tmp_path):
+    """Why the trainer has its own backoff: transformers' ``auto_find_batch_size`` (with this trainer's backoff
+    switched off) restarts the training loop from step 0 with a batch 0.9 times smaller (4 -> 3 -> 2 -> 1 rows)
+    and the same accumulation. Step 1, done at 4 rows before the error, stays in the weights and 3 more steps
+    follow: 7 rows trained instead of 12, at an effective batch of 1 instead of 4. If transformers changes this,
+    this test fails and the choice should be looked at again."""
+
+    class LibraryBackoffOnly(CounterfactualTrainer):
+        training_step = Seq2SeqTrainer.training_step
+
+    model = make_student("t5", tokenizer)
+    card = SmallCard(model, max_examples=2, from_call=1)  # step 1 (4 rows = 8 examples) fits, then 1 row
+    trainer = LibraryBackoffOnly(model=model, args=train_args(tmp_path, "auto", 4, 1, auto_find_batch_size=True),
+                                 train_dataset=rows(12), processing_class=tokenizer)
+    trainer.train()
+    assert card.sizes == [8, 2, 2, 2] and trainer.state.global_step == 3 and trainer._train_batch_size == 1
 
 
 def test_out_of_memory_at_one_row_and_other_errors_are_raised(tokenizer, tmp_path):
@@ -364,3 +383,40 @@ def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_exits_nonzero(second_
     assert figures["files_differing"] == [] and figures["tensors_differing"] == 0, figures
     record({"fault": "SIGTERM then SIGINT" if second_signal else "SIGTERM", "stopped_s": round(stopped_s, 2),
             "resume_s": round(resume_s, 2), **figures}, reference_training)
+
+
+def test_recipe_train_stage_saves_a_checkpoint_on_sigterm_and_the_same_command_resumes(tokenizer, tmp_path,
+                                                                                        monkeypatch, caplog):
+    """`scott-distill run --stage train` (in process): SIGTERM during step 2 -> checkpoint-2, exit 143, the log
+    says to run the same command; that command resumes from checkpoint-2 and ends with the uninterrupted run's
+    student, bit for bit."""
+    from test_recipes import write_recipe
+
+    from scott_distill.commands import main as cli_main
+
+    recipe = write_recipe(tmp_path, tokenizer)
+    argv = ["run", str(recipe), "--stage", "train", "--train.max_steps", "4", "--train.save_strategy", "steps",
+            "--train.save_steps", "1", "--train.per_device_train_batch_size", "2", "--train.save_total_limit", "2"]
+    assert cli_main([*argv, "--output_dir", str(tmp_path / "reference")]) == 0
+    real = CounterfactualTrainer.training_step
+    calls = {"n": 0}
+
+    def preempted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the scheduler's SIGTERM arrives during step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, *args, **kwargs)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m, caplog.at_level("INFO"):
+        m.setattr(CounterfactualTrainer, "training_step", preempted)
+        assert cli_main(argv) == 143
+    assert f"checkpoint saved to {run / 'checkpoints' / 'checkpoint-2'}" in caplog.text
+    assert f"Resume with: scott-distill {shlex.join(argv)}" in caplog.text
+    assert checkpoints(run / "checkpoints") == [1, 2] and not (run / "student").exists()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert cli_main(argv) == 0
+    assert "Resuming from" in caplog.text and "checkpoint-2" in caplog.text
+    got, want = (load_file(d / "student" / "model.safetensors") for d in (run, tmp_path / "reference"))
+    assert all(torch.equal(got[k], want[k]) for k in want)
