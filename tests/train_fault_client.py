@@ -5,6 +5,8 @@ through the dispatcher) with fault hooks chosen by environment variables (the li
   ``FAULT_LOG`` (unbuffered, so a ``kill -9`` loses none) to count steps trained twice.
 * ``FAULT_STEP_SLEEP``: seconds each step sleeps when it begins, standing in for a bigger student.
 * ``FAULT_HOLD_STEP``: ``n:seconds`` — step ``n`` sleeps that long (a step in progress when signals arrive).
+* ``FAULT_SIGNAL_SELF``: ``rank:n`` — the process of that rank (``RANK``, 0 without torchrun) sends itself SIGTERM
+  when step ``n`` begins (a preemption notice that reached one process of a job).
 * ``FAULT_HOLD``: ``save:K`` — during the K-th checkpoint save of this process (0-based), after half of
   ``model.safetensors`` is written (and fsync'ed): print ``HOLD`` and wait to be killed.
 """
@@ -12,6 +14,7 @@ through the dispatcher) with fault hooks chosen by environment variables (the li
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -26,6 +29,7 @@ log_fd = os.open(os.environ["FAULT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT
 sleep = float(os.environ.get("FAULT_STEP_SLEEP", "0"))
 hold_step, hold_seconds = (int(x) if i == 0 else float(x) for i, x in
                            enumerate(os.environ.get("FAULT_HOLD_STEP", "-1:0").split(":")))
+signal_rank, signal_step = (int(x) for x in os.environ.get("FAULT_SIGNAL_SELF", "-1:-1").split(":"))
 
 
 class Faults(TrainerCallback):
@@ -34,6 +38,8 @@ class Faults(TrainerCallback):
         if log_fd is not None:
             os.write(log_fd, f"{step}\n".encode())
         print(f"STEP {step}", flush=True)
+        if step == signal_step and int(os.environ.get("RANK", "0")) == signal_rank:
+            os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(hold_seconds if step == hold_step else sleep)
 
 

@@ -493,8 +493,9 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         rows = _rows_of(inputs)
         if self.rows_per_forward is None or self.rows_per_forward >= rows:
             return super().training_step(model, inputs, num_items_in_batch)
-        ours = isinstance(self.data_collator, CounterfactualDataCollator)
-        multiple = self.data_collator.pad_to_multiple_of if ours else None
+        collator = self.data_collator
+        ours = isinstance(collator, CounterfactualDataCollator)
+        multiple = collator.pad_to_multiple_of if isinstance(collator, CounterfactualDataCollator) else None
         causal = self._is_causal(model)
         loss = torch.zeros((), device=self.args.device)
         for start in range(0, rows, self.rows_per_forward):
