@@ -258,6 +258,12 @@ class CounterfactualTrainer(Seq2SeqTrainer):
     writes ``scott_config.json`` with the student's text format next to the weights.
     Works for encoder-decoder and decoder-only students, and on ``peft`` (LoRA) models.
 
+    Long runs: ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint. SIGTERM / SIGINT during
+    ``train`` save a checkpoint after the optimizer step in progress and raise
+    `scott_distill.interrupts.RunInterrupted` (a second signal: at once). Out of memory in a training step redoes
+    that step with half as many rows per forward (`training_step`), the same as a smaller batch with more
+    gradient accumulation.
+
     Args:
         model: the student (``PreTrainedModel``, seq2seq or decoder-only; a ``peft`` model is fine).
         args: the training arguments, with SCOTT's settings (``counterfactual_alpha``, the student format,
