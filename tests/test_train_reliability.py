@@ -189,6 +189,28 @@ def test_out_of_memory_at_one_row_and_other_errors_are_raised(tokenizer, tmp_pat
     assert calls["n"] == 1 and trainer.rows_per_forward is None  # not retried
 
 
+def test_signal_after_the_last_step_still_leaves_the_checkpoint_it_names(tokenizer, tmp_path):
+    """SIGTERM once the training loop is over (here in ``on_train_end``), with ``save_strategy="no"``: no step end
+    is left to save at, so the checkpoint named by `RunInterrupted` is saved before it is raised."""
+    from transformers import TrainerCallback
+
+    from scott_distill import RunInterrupted
+
+    class LateSignal(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    model = make_student("t5", tokenizer)
+    trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "late", 2, 1), train_dataset=rows(4),
+                                    processing_class=tokenizer, callbacks=[LateSignal()])
+    with pytest.raises(RunInterrupted, match="stopped by SIGTERM after optimizer step 3 of 3") as stopped:
+        trainer.train()
+    assert stopped.value.exit_code == 143 and stopped.value.checkpoint == str(tmp_path / "late" / "checkpoint-3")
+    assert readable_json(Path(stopped.value.checkpoint) / "trainer_state.json")
+    saved = load_file(Path(stopped.value.checkpoint) / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved)
+
+
 # -- subprocesses: kill -9, SIGTERM / SIGINT --------------------------------------------------------------------------
 
 TESTS_DIR = Path(__file__).parent

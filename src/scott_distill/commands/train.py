@@ -58,9 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(script, args)
     except RunInterrupted as exc:
-        if exc.checkpoint is not None:  # resume from exactly the checkpoint this stop saved
-            exc.resume_argv = ["train", *_without_flag(argv, "--resume_from_checkpoint"),
-                               "--resume_from_checkpoint", exc.checkpoint]
+        # from exactly the checkpoint this stop saved; without one (a second signal), the newest complete one
+        exc.resume_argv = ["train", *_without_flag(argv, "--resume_from_checkpoint"),
+                           *(["--resume_from_checkpoint", exc.checkpoint] if exc.checkpoint else [])]
         raise
     return 0
 

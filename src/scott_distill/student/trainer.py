@@ -443,6 +443,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                 self.remove_callback(callback)
         if stop.signum is not None:
             checkpoint = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            if not os.path.isdir(checkpoint):  # the signal came after the last step's end: save it now
+                self._save_checkpoint(self.model_wrapped, trial=None)
             raise RunInterrupted(stop.signum, (
                 f"train: stopped by {signal.Signals(stop.signum).name} after optimizer step {self.state.global_step} "
                 f"of {self.state.max_steps}; checkpoint saved to {checkpoint}. Resume from it with "
