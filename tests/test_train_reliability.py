@@ -216,6 +216,9 @@ def test_signal_after_the_last_step_still_leaves_the_checkpoint_it_names(tokeniz
 TESTS_DIR = Path(__file__).parent
 CLIENT = TESTS_DIR / "train_fault_client.py"
 MAX_STEPS = 12  # 12 rows at batch 2: two epochs, a checkpoint after every step
+# each step sleeps this long (a bigger student), so that random kill times spread over the steps: the tiny
+# student's 12 steps take about 0.3 s, less than its final save and exit
+STEP_SLEEP = "0.1"
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +277,7 @@ def reference_training(train_inputs, tmp_path_factory) -> dict:
     """One uninterrupted run: its final student's bytes and weights, its wall time and its training time."""
     output = tmp_path_factory.mktemp("reference") / "run"
     start = time.monotonic()
-    proc = start_client(train_argv(train_inputs, output))
+    proc = start_client(train_argv(train_inputs, output), FAULT_STEP_SLEEP=STEP_SLEEP)
     first_step = wait_for_line(proc, "STEP 1")
     proc.stdout.read()
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
@@ -320,7 +323,7 @@ def kill_trial(train_inputs: dict[str, Path], output: Path, log: Path, reference
     """Start ``scott-distill train``, kill -9 it (``delay`` seconds after its first step begins, or once it holds
     at ``hold``), run the same command again, and compare the final student with the uninterrupted run's."""
     argv = train_argv(train_inputs, output)
-    proc = start_client(argv, FAULT_LOG=str(log), **({"FAULT_HOLD": hold} if hold else {}))
+    proc = start_client(argv, FAULT_LOG=str(log), FAULT_STEP_SLEEP=STEP_SLEEP, **({"FAULT_HOLD": hold} if hold else {}))
     if hold is not None:
         wait_for_line(proc, "HOLD")
     else:
