@@ -22,11 +22,18 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """A job stopped by a signal; ``signum`` is the signal, the message says what was kept and how to resume."""
+    """A job stopped by a signal; ``signum`` is the signal, the message says what was kept and how to resume;
+    ``checkpoint`` is the folder a training job saved before stopping (``None`` for other jobs).
 
-    def __init__(self, signum: int, message: str) -> None:
+    ``resume_argv``: the ``scott-distill`` arguments that resume the job, set by a command whose resume differs
+    from the command that ran (``None``: the same command resumes).
+    """
+
+    def __init__(self, signum: int, message: str, checkpoint: str | None = None) -> None:
         super().__init__(message)
         self.signum = signum
+        self.checkpoint = checkpoint
+        self.resume_argv: list[str] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -45,7 +52,8 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def stop_on_signals(what: str, resume_hint: str) -> Iterator[StopRequest]:
+def stop_on_signals(what: str, resume_hint: str,
+                    safe_point: str = "after the batch in progress is written") -> Iterator[StopRequest]:
     """Within the block, SIGTERM and SIGINT set the yielded `StopRequest` instead of killing the process; a
     second signal raises `RunInterrupted` at once. The previous handlers are restored on exit.
 
@@ -55,6 +63,7 @@ def stop_on_signals(what: str, resume_hint: str) -> Iterator[StopRequest]:
     Args:
         what: the job, for the log ("rationalize").
         resume_hint: how to resume, appended to the message of the `RunInterrupted` raised by a second signal.
+        safe_point: where the job stops after a first signal, for the log.
     """
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
@@ -67,8 +76,7 @@ def stop_on_signals(what: str, resume_hint: str) -> Iterator[StopRequest]:
             raise RunInterrupted(signum, f"{what}: stopped at once by a second {name}; the batch in progress is "
                                          f"discarded. {resume_hint}")
         request.signum = signum
-        logger.warning("%s: %s received; stopping after the batch in progress is written (send it again to stop "
-                       "at once).", what, name)
+        logger.warning("%s: %s received; stopping %s (send it again to stop at once).", what, name, safe_point)
 
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s in STOP_SIGNALS:

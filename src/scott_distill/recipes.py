@@ -43,7 +43,7 @@ from .las.pipeline import LASConfig, simulator_las, student_output_rows
 from .las.simulator import load_simulator
 from .student.evaluation import EvaluationConfig, evaluate_student, predict
 from .student.model import RationaleStudent, load_student
-from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, last_complete_checkpoint
+from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, resume_checkpoint
 from .tasks import TASKS, load_task
 from .teacher.rationalize import RationalizeConfig
 
@@ -200,8 +200,8 @@ class Recipe:
         model, tok = load_student(self.config.run.student)
         trainer = CounterfactualTrainer(model=model, args=self.config.train, train_dataset=train,
                                         processing_class=tok)
-        output_dir = self.config.train.output_dir
-        trainer.train(resume_from_checkpoint=last_complete_checkpoint(output_dir) if output_dir else None)
+        # a crash, kill or stop signal left checkpoints: the same command goes on from the newest complete one
+        trainer.train(resume_from_checkpoint=resume_checkpoint(self.config.train))
         RationaleStudent(cast("PreTrainedModel", trainer.model), tok, trainer.student_format).save_pretrained(
             self.student_dir)
         return self.student_dir

@@ -55,5 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.main(argv[1:]) or 0)
     except RunInterrupted as exc:
-        logging.getLogger(__name__).error("%s\nResume with: scott-distill %s", exc, shlex.join(argv))
+        logging.getLogger(__name__).error("%s\nResume with: scott-distill %s", exc,
+                                          shlex.join(exc.resume_argv or argv))
         return exc.exit_code

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from trl import TrlParser
 
 from ..files import load_table
+from ..interrupts import RunInterrupted
 from ..student.model import load_student
-from ..student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
+from ..student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, resume_checkpoint
 from ._parser import command_parser
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,11 @@ class TrainScriptArguments:
 def make_parser() -> TrlParser:
     return command_parser("train", (TrainScriptArguments, CounterfactualTrainingArguments),
                           "Counterfactual training (SCOTT) of a seq2seq or decoder-only student. "
-                          "All transformers TrainingArguments are accepted; --config file.yaml too.")
+                          "All transformers TrainingArguments are accepted; --config file.yaml too. "
+                          "Resumes from the newest complete checkpoint in --output_dir (after a crash, kill or "
+                          "preemption: run the same command again); --resume_from_checkpoint PATH picks one, "
+                          "false starts over. SIGTERM / SIGINT: a checkpoint after the optimizer step in "
+                          "progress, then exit 143 / 130 with the command that resumes.")
 
 
 def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> str:
@@ -39,7 +45,7 @@ def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> 
     dev = load_table(script.eval_file) if script.eval_file else None
     trainer = CounterfactualTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                                     processing_class=tokenizer)
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     trainer.save_model(args.output_dir)  # weights, tokenizer and scott_config.json (the student format)
     if trainer.is_world_process_zero():
         logger.info("student saved to %s", args.output_dir)
@@ -47,6 +53,26 @@ def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     script, args = make_parser().parse_args_and_config(argv)
-    run(script, args)
+    try:
+        run(script, args)
+    except RunInterrupted as exc:
+        # from exactly the checkpoint this stop saved; without one (a second signal), the newest complete one
+        exc.resume_argv = ["train", *_without_flag(argv, "--resume_from_checkpoint"),
+                           *(["--resume_from_checkpoint", exc.checkpoint] if exc.checkpoint else [])]
+        raise
     return 0
+
+
+def _without_flag(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag value`` or ``--flag=value``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(f"{flag}="):
+            out.append(arg)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import datasets
 import torch
 import torch.nn.functional as F
+from accelerate.utils.memory import clear_device_cache
 from transformers import (
     EvalPrediction,
     PreTrainedModel,
@@ -19,11 +21,16 @@ from transformers import (
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
 )
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..formats import StudentFormat
+from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
+from ..memory import is_out_of_memory
 from .collator import CounterfactualDataCollator
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ __all__ = [
     "counterfactual_part_weights",
     "label_token_counts",
     "last_complete_checkpoint",
+    "resume_checkpoint",
     "token_cross_entropy",
 ]
 
@@ -152,6 +160,84 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
+def resume_checkpoint(args: CounterfactualTrainingArguments) -> str | None:
+    """The checkpoint to resume from: ``--resume_from_checkpoint PATH``; ``false``: none; unset or ``true``: the
+    newest complete ``checkpoint-N`` in ``output_dir`` (``None`` when there is none: a fresh start)."""
+    value = args.resume_from_checkpoint
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0"):
+        return None
+    if value is None or value is True or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "1")):
+        checkpoint = last_complete_checkpoint(args.output_dir or ".")
+        if checkpoint is not None:
+            logger.info("Resuming from %s, the newest complete checkpoint in %s (resume_from_checkpoint=false "
+                        "starts over).", checkpoint, args.output_dir)
+        return checkpoint
+    return str(value)
+
+
+def _rows_of(inputs: dict[str, Any]) -> int:
+    """Dataset rows in a collated batch (a rationale row gives two examples)."""
+    if "row_index" in inputs:
+        return int(inputs["row_index"].max()) + 1 if len(inputs["row_index"]) else 0
+    return len(inputs["input_ids"])
+
+
+def _round_up(width: int, multiple: int | None) -> int:
+    return -(-width // multiple) * multiple if multiple else width
+
+
+def row_slice(inputs: dict[str, Any], start: int, stop: int, causal: bool,
+              pad_to_multiple_of: int | None = None, trim: bool = True) -> dict[str, Any]:
+    """The examples of dataset rows ``start:stop`` of a batch built by `CounterfactualDataCollator`, with the
+    padding those rows alone would get (``trim``): the same tensors as collating just those rows.
+
+    Its batches are padded on the right, and every target ends with a label token (EOS), so a piece's width
+    is its longest attended source (``attention_mask``) and, for encoder-decoder students, its longest target
+    (the last label that is not ``-100``). ``trim=False`` keeps the batch's width (another collator's padding).
+    """
+    rows = inputs["row_index"] if "row_index" in inputs else torch.arange(len(inputs["input_ids"]))
+    keep = ((rows >= start) & (rows < stop)).nonzero().flatten()
+    first, last = int(keep[0]), int(keep[-1]) + 1  # the collator lays out the examples of a row together
+    piece = {k: (v[first:last] if isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == len(rows) else v)
+             for k, v in inputs.items()}
+    if "row_index" in piece:
+        piece["row_index"] = piece["row_index"] - start
+    if not trim:
+        return piece
+    source = _round_up(int(piece["attention_mask"].any(0).nonzero().max()) + 1, pad_to_multiple_of)
+    source_keys = ("input_ids", "attention_mask") + (("labels",) if causal else ())
+    for k in source_keys:
+        piece[k] = piece[k][:, :source]
+    if not causal:
+        target = _round_up(int((piece["labels"] != -100).any(0).nonzero().max()) + 1, pad_to_multiple_of)
+        for k in ("labels", "decoder_input_ids", "decoder_attention_mask"):
+            if k in piece:
+                piece[k] = piece[k][:, :target]
+    return piece
+
+
+class _SaveAndStopOnSignal(TrainerCallback):
+    """After the optimizer step in progress when a stop signal came (on any process): save a checkpoint and stop."""
+
+    def __init__(self, request: StopRequest) -> None:
+        self.request = request
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> TrainerControl:
+        requested = self.request.signum is not None
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            # every process must stop after the same step: one that stops earlier leaves the others waiting
+            flag = torch.tensor([self.request.signum or 0], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+            if requested and self.request.signum is None:
+                self.request.signum = int(flag.item())
+        if requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
 class CounterfactualTrainer(Seq2SeqTrainer):
     """``Seq2SeqTrainer`` with SCOTT's counterfactual objective.
 
@@ -171,6 +257,12 @@ class CounterfactualTrainer(Seq2SeqTrainer):
     ``label_smoothing_factor`` smooths both parts. Every save (``save_model``, checkpoints, ``push_to_hub``)
     writes ``scott_config.json`` with the student's text format next to the weights.
     Works for encoder-decoder and decoder-only students, and on ``peft`` (LoRA) models.
+
+    Long runs: ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint. SIGTERM / SIGINT during
+    ``train`` save a checkpoint after the optimizer step in progress and raise
+    `scott_distill.interrupts.RunInterrupted` (a second signal: at once). Out of memory in a training step redoes
+    that step with half as many rows per forward (`training_step`), the same as a smaller batch with more
+    gradient accumulation.
 
     Args:
         model: the student (``PreTrainedModel``, seq2seq or decoder-only; a ``peft`` model is fine).
@@ -250,6 +342,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         # [sum_f, n_f, sum_cf, n_cf] since the last log (train) / over the running evaluation loop (eval)
         self._train_parts = torch.zeros(4, dtype=torch.float64)
         self._eval_parts: torch.Tensor | None = None
+        # dataset rows per forward in training; set (halved) by an out-of-memory error, None: the whole micro-batch
+        self.rows_per_forward: int | None = None
         # our loss is already normalised by the window's token counts
         self.loss_is_scaled_for_ga = True
         self._warn_without_counterfactual_rows(self.train_dataset)
@@ -336,8 +430,87 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint in output_dir={self.args.output_dir!r} to resume from "
                                  "(resume_from_checkpoint=True); start without it or pass a checkpoint folder.")
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        output_dir = self.args.output_dir or "."
+        hint = (f"Resume from the newest complete checkpoint in {output_dir}: `resume_from_checkpoint=True`, or run "
+                "the same `scott-distill train` / `scott-distill run` command again.")
+        with stop_on_signals("train", hint, "after the optimizer step in progress, with a checkpoint") as stop:
+            callback = _SaveAndStopOnSignal(stop)
+            self.add_callback(callback)
+            try:
+                result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                                       ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+            finally:
+                self.remove_callback(callback)
+        if stop.signum is not None:
+            checkpoint = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            if not os.path.isdir(checkpoint):  # the signal came after the last step's end: save it now
+                self._save_checkpoint(self.model_wrapped, trial=None)
+            raise RunInterrupted(stop.signum, (
+                f"train: stopped by {signal.Signals(stop.signum).name} after optimizer step {self.state.global_step} "
+                f"of {self.state.max_steps}; checkpoint saved to {checkpoint}. Resume from it with "
+                f"`resume_from_checkpoint={checkpoint!r}` (or `True`: the newest complete checkpoint); the "
+                "`scott-distill train` and `scott-distill run` commands resume from it by themselves."),
+                checkpoint=checkpoint)
+        return result
+
+    # -- out of memory ----------------------------------------------------------------------------------
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        # the optimizer step's micro-batches and the per-part sums before them: an out-of-memory error redoes them
+        self._window = (batch_samples, self._train_parts.clone())
+        return batch_samples, num_items_in_batch
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
+                      num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        """One micro-batch, ``rows_per_forward`` dataset rows per forward and backward.
+
+        On out of memory the optimizer step in progress starts again with half as many rows per forward (and from
+        then on): its gradients so far are zeroed (a backward cut short leaves part of its gradient) and its
+        earlier micro-batches done again. That is the same as halving ``per_device_train_batch_size`` and
+        doubling ``gradient_accumulation_steps``: the loss is normalised by the step's label tokens
+        (``num_items_in_batch``), not the micro-batch's, and the same rows make the step, each once.
+        """
+        window, parts = getattr(self, "_window", ([], None))
+        position = next((i for i, b in enumerate(window) if b is inputs), None)
+        redo: list[dict[str, Any]] = []
+        while True:
+            try:
+                for earlier in redo:
+                    self._training_step_in_pieces(model, earlier, num_items_in_batch)
+                return self._training_step_in_pieces(model, inputs, num_items_in_batch)
+            except Exception as exc:
+                rows = min(self.rows_per_forward or _rows_of(inputs), _rows_of(inputs))
+                if (not is_out_of_memory(exc) or rows <= 1 or position is None or num_items_in_batch is None
+                        or self.args.world_size > 1):
+                    raise
+                self.rows_per_forward = rows // 2
+                logger.warning("Out of memory with %d rows per forward; redoing optimizer step %d with %d rows per "
+                               "forward (the same rows and loss: like per_device_train_batch_size=%d with "
+                               "gradient_accumulation_steps x %d).", rows, self.state.global_step + 1,
+                               self.rows_per_forward, self.rows_per_forward, rows // self.rows_per_forward)
+            # outside the except block: the traceback no longer holds the failed forward's tensors
+            clear_device_cache(garbage_collection=True)
+            model.zero_grad()
+            assert parts is not None
+            self._train_parts.copy_(parts)
+            redo = window[:position]
+
+    def _training_step_in_pieces(self, model: torch.nn.Module, inputs: dict[str, Any],
+                                 num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
+        rows = _rows_of(inputs)
+        if self.rows_per_forward is None or self.rows_per_forward >= rows:
+            return super().training_step(model, inputs, num_items_in_batch)
+        collator = self.data_collator
+        ours = isinstance(collator, CounterfactualDataCollator)
+        multiple = collator.pad_to_multiple_of if isinstance(collator, CounterfactualDataCollator) else None
+        causal = self._is_causal(model)
+        loss = torch.zeros((), device=self.args.device)
+        for start in range(0, rows, self.rows_per_forward):
+            piece = row_slice(inputs, start, start + self.rows_per_forward, causal, multiple, trim=ours)
+            # each piece's loss is normalised by the whole step's label tokens: the pieces add up to the batch's
+            loss = loss + super().training_step(model, piece, num_items_in_batch)
+        return loss
 
     # -- loss -----------------------------------------------------------------------------------------
 

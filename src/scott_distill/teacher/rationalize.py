@@ -20,12 +20,13 @@ from typing import Any, cast
 
 import datasets
 import torch
-from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
+from accelerate.utils.memory import clear_device_cache
 from tqdm.auto import tqdm
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..files import ensure_writable_dir
 from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
+from ..memory import is_out_of_memory
 from ..overrides import with_overrides
 from ..tasks import TASKS, get_task, normalize_rows
 from ._branch import SharedPrefix, input_device
@@ -311,7 +312,7 @@ def _generate_backing_off(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
                 texts += _generate(model, tokenizer, jobs[start : start + rows], config, stop_ids, prefix)
             return texts, rows
         except Exception as exc:
-            if not (isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)) or rows == 1:
+            if not is_out_of_memory(exc) or rows == 1:
                 raise
             rows = min(rows, len(jobs)) // 2 or 1
             logger.warning("Out of memory generating %d rows at a time; retrying this batch %d rows at a time.",
