@@ -11,6 +11,8 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
 * ``python scripts/mutation.py run MODULE [MODULE ...]`` -- every mutant of the named modules (``formula``,
   ``scoring``, ``processor``, ``fused``, ``collator``, ``trainer``, ``shards``, ``evaluation``; ``all`` for all).
   Results accumulate in ``mutants/`` (mutmut resumes: a mutant already checked is not run again).
+* ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
+  listed as equivalent (after adding tests).
 * ``python scripts/mutation.py sample`` -- the fixed mutant sample of ``tests/mutation/sample.txt`` (what
   ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
 * ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
@@ -172,7 +174,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         if short not in MODULES:
             raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")
         print(f"== {MODULES[short]}", flush=True)
-        _run([MODULES[short] + ".*"])
+        if args.survivors:  # again, after adding tests: mutmut reruns mutants named explicitly
+            equivalent = read_list(EQUIVALENT_FILE)
+            names = [n for n, v in results().items()
+                     if module_of(n) == short and v == "survived" and n not in equivalent]
+            if names:
+                _run(names)
+        else:
+            _run([MODULES[short] + ".*"])
     print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)
 
 
@@ -225,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="every mutant of the named modules")
     p.add_argument("modules", nargs="+", help=f"{', '.join(MODULES)} or all")
+    p.add_argument("--survivors", action="store_true",
+                   help="only the mutants that survived last time and are not listed as equivalent")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sample", help="the fixed sample of tests/mutation/sample.txt (CI)")
     p.set_defaults(func=cmd_sample)
