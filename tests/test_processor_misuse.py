@@ -455,6 +455,8 @@ def test_stop_token_ids_are_every_token_holding_the_stop_text_plus_eos(tokenizer
     eos = tokenizer.eos_token_id
     assert eos is not None
     assert stop_token_ids_for(tokenizer, ".") == want + [eos]
+    newline = [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+    assert newline and stop_token_ids_for(tokenizer) == newline + [eos]  # the default stop is a newline
     saved = tokenizer.eos_token
     try:
         tokenizer.eos_token = None
