@@ -28,7 +28,9 @@ from scott_distill.checkpoints import BUNDLED_CHECKPOINTS  # noqa: E402
 from scott_distill.demo.tokenizer import train_bpe_tokenizer  # noqa: E402
 
 TESTS_DIR = Path(__file__).parent
-SHARED_DATA = (TESTS_DIR.parent.parent / "shared" / "data").resolve()
+# SCOTT_SHARED_DATA: the mutation runner (scripts/mutation.py) runs the tests from a copy in mutants/, one folder
+# deeper than the repository, and points it at the real folder.
+SHARED_DATA = Path(os.environ.get("SCOTT_SHARED_DATA") or TESTS_DIR.parent.parent / "shared" / "data").resolve()
 SEED = 1234
 VOCAB = 400
 

@@ -97,6 +97,13 @@ def test_is_counterfactual_flag_is_read_by_value_never_by_truthiness(tokenizer):
     for flag in ("False", "0", "true", 2, 0.5):
         with pytest.raises(ValueError, match="is_counterfactual"):
             col([{**row, "id": "r7", "is_counterfactual": flag}])
+    # the message names the row and says what to do (exact text: found by mutation testing)
+    with pytest.raises(ValueError) as err:
+        col([{**row, "id": "r7", "is_counterfactual": "False"}])
+    assert str(err.value) == ("`is_counterfactual` of row 'r7' is 'False' (str); expected a bool or 0 / 1 (None for a "
+                              "rationale row). Convert text flags, e.g. `x == 'True'`, before training.")
+    with pytest.raises(ValueError, match="of the row of question 'q' is 2 "):
+        col([{**row, "is_counterfactual": 2}])
 
 
 def manual_loss(model, batch, alpha, causal):

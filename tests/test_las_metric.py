@@ -17,6 +17,13 @@ from scott_distill.las import (
     las_module_path,
     leakage_adjusted_simulatability,
 )
+from scott_distill.las.formula import (
+    equal_width_bins,
+    las_from_cell_counts,
+    las_from_correctness,
+    simulator_correctness,
+    validate_labels,
+)
 
 
 def las_dropping_empty_bins(xe, x, e, y):
@@ -368,3 +375,135 @@ def test_formula_docstring_examples_run():
 
     failures, tries = doctest.testmod(formula, optionflags=doctest.ELLIPSIS)
     assert failures == 0 and tries >= 2
+
+
+# ---- found by mutation testing (docs/testing.md): contracts the suite above did not pin down ----------------------
+
+def test_error_messages_name_the_argument_and_what_was_expected():
+    def message(**kw):
+        args = {"predictions": [1, 0], "x_predictions": [1, 0], "e_predictions": [1, 0], "references": [1, 0]}
+        with pytest.raises(ValueError) as err:
+            leakage_adjusted_simulatability(**{**args, **kw})
+        return str(err.value)
+
+    assert message(empty_bin="drop") == "`empty_bin` must be one of ('other', 'nan'), got 'drop'."
+    assert message(confidence_level=1.5) == "`confidence_level` must be in (0, 1), got 1.5."
+    assert message(k_bins=0, e_probabilities=[0.2, 0.8]) == "`k_bins` must be an int >= 1, got 0."
+    assert message(e_probabilities=[0.2]) == "`e_probabilities` must hold one probability in [0, 1] per row."
+    assert message(references=[{"a": 1}, 0]) == ("`references`[0] is a dict ({'a': 1}); labels must be numbers, "
+                                                  "strings or None.")
+    assert message(x_predictions=np.array([1.0, np.nan])) == ("`x_predictions`[1] is NaN; a label must be a number, "
+                                                               "a string or None.")
+    assert message(references=["a", "b"]) == (
+        "LAS labels mix numbers (first in `predictions`) and strings (first in `references`). Labels are compared "
+        "by value and a number never equals a string (1 != '1'): convert one of them.")
+    with pytest.raises(ValueError) as err:
+        leakage_adjusted_simulatability([], [], [], [])
+    assert str(err.value) == "`references` is empty: LAS needs at least one row."
+    with pytest.raises(ValueError) as err:
+        validate_labels({"references": np.zeros((2, 2))})
+    assert str(err.value) == "`references` must be a flat sequence of labels, got shape (2, 2)."
+
+
+@pytest.mark.parametrize("bad", [{"bootstrap": True}, {"confidence_level": 0.0}, {"confidence_level": 1.0},
+                                 {"k_bins": 2.0, "e_probabilities": [0.2, 0.8]}])
+def test_boundary_arguments_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        leakage_adjusted_simulatability([1, 0], [1, 0], [1, 0], [1, 0], **bad)
+
+
+def test_one_k_bin_is_the_overall_difference_and_acc_e_is_the_e_only_accuracy():
+    y = [0, 1, 1, 0, 1]
+    r = leakage_adjusted_simulatability([0, 1, 0, 0, 1], [1, 1, 1, 0, 0], [0, 0, 1, 1, 1], y,
+                                        e_probabilities=[0.1, 0.4, 0.5, 0.7, 0.9], k_bins=1)
+    assert r["las_k_bins"] == pytest.approx(4 / 5 - 3 / 5)  # acc(x, e) - acc(x) over all rows
+    assert r["acc_e"] == pytest.approx(3 / 5) and isinstance(r["acc_e"], float)
+
+
+def test_numeric_and_text_numpy_columns_join_the_mixing_rule_unless_empty():
+    with pytest.raises(ValueError, match="mix numbers"):
+        validate_labels({"a": np.array([1, 2]), "b": ["x", "y"]})
+    with pytest.raises(ValueError, match="mix numbers"):
+        validate_labels({"a": np.array(["x", "y"]), "b": [1, 2]})
+    # an empty column holds no label, so no kind: nothing to mix
+    validate_labels({"a": np.array([], dtype=float), "b": ["x"]})
+    validate_labels({"a": np.array([], dtype=str), "b": [1]})
+
+
+def test_numpy_bytes_labels_compare_as_text():
+    r = leakage_adjusted_simulatability(np.array([b"yes", b"no"]), ["no", "no"], ["yes", "yes"], ["yes", "no"])
+    assert (r["acc_xe"], r["acc_x"], r["acc_e"]) == (1.0, 0.5, 0.5)
+
+
+def test_simulator_correctness_returns_boolean_vectors():
+    # object arrays of Python bools would turn `~correct` into -1/-2
+    for correct in simulator_correctness(["a", "b"], ["a", "a"], ["b", "b"], ["a", "b"]):
+        assert correct.dtype == bool
+    xe, x, e = simulator_correctness(["a", "b"], ["a", "a"], ["b", "b"], ["a", "b"])
+    assert (~x).tolist() == [False, True]
+
+
+def test_las_from_correctness_defaults_and_integer_masks():
+    xe, x, leaked = [1, 0, 1, 1, 0, 1], [0, 0, 1, 0, 0, 1], [1, 1, 0, 0, 0, 0]
+    r = las_from_correctness(xe, x, leaked)  # 0/1 integers, not bools: `leaked` must still act as a mask
+    assert r == {"las": pytest.approx(((1 / 2 - 0) + (2 / 4 - 1 / 4)) / 2), "leaked_diff": 0.5,
+                 "nonleaked_diff": 0.25, "n_leaked": 2, "n_nonleaked": 4}
+    with_ci = las_from_correctness(xe, x, leaked, bootstrap=50)
+    assert with_ci == las_from_correctness(np.array(xe, bool), np.array(x, bool), np.array(leaked, bool),
+                                           bootstrap=50, seed=0, confidence_level=0.95, empty_bin="other")
+    full = [0, 1, 1, 0]
+    assert leakage_adjusted_simulatability(full, [1, 1, 0, 0], [0, 0, 0, 1], [0, 1, 1, 1], bootstrap=30) == \
+        leakage_adjusted_simulatability(full, [1, 1, 0, 0], [0, 0, 0, 1], [0, 1, 1, 1], bootstrap=30, seed=0)
+    # k_bins defaults to 4: the data of the calibrated-variant test, where 4 and 5 bins give different numbers
+    xe, x, e, y, p = leaky_case()
+    default = leakage_adjusted_simulatability(xe, x, e, y, e_probabilities=p)["las_k_bins"]
+    assert default == leakage_adjusted_simulatability(xe, x, e, y, e_probabilities=p, k_bins=4)["las_k_bins"]
+    assert default != leakage_adjusted_simulatability(xe, x, e, y, e_probabilities=p, k_bins=5)["las_k_bins"]
+
+
+@pytest.mark.parametrize("empty_bin", ["other", "nan"])
+@pytest.mark.parametrize("which", ["leaked", "non-leaked"])
+def test_empty_bin_warning_text_and_no_numpy_warning(empty_bin, which):
+    e = [1, 1, 1] if which == "non-leaked" else [0, 0, 0]
+    consequence = "LAS is NaN (empty_bin='nan')" if empty_bin == "nan" else "LAS is the other bin's difference"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        leakage_adjusted_simulatability([1, 0, 1], [0, 0, 1], e, [1, 1, 1], bootstrap=200, empty_bin=empty_bin)
+    assert [str(w.message) for w in caught] == [f"LAS: the {which} bin is empty; {consequence}."]
+    assert caught[0].category is UserWarning
+
+
+def test_cell_counts_give_both_bin_differences():
+    counts = np.zeros((1, 2, 2, 2))
+    counts[0, 1, 1, 0] = 3  # leaked: 3 rows xe right, x wrong; 1 row both right -> diff 3/4
+    counts[0, 1, 1, 1] = 1
+    counts[0, 0, 0, 1] = 2  # non-leaked: 2 rows x right only, 2 rows both wrong -> diff -2/4
+    counts[0, 0, 0, 0] = 2
+    las, leaked_diff, nonleaked_diff = las_from_cell_counts(counts, "other")
+    assert (leaked_diff[0], nonleaked_diff[0], las[0]) == (0.75, -0.5, 0.125)
+
+
+def test_bootstrap_interval_is_the_percentile_interval_of_its_samples():
+    # two resamples s0 < s1 (recovered from their mean and std): np.percentile interpolates linearly between them
+    xe, x, e, y = random_case(3)
+    r = leakage_adjusted_simulatability(xe, x, e, y, bootstrap=2, seed=1, confidence_level=0.9)
+    s0, s1 = r["las_bootstrap_mean"] - r["las_std"], r["las_bootstrap_mean"] + r["las_std"]
+    assert s1 > s0
+    assert r["las_ci_low"] == pytest.approx(s0 + 0.05 * (s1 - s0), abs=1e-12)
+    assert r["las_ci_high"] == pytest.approx(s0 + 0.95 * (s1 - s0), abs=1e-12)
+
+
+def test_resamples_with_an_empty_bin_are_counted_exactly():
+    # 3 rows, 1 leaked: a resample empties a bin when it draws the leaked row 0 or 3 times: P = 8/27 + 1/27 = 1/3
+    r = leakage_adjusted_simulatability([1, 0, 1], [0, 0, 1], [1, 0, 0], [1, 1, 1], bootstrap=4000, seed=5)
+    assert r["bootstrap_resamples_with_empty_bin"] / 4000 == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_exactly_k_distinct_values_get_one_bin_each():
+    # equal-width bins would put 0, 0.1 and 0.2 together; k distinct values keep one bin per value
+    assert equal_width_bins(np.array([0.0, 0.1, 0.2, 1.0, 0.1]), 4).tolist() == [0, 1, 2, 3, 1]
+
+
+def test_calibration_of_constant_correctness_is_that_constant_for_every_row():
+    assert calibrate_leakage_probabilities([0.3, 0.9, 0.5], [1, 1, 1]).tolist() == [1.0, 1.0, 1.0]
+    assert calibrate_leakage_probabilities([0.3], [0]).tolist() == [0.0]

@@ -509,6 +509,21 @@ def test_fused_sampling_equals_generate_warpers(tokenizer, sampling):
         assert fused == via_generate, seed
 
 
+@pytest.mark.parametrize("setting", SAMPLINGS[1:], ids=["temperature", "top_k", "top_p", "all"])
+def test_fused_sampling_takes_unset_settings_from_the_generation_config(tokenizer, setting):
+    """A model whose generation_config sets temperature / top-k / top-p (as chat models ship): called without
+    them, the fused path samples as generate does with that config (found by mutation testing: a misspelt
+    setting name fell back to transformers' defaults and no test noticed)."""
+    model = make_positional_gpt2(len(tokenizer))
+    for name, value in setting.items():
+        setattr(model.generation_config, name, value)
+    pairs = [sampled_pair(model, tokenizer, seed) for seed in range(3)]
+    assert all(fused == via for via, fused in pairs)
+    # the setting matters: the same seeds without it sample something else
+    plain = make_positional_gpt2(len(tokenizer))
+    assert any(sampled_pair(plain, tokenizer, seed)[1] != fused for seed, (_, fused) in enumerate(pairs))
+
+
 @pytest.mark.parametrize("sampling", SAMPLINGS[1:], ids=["temperature", "top_k", "top_p", "all"])
 def test_planted_fused_ignoring_warpers_fails(tokenizer, monkeypatch, sampling):
     monkeypatch.setattr(fused_module, "_sampling_warpers", lambda *a, **k: LogitsProcessorList())

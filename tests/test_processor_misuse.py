@@ -27,7 +27,7 @@ from test_processor import (
 from transformers import LogitsProcessor
 
 from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
-from scott_distill.teacher.scoring import contrastive_scores
+from scott_distill.teacher.scoring import contrastive_scores, left_padded, stop_token_ids_for
 
 FOUR_GOLD = GOLD + ["Q: What do bees make? A: The answer is honey."]
 
@@ -443,3 +443,31 @@ def test_processors_before_shape_gold_branch_only(tokenizer):
             lc = model(torch.tensor([c + out])).logits[0, -1]
             out.append(int((torch.log_softmax(lg, -1) - 0.3 * torch.log_softmax(lc, -1)).argmax()))
         assert row == out
+
+
+# ---- found by mutation testing (docs/testing.md) ----
+
+def test_stop_token_ids_are_every_token_holding_the_stop_text_plus_eos(tokenizer):
+    """Independent reference: decode each id of the vocabulary and keep those whose text holds the stop string;
+    EOS is added when the tokenizer has one, and only then."""
+    want = [i for i in range(len(tokenizer)) if "." in tokenizer.decode([i])]
+    assert want, "the test vocabulary has tokens with a '.'"
+    eos = tokenizer.eos_token_id
+    assert eos is not None
+    assert stop_token_ids_for(tokenizer, ".") == want + [eos]
+    newline = [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+    assert newline and stop_token_ids_for(tokenizer) == newline + [eos]  # the default stop is a newline
+    saved = tokenizer.eos_token
+    try:
+        tokenizer.eos_token = None
+        assert tokenizer.eos_token_id is None
+        assert stop_token_ids_for(tokenizer, ".") == want
+    finally:
+        tokenizer.eos_token = saved
+
+
+def test_all_padding_row_error_names_the_argument():
+    ids = torch.tensor([[5, 6], [0, 0]])
+    with pytest.raises(ValueError) as err:
+        left_padded(ids, torch.tensor([[1, 1], [0, 0]]))
+    assert str(err.value) == "`input_ids` rows [1] are all padding (attention mask all zeros)."

@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Mutation testing of scott-distill's core modules with mutmut (docs/testing.md).
+
+mutmut copies ``src/`` and ``tests/`` into ``mutants/``, rewrites every function of the modules listed in
+``[tool.mutmut] only_mutate`` (pyproject.toml) so that one mutant can be switched on by name, records which test
+executed which function (one run of the test files in ``pytest_add_cli_args_test_selection``), and then runs each
+mutant against only the tests that executed the mutated function, with ``-x`` and one worker here.
+
+Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /tmp/scott-cpu.lock``):
+
+* ``python scripts/mutation.py run MODULE [MODULE ...]`` -- every mutant of the named modules (``formula``,
+  ``scoring``, ``processor``, ``fused``, ``collator``, ``trainer``, ``shards``, ``evaluation``; ``all`` for all).
+  Results accumulate in ``mutants/`` (mutmut resumes: a mutant already checked is not run again).
+* ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
+  listed as equivalent (after adding tests).
+* ``python scripts/mutation.py sample`` -- the fixed mutant sample of ``tests/mutation/sample.txt`` (what
+  ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
+* ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
+  mutants per module from those already generated (needs one ``run`` or ``sample`` before, so ``mutants/`` exists).
+* ``python scripts/mutation.py score [--markdown]`` -- killed / survived / equivalent / timeout per module from the
+  results in ``mutants/`` and the equivalent list; the percentage is killed over checked non-equivalent mutants.
+* ``python scripts/mutation.py show NAME`` -- the diff of one mutant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTATION_DIR = ROOT / "tests" / "mutation"
+SAMPLE_FILE = MUTATION_DIR / "sample.txt"
+EQUIVALENT_FILE = MUTATION_DIR / "equivalent.txt"
+
+#: short name -> dotted module whose mutants are named ``<module>.x_<function>__mutmut_<n>``
+MODULES = {
+    "formula": "scott_distill.las.formula",
+    "scoring": "scott_distill.teacher.scoring",
+    "processor": "scott_distill.teacher.processor",
+    "fused": "scott_distill.teacher.fused",
+    "collator": "scott_distill.student.collator",
+    "trainer": "scott_distill.student.trainer",
+    "shards": "scott_distill.teacher.shards",
+    "evaluation": "scott_distill.student.evaluation",
+}
+# statuses mutmut reports (mutmut.stats.status_by_exit_code); "killed" also covers a failed type check
+KILLED = {"killed", "caught by type check"}
+TIMEOUT = {"timeout", "segfault"}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # The tests run from the copy in mutants/, one folder deeper than the repository: point them at the real data.
+    env.setdefault("SCOTT_SHARED_DATA", str((ROOT.parent / "shared" / "data").resolve()))
+    # Real-data tests that skip fail under CI=true (tests/conftest.py); that rule is the main test run's job, not
+    # the mutation run's, which only needs the tests that can see a mutant.
+    env["CI"] = "false"
+    return env
+
+
+def _mutmut(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mutmut", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), text=True, capture_output=True)
+    if check and proc.returncode != 0:
+        sys.stdout.write(proc.stdout[-4000:])
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"`mutmut {' '.join(args[:3])} ...` failed with exit code {proc.returncode}")
+    return proc
+
+
+def _prepare() -> None:
+    """Put the two folders pyproject.toml maps into the package (``package-dir``) where the copy in mutants/ is
+    imported from: mutmut copies ``src/`` only, and with a non-editable install (``.ci/run``) the installed
+    ``scott_distill.las.evaluate_module`` and ``scott_distill.model_cards`` are not found under the copy's package.
+    mutmut keeps files that already exist in mutants/."""
+    for source, target in (("metrics/las", "src/scott_distill/las/evaluate_module"),
+                           ("model_cards", "src/scott_distill/model_cards")):
+        destination = ROOT / "mutants" / target
+        if not destination.exists():
+            shutil.copytree(ROOT / source, destination)
+
+
+def _run(names: list[str]) -> None:
+    _prepare()
+    # one worker: the machine has 2 cores and torch uses both inside a test
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names]
+    rc = subprocess.call(cmd, cwd=ROOT, env=_env())
+    if rc != 0:
+        raise SystemExit(f"mutmut run exited with {rc}")
+
+
+def results() -> dict[str, str]:
+    """Every generated mutant's status, from ``mutmut results --all true``."""
+    out = _mutmut("results", "--all", "true").stdout
+    status = {}
+    for line in out.splitlines():
+        name, sep, value = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            status[name] = value.strip()
+    return status
+
+
+def module_of(name: str) -> str:
+    for short, dotted in MODULES.items():
+        if name.startswith(dotted + "."):
+            return short
+    raise ValueError(f"mutant {name!r} is not in any module of MODULES")
+
+
+def read_list(path: Path) -> dict[str, str]:
+    """``name  # comment`` lines (blank lines and lines starting with # skipped) -> {name: comment}."""
+    entries = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, comment = line.partition("#")
+        entries[name.strip()] = comment.strip()
+    return entries
+
+
+def score(status: dict[str, str], equivalent: dict[str, str]) -> dict[str, Counter]:
+    table: dict[str, Counter] = {short: Counter() for short in MODULES}
+    for name, value in status.items():
+        row = table[module_of(name)]
+        row["mutants"] += 1
+        if value == "not checked":
+            row["not checked"] += 1
+        elif name in equivalent and value not in KILLED:
+            row["equivalent"] += 1
+        elif value in KILLED:
+            row["killed"] += 1
+        elif value in TIMEOUT:
+            row["timeout"] += 1
+        elif value == "survived":
+            row["survived"] += 1
+        else:  # "no tests", "suspicious", "skipped": no test reached the mutant, counted against the suite
+            row["no tests"] += 1
+    return table
+
+
+def print_score(table: dict[str, Counter], markdown: bool) -> None:
+    cols = ["mutants", "checked", "killed", "timeout", "survived", "no tests", "equivalent", "score"]
+    rows = []
+    for short, c in table.items():
+        checked = c["mutants"] - c["not checked"]
+        # a timeout counts as killed (the mutant made the tests hang: a user would notice), as in mutmut's own score
+        non_equivalent = checked - c["equivalent"]
+        killed = c["killed"] + c["timeout"]
+        pct = f"{100 * killed / non_equivalent:.1f} %" if non_equivalent else "-"
+        rows.append([MODULES[short], c["mutants"], checked, c["killed"], c["timeout"], c["survived"], c["no tests"],
+                     c["equivalent"], pct])
+    if markdown:
+        print("| module | " + " | ".join(cols) + " |")
+        print("|---" * (len(cols) + 1) + "|")
+        for r in rows:
+            print("| " + " | ".join(str(x) for x in r) + " |")
+    else:
+        print(f"{'module':36s}" + "".join(f"{c:>11s}" for c in cols))
+        for r in rows:
+            print(f"{r[0]:36s}" + "".join(f"{str(x):>11s}" for x in r[1:]))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    modules = list(MODULES) if "all" in args.modules else args.modules
+    for short in modules:
+        if short not in MODULES:
+            raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")
+        print(f"== {MODULES[short]}", flush=True)
+        if args.survivors:  # again, after adding tests: mutmut reruns mutants named explicitly
+            equivalent = read_list(EQUIVALENT_FILE)
+            names = [n for n, v in results().items()
+                     if module_of(n) == short and v == "survived" and n not in equivalent]
+            if names:
+                _run(names)
+        else:
+            _run([MODULES[short] + ".*"])
+    print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    sample = list(read_list(SAMPLE_FILE))
+    equivalent = read_list(EQUIVALENT_FILE)
+    _run(sample)
+    status = results()
+    missing = [n for n in sample if n not in status]
+    if missing:
+        raise SystemExit(f"{len(missing)} sampled mutants no longer exist (the code changed): {missing[:5]}; "
+                         "draw a new sample with `python scripts/mutation.py make-sample`")
+    survivors = [n for n in sample if status[n] not in KILLED | TIMEOUT and n not in equivalent]
+    counts = Counter(status[n] for n in sample)
+    print(f"sample of {len(sample)} mutants: {dict(counts)}; listed as equivalent: "
+          f"{sum(n in equivalent for n in sample)}")
+    if survivors:
+        for name in survivors:
+            print(f"\n{name}: {status[name]}")
+            print(_mutmut("show", name, check=False).stdout)
+        raise SystemExit(f"{len(survivors)} sampled mutant(s) not killed and not listed in {EQUIVALENT_FILE.name}: "
+                         "add a test that kills them, or list them there with the reason they are equivalent")
+
+
+def cmd_make_sample(args: argparse.Namespace) -> None:
+    status = results()
+    if not status:
+        raise SystemExit("no mutants generated yet: run `python scripts/mutation.py run formula` first")
+    rng = random.Random(args.seed)
+    lines = [f"# Fixed mutant sample for .ci/run: `python scripts/mutation.py make-sample --seed {args.seed} "
+             f"--per-module {args.per_module}` (a seeded draw per module of the mutants mutmut generates)."]
+    for short in args.modules or MODULES:
+        names = sorted(n for n in status if module_of(n) == short)
+        lines += rng.sample(names, min(args.per_module, len(names)))
+    SAMPLE_FILE.write_text("\n".join(lines) + "\n")
+    print(f"wrote {len(lines) - 1} mutants to {SAMPLE_FILE}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=args.markdown)
+    if args.list_survivors:
+        equivalent = read_list(EQUIVALENT_FILE)
+        for name, value in sorted(results().items()):
+            if value == "survived" and name not in equivalent:
+                print(name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="every mutant of the named modules")
+    p.add_argument("modules", nargs="+", help=f"{', '.join(MODULES)} or all")
+    p.add_argument("--survivors", action="store_true",
+                   help="only the mutants that survived last time and are not listed as equivalent")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sample", help="the fixed sample of tests/mutation/sample.txt (CI)")
+    p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("make-sample", help="draw a new fixed sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-module", type=int, default=3)
+    p.add_argument("--modules", nargs="*", help="short module names (default: all)")
+    p.set_defaults(func=cmd_make_sample)
+    p = sub.add_parser("score", help="the score table")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--list-survivors", action="store_true", help="also list survived, non-equivalent mutants")
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("show", help="the diff of one mutant")
+    p.add_argument("name")
+    p.set_defaults(func=lambda a: print(_mutmut("show", a.name).stdout))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
