@@ -6,7 +6,7 @@ import datasets
 import pytest
 import torch
 from conftest import make_gpt2, make_t5
-from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from scott_distill import (
     CounterfactualDataCollator,
@@ -235,10 +235,22 @@ def test_resume_true_skips_a_checkpoint_whose_save_was_killed(cut, tokenizer, tm
         state = (last / "trainer_state.json").read_text()
         (last / "trainer_state.json").write_text(state[: len(state) // 2])
     resumed_model = make_t5(len(tokenizer), dropout_rate=0.0)
-    CounterfactualTrainer(model=resumed_model, args=args, train_dataset=tiny_dataset(),
-                          processing_class=tokenizer).train(resume_from_checkpoint=True)
+    steps = _StepCounter()
+    CounterfactualTrainer(model=resumed_model, args=args, train_dataset=tiny_dataset(), processing_class=tokenizer,
+                          callbacks=[steps]).train(resume_from_checkpoint=True)
     for k, v in resumed_model.state_dict().items():
         torch.testing.assert_close(v, final[k], rtol=1e-5, atol=1e-6)
+    # the weights alone cannot tell a resume from a deterministic restart at step 0 (a mutant that dropped
+    # the checkpoint survived): only steps 3 and 4 may run again
+    assert steps.done == [3, 4]
+
+
+class _StepCounter(TrainerCallback):
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.done.append(state.global_step)
 
 
 def test_resume_true_without_a_complete_checkpoint_is_refused(tokenizer, tmp_path):

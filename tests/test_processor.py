@@ -247,6 +247,21 @@ def test_tiny_alpha_runs_contrast_branch_and_equals_plain_generate(tokenizer, fa
         assert len(calls) == 2 * got.shape[1], gen
 
 
+def test_fused_path_starts_the_decoder_where_generate_does(tokenizer):
+    """An encoder-decoder whose generation config names another decoder start than its model config:
+    ``generate`` starts from the generation config's, and so must the fused path (a mutant that read the
+    model config's whenever the generation config had one survived every other test)."""
+    model = make_t5(len(tokenizer))
+    model.generation_config.eos_token_id = None
+    model.generation_config.decoder_start_token_id = 5
+    assert model.config.decoder_start_token_id != 5
+    gold = encode(tokenizer, GOLD, "right")
+    plain = model.generate(**gold, max_new_tokens=MAX_NEW, pad_token_id=0, do_sample=False)
+    got = contrastive_generate(model, None, gold, encode(tokenizer, CONTRAST, "right"), alpha=1e-5,
+                               max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    assert plain[0, 0] == 5 and torch.equal(got, plain[:, 1:])
+
+
 def reference_processor(model, tokenizer, alpha, end):
     enc_dec = model.config.is_encoder_decoder
     gold = encode(tokenizer, GOLD, "right" if enc_dec else "left")

@@ -415,6 +415,9 @@ def test_generate_kwargs_carry_the_model_eos(tokenizer):
     model.generation_config.eos_token_id = None
     bare = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
     assert "eos_token_id" not in bare.generate_kwargs()
+    # one stop id (the usual newline) and no model eos: generate must still be told to stop there
+    one = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, stop_token_ids=[7])
+    assert one.generate_kwargs()["eos_token_id"] == [7]
 
 
 def _penalised(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
