@@ -141,6 +141,23 @@ def test_seeds_flag_and_yaml_key(tmp_path):
     assert make_parser().parse_recipe([str(path), "--seeds", "0", "1", "2"]).run.seeds == [0, 1, 2]
 
 
+def test_recipe_summary_leaves_out_a_metric_some_seeds_lack(tmp_path, caplog):
+    """LAS is not measured in a seed whose student never answered with a choice: the summary over the seeds leaves
+    it out with a note instead of failing the run after every seed was trained."""
+    recipe = Recipe(RecipeConfig.from_dict({"task": "cose", "output_dir": str(tmp_path / "run"), "seeds": [0, 1]}))
+    for seed, student in recipe.students.items():
+        outcomes = {"accuracy": {"a": 1, "b": seed % 2}}
+        if seed == 0:
+            outcomes["las"] = {"a": [1, 1, 0], "b": [0, 1, 1]}
+        write_results(student.results_path, kind="recipe", seed=seed, per_question={RECIPE_CONDITION: outcomes},
+                      labels=recipe.labels())
+    table, files = recipe.summarize()
+    numbers = json.loads(files["numbers"].read_text())
+    assert {c["metric"] for c in numbers["cells"]} == {"accuracy"} and numbers["cells"][0]["n_seeds"] == 2
+    assert "['las'] left out of this summary" in table and "['las'] left out" in files["table"].read_text()
+    assert "not measured in every seed" in caplog.text
+
+
 # -- a whole recipe over two seeds, with a crash in seed 1 --------------------------------------------------------
 
 def test_recipe_seeds_share_rationales_differ_in_training_and_resume_per_seed(tmp_path, tokenizer, monkeypatch):

@@ -363,9 +363,21 @@ class Recipe:
         done = [s for s in self.students.values() if s.results_path.exists()]
         seeds = [s.seed for s in done]
         run = self.config.run
+        # a metric some seeds lack (LAS when a seed's student never answered with a choice) is left out of the
+        # summary, with a warning, instead of failing the run after every seed was trained
+        held = [json.loads(s.results_path.read_text())["metrics"][RECIPE_CONDITION] for s in done]
+        metrics = [m for m in held[0] if all(m in h for h in held)]
+        partial = sorted({m for h in held for m in h} - set(metrics))
+        if partial:
+            logger.warning("report: %s left out, not measured in every seed (%s)", partial,
+                           {m: [s.seed for s, h in zip(done, held) if m in h] for m in partial})
         _, table, files = report_runs(ReportConfig(
-            runs=[str(s.results_path) for s in done], output_dir=str(self.out),
+            runs=[str(s.results_path) for s in done], output_dir=str(self.out), metrics=metrics,
             title=f"SCOTT recipe {self.out.name} ({run.task}), student seeds {seeds}"))
+        if partial:
+            table += (f"\nNote: {partial} left out of this summary: measured in some seeds only "
+                      "(see each seed's results.json).")
+            files["table"].write_text(table + "\n")
         if len(seeds) == 1:
             logger.warning("one student seed (%d): the report's numbers are not findings; run more with "
                            "--seeds (e.g. --seeds 0 1 2).", seeds[0])
