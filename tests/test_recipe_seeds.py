@@ -171,12 +171,13 @@ def test_recipe_seeds_share_rationales_differ_in_training_and_resume_per_seed(tm
         return real_generate(rows, *args, **kwargs)
 
     monkeypatch.setattr(rationalize_module, "generate_rationales", counting_generate)
-    trained: list[int] = []
+    trained: list[tuple[str, int]] = []  # (the seed folder trained in, the training seed it got)
     real_train = recipes.CounterfactualTrainer.train
 
     def train_or_crash_in_seed_1(self, *args, **kwargs):
-        trained.append(self.args.seed)
-        if self.args.seed == 1 and crash:
+        folder = Path(self.args.output_dir).parent.name
+        trained.append((folder, self.args.seed))
+        if folder == "seed_1" and crash:
             raise RuntimeError("killed in seed 1's training")
         return real_train(self, *args, **kwargs)
 
@@ -185,7 +186,7 @@ def test_recipe_seeds_share_rationales_differ_in_training_and_resume_per_seed(tm
     with pytest.raises(RuntimeError, match="killed in seed 1"):
         run_main([str(recipe), "--seeds", "0", "1"])
     assert sorted(generated) == [str(run / "rationales" / "eval"), str(run / "rationales" / "train")]
-    assert trained == [0, 1]
+    assert [folder for folder, _ in trained] == ["seed_0", "seed_1"]
     seed0, seed1 = seed_folder(run, 0), seed_folder(run, 1)
     assert (seed0 / "results.json").exists() and not (seed1 / "student").exists()
     kept = {p: p.stat().st_mtime_ns for p in (seed0 / "student" / "model.safetensors", seed0 / "results.json",
@@ -194,13 +195,14 @@ def test_recipe_seeds_share_rationales_differ_in_training_and_resume_per_seed(tm
     crash = False
     assert run_main([str(recipe), "--seeds", "0", "1"]) == 0
     assert len(generated) == 2, "the shared rationales were generated again"
-    assert trained == [0, 1, 1], "seed 0 was trained again after seed 1 crashed"
+    assert [folder for folder, _ in trained] == ["seed_0", "seed_1", "seed_1"], "seed 0 was trained again"
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert not (run / "student").exists() and not (run / "results.json").exists()
 
     # the seeds' students differ (the training seed reaches the Trainer), from one start and the same rationales
     w0, w1 = (load_file(str(f / "student" / "model.safetensors")) for f in (seed0, seed1))
-    assert w0.keys() == w1.keys() and any(not w0[k].equal(w1[k]) for k in w0)
+    assert w0.keys() == w1.keys() and any(not w0[k].equal(w1[k]) for k in w0), "the seeds trained the same student"
+    assert trained == [("seed_0", 0), ("seed_1", 1), ("seed_1", 1)]
     for seed, folder in ((0, seed0), (1, seed1)):
         result = load_run(folder / "results.json")
         assert (result.kind, result.seed, result.schema_version) == ("recipe", seed, 1)
@@ -224,3 +226,33 @@ def test_recipe_seeds_share_rationales_differ_in_training_and_resume_per_seed(tm
     # `scott-distill report RUN` on the recipe folder finds the seeds (not run_summary.json)
     numbers, _ = report(tmp_path, str(run))
     assert {c["n_seeds"] for c in numbers["cells"]} == {2}
+
+
+def test_recipe_results_name_questions_by_the_task_ids_and_keep_the_las_cells(tmp_path, tokenizer, monkeypatch):
+    """results.json's question ids are the eval split's ``id`` column (so runs on the same questions pair up), and
+    the LAS cells `simulator_las` returns per measured row land under those ids. (The tiny random student never
+    answers with a choice, so the simulator's result is replaced here by one with cells for rows 0 and 2.)"""
+    import datasets
+
+    from scott_distill.report.stats import outcome_metric
+
+    recipe = write_recipe(tmp_path, tokenizer)
+    cells = {0: [1, 1, 0], 2: [0, 1, 1]}
+    las = outcome_metric({str(i): c for i, c in cells.items()}, "las")
+
+    def fake_las(simulator, tokenizer, train_rows, measured_rows, args, *rest, **kwargs):
+        assert args.seed == 3  # the seed's simulator seed reaches the simulator
+        return {"las": las, "las_ci_low": las - 0.1, "las_ci_high": las + 0.1, "n_leaked": 1, "n_nonleaked": 1,
+                "n_excluded": 2, "cells": cells}
+
+    monkeypatch.setattr(recipes, "simulator_las", fake_las)
+    assert run_main([str(recipe), "--seeds", "3"]) == 0
+    folder = seed_folder(tmp_path / "run", 3)
+    eval_ids = datasets.load_from_disk(str(tmp_path / "run" / "rationales" / "eval" / "dataset"))["id"]
+    results = json.loads((folder / "results.json").read_text())
+    student = results["per_question"][RECIPE_CONDITION]
+    assert list(student["accuracy"]) == eval_ids and len(set(eval_ids)) == 4
+    assert student["las"] == {eval_ids[0]: [1, 1, 0], eval_ids[2]: [0, 1, 1]}
+    assert results["metrics"][RECIPE_CONDITION]["las"] == pytest.approx(las)
+    assert json.loads((folder / "eval" / "metrics.json").read_text())["las"] == pytest.approx(las)
+
