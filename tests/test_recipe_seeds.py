@@ -86,6 +86,30 @@ def test_one_seed_recipe_report_says_it_is_no_finding(tmp_path):
     assert "a one-seed result is not a finding" in table
 
 
+def test_report_reads_the_run_summary_of_a_recipe_run_made_before_results_json(tmp_path):
+    """A recipe run made before recipes wrote results.json has only run_summary.json with the stage sections under
+    `config`: read as aggregates only (before: refused as not a results file)."""
+    for alpha in (0.0, 0.5):
+        for seed in (0, 1):
+            folder = tmp_path / f"alpha{alpha}-seed{seed}"
+            folder.mkdir()
+            (folder / "run_summary.json").write_text(json.dumps({
+                "config": {"run": {"task": "cose", "teacher": "t", "student": "s", "seeds": None},
+                           "rationalize": {"perturbation": "wrong", "alpha": 0.5},
+                           "train": {"counterfactual_alpha": alpha, "seed": seed}, "evaluate": {}, "las": {}},
+                "rationales": {"train": 8, "eval": 4}, "student": str(folder / "student"),
+                "metrics": {"n": 4, "accuracy": 0.25 + alpha / 2 + seed / 10, "las": float("nan")}}))
+    numbers, table = report(tmp_path, str(tmp_path), "--metrics", "accuracy")  # LAS NaN: not measured
+    assert {(c["condition"], c["n_seeds"], c["resampling"]) for c in numbers["cells"]} == {
+        ("student (counterfactual_alpha=0.0)", 2, "seeds"), ("student (counterfactual_alpha=0.5)", 2, "seeds")}
+    (diff,) = numbers["comparisons"]  # alpha=0.5 - alpha=0.0 on accuracy, aggregates only: no interval
+    assert diff["metric"] == "accuracy" and diff["mean"] == pytest.approx(0.25)
+    summary = tmp_path / "many.json"
+    summary.write_text(json.dumps({"config": {"run": {"task": "cose", "seeds": [0, 1]}}, "seeds": {}}))
+    with pytest.raises(ValueError, match="several student seeds: give its folder"):
+        load_run(summary)
+
+
 def test_write_results_refuses_what_the_reader_would_refuse(tmp_path):
     path = tmp_path / "results.json"
     with pytest.raises(ValueError, match=r"metrics\['student'\]\['accuracy'\] is 0.9 but the mean"):

@@ -14,8 +14,9 @@ The results schema (version 1) is documented in ``docs/report.md``. In short::
       "comparisons": [["<condition A>", "<condition B>"]]                  # paired differences to report; optional
     }
 
-Files written before the schema (today's demo ``results.json``, a recipe's ``run_summary.json``) are read as
-*aggregates only* (``schema_version`` 0): one number per metric and seed, no per-question outcomes.
+Files written before the schema (the demo's old ``results.json``, a recipe's ``run_summary.json`` from before
+recipes wrote ``results.json``, with ``args`` or with the stage sections under ``config``) are read as *aggregates
+only* (``schema_version`` 0): one number per metric and seed, no per-question outcomes.
 """
 
 from __future__ import annotations
@@ -183,6 +184,21 @@ def _legacy_recipe(data: dict[str, Any], path: Path) -> RunResult:
                      metrics={LEGACY_RECIPE_CONDITION: metrics})
 
 
+def _recipe_summary_args(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A ``run_summary.json`` of a recipe with stage sections (``config``: ``run``, ``rationalize``, ``train``) as
+    the older ``args`` the legacy reader takes."""
+    if config["run"].get("seeds"):
+        raise _fail(path, "the summary of a recipe over several student seeds: give its folder, whose "
+                          "seed_<s>/results.json files hold each seed's results.")
+    run, rationalize, train = config["run"], config.get("rationalize") or {}, config.get("train") or {}
+    args = {"task": run.get("task"), "teacher": run.get("teacher"), "perturbation": rationalize.get("perturbation"),
+            "decoding_alpha": rationalize.get("alpha"), "student": run.get("student"),
+            "counterfactual_alpha": train.get("counterfactual_alpha")}
+    if "seed" in train:
+        args["seed"] = train["seed"]
+    return {k: v for k, v in args.items() if v is not None or k == "seed"}
+
+
 def load_run(path: str | Path, empty_bin: str = "other") -> RunResult:
     """Read one results file: schema 1, or a pre-schema demo ``results.json`` / recipe ``run_summary.json``.
 
@@ -207,6 +223,8 @@ def load_run(path: str | Path, empty_bin: str = "other") -> RunResult:
         return _legacy_demo(data, path)
     if isinstance(data.get("args"), dict) and "task" in data["args"]:
         return _legacy_recipe(data, path)
+    if isinstance(data.get("config"), dict) and isinstance(data["config"].get("run"), dict):
+        return _legacy_recipe({**data, "args": _recipe_summary_args(data["config"], path)}, path)
     raise _fail(path, "not a results file: it has no `schema_version` (results schema, docs/report.md) and is neither "
                       "a demo results.json (`settings`, `students`) nor a recipe run_summary.json (`args`, `metrics`).")
 
