@@ -64,13 +64,18 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
     metrics = __import__("json").loads((run / "eval" / "metrics.json").read_text())
     for key in ("accuracy", "counterfactual_consistency", "las", "las_ci_low", "las_ci_high"):
         assert key in metrics
+    # no --seeds: one student in the run folder itself (the layout before seeds), its per-question results and
+    # a report that says one seed is no finding
+    results = __import__("json").loads((run / "results.json").read_text())
+    assert results["seed"] == 0 and results["kind"] == "recipe" and len(results["per_question"]["student"]["accuracy"]) == 4
+    assert not list(run.glob("seed_*")) and "a one-seed result is not a finding" in (run / "report.txt").read_text()
 
     def boom(*a, **k):
         raise AssertionError("a cached stage ran again")
 
     monkeypatch.setattr("scott_distill.teacher.rationalize.generate_rationales", boom)
     monkeypatch.setattr(recipes.CounterfactualTrainer, "train", boom)
-    monkeypatch.setattr(recipes, "evaluate_student", boom)
+    monkeypatch.setattr(recipes, "student_outcomes", boom)
     assert run_main([str(recipe), "--stage", "all"]) == 0  # every stage is read back from disk
 
     with FakeHub() as hub:

@@ -18,10 +18,19 @@ las: {num_train_epochs: 3, bootstrap: 10000}              # LASConfig
 The recipe owns where each stage writes (``output_dir``) and which task it runs: ``rationalize.task``,
 ``train.output_dir`` and ``las.output_dir`` are set from the run fields. Parsing the file and the command
 line (``--rationalize.alpha 0.3``) is ``scott_distill.commands.run``'s job.
+
+Student seeds (``seeds: [0, 1, 2]`` or ``--seeds 0 1 2``): the teacher's rationales are generated once and
+shared; each seed trains and evaluates its own student in ``output_dir/seed_<s>/`` with ``train.seed`` and
+``las.seed`` set to ``s`` (``evaluate.seed``, the rationale perturbation of the faithfulness test, stays fixed:
+its randomness is per question, which the report resamples anyway). Every seed writes ``results.json``
+(results schema 1, per-question outcomes) and the run ends with the report over its seeds
+(``report.txt``/``.png``/``.json`` in ``output_dir``). Without ``seeds`` there is one student, trained with
+``train.seed``, in ``output_dir`` itself (the layout of runs made before seeds existed).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -41,7 +50,9 @@ from .files import write_json
 from .formats import RATIONALE_DATASET_DIR, RATIONALIZE_CONFIG_NAME, STUDENT_CONFIG_NAME, StudentFormat
 from .las.pipeline import LASConfig, simulator_las, student_output_rows
 from .las.simulator import load_simulator
-from .student.evaluation import EvaluationConfig, evaluate_student, predict
+from .report.compare import ReportConfig, report_runs
+from .report.runs import RESULTS_FILE, seed_folder, write_results
+from .student.evaluation import EvaluationConfig, outcome_means, predict, student_outcomes
 from .student.model import RationaleStudent, load_student
 from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, resume_checkpoint
 from .tasks import TASKS, load_task
@@ -49,9 +60,10 @@ from .teacher.rationalize import RationalizeConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "Recipe", "RecipeArguments", "RecipeConfig"]
+__all__ = ["RECIPE_CONDITION", "STAGES", "Recipe", "RecipeArguments", "RecipeConfig", "StudentSeed"]
 
 STAGES = ("rationalize", "train", "evaluate", "push")
+RECIPE_CONDITION = "student"  # the one condition of a recipe's results.json; runs differ by their labels
 
 
 @dataclass
@@ -77,10 +89,21 @@ class RecipeArguments:
     dataset_repo: str | None = field(default=None, metadata={"help": "Hub dataset repo of the rationales."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repos as private."})
     revision: str | None = field(default=None, metadata={"help": "Hub branch to push to."})
+    seeds: list[int] | None = field(default=None, metadata={
+        "help": "Student-training seeds, e.g. --seeds 0 1 2: the teacher's rationales are shared, each seed trains "
+                "and evaluates its own student in output_dir/seed_<s>/ (train.seed and las.seed = s), resumable "
+                "per seed, and the run ends with a report over the seeds. Default: one student with train.seed, "
+                "in output_dir itself."})
 
     def __post_init__(self) -> None:
         if self.stage not in (*STAGES, "all"):
             raise ValueError(f"--stage must be one of {STAGES} or 'all', got {self.stage!r}.")
+        if self.seeds is not None:
+            seeds = list(self.seeds)
+            if not seeds or len(set(seeds)) != len(seeds) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+                raise ValueError(f"--seeds must be distinct integers, at least one, got {self.seeds!r}.")
+            self.seeds = seeds
 
 
 # section name -> the config dataclass its keys are the fields of
@@ -145,13 +168,77 @@ class RecipeConfig:
                 "las": self.las.to_dict()}
 
 
+@dataclass(frozen=True)
+class StudentSeed:
+    """One student of a recipe: its training seed, its folder and the stage configs that depend on the seed."""
+
+    seed: int
+    folder: Path
+    train: CounterfactualTrainingArguments
+    las: LASConfig
+
+    @property
+    def student_dir(self) -> Path:
+        return self.folder / "student"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.folder / "eval" / "metrics.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.folder / RESULTS_FILE
+
+
+def _question_ids(rows: datasets.Dataset) -> list[str]:
+    """The eval rows' question ids for results.json: the task's ``id`` column when it is there and unique (so that
+    runs on the same questions pair up by question), else the row's position in the eval split."""
+    if "id" in rows.column_names:
+        ids = [str(i) for i in rows["id"]]
+        if len(set(ids)) == len(ids):
+            return ids
+        logger.warning("the eval split's `id` column repeats ids: results.json names questions by row position.")
+    return [f"eval-{i}" for i in range(len(rows))]
+
+
 class Recipe:
-    """The stages of a recipe over one output folder; each stage loads its result from disk when it is there."""
+    """The stages of a recipe over one output folder; each stage loads its result from disk when it is there.
+
+    The rationales are shared by every student seed; ``train`` and ``evaluate`` take a seed (default: the first
+    of the recipe's seeds) and write to that seed's folder (`StudentSeed`).
+    """
 
     def __init__(self, config: RecipeConfig) -> None:
         self.config = config
         self.out = Path(config.run.output_dir)
         self._rationales: dict[str, datasets.Dataset] | None = None  # train/evaluate/push all read them
+        self.students = {s.seed: s for s in self._student_seeds()}
+
+    def _student_seeds(self) -> list[StudentSeed]:
+        config = self.config
+        if config.run.seeds is None:  # one student in output_dir itself: the layout before seeds existed
+            return [StudentSeed(config.train.seed, self.out, config.train, config.las)]
+        if config.train.data_seed is not None:
+            logger.warning("train.data_seed=%s fixes the data order of every student seed: the seeds %s differ in "
+                           "initialisation and dropout only.", config.train.data_seed, config.run.seeds)
+        students = []
+        for seed in config.run.seeds:
+            folder = seed_folder(self.out, seed)
+            # a copy with the seed set: re-running TrainingArguments.__post_init__ (dataclasses.replace) would
+            # process the already-processed fields a second time
+            train, las = copy.deepcopy(config.train), copy.deepcopy(config.las)
+            train.seed, train.output_dir = seed, str(folder / "checkpoints")
+            las.seed, las.output_dir = seed, str(folder / "simulator")
+            students.append(StudentSeed(seed, folder, train, las))
+        return students
+
+    def student(self, seed: int | None = None) -> StudentSeed:
+        """The student of seed ``seed`` (default: the first of the recipe's seeds)."""
+        if seed is None:
+            return next(iter(self.students.values()))
+        if seed not in self.students:
+            raise ValueError(f"`seed` {seed} is not one of the recipe's student seeds {list(self.students)}.")
+        return self.students[seed]
 
     # -- paths ------------------------------------------------------------------------------------
     def rationale_dir(self, split: str) -> Path:
@@ -159,11 +246,13 @@ class Recipe:
 
     @property
     def student_dir(self) -> Path:
-        return self.out / "student"
+        """The first seed's student folder (``output_dir/student`` without ``seeds``)."""
+        return self.student().student_dir
 
     @property
     def metrics_path(self) -> Path:
-        return self.out / "eval" / "metrics.json"
+        """The first seed's ``eval/metrics.json``."""
+        return self.student().metrics_path
 
     # -- stages -----------------------------------------------------------------------------------
     def _split(self, which: str) -> datasets.Dataset:
@@ -174,7 +263,7 @@ class Recipe:
         return rows.select(range(min(limit, len(rows)))) if limit else rows
 
     def rationalize(self) -> dict[str, datasets.Dataset]:
-        """Teacher rationales of the train and eval splits (``rationales/{train,eval}``)."""
+        """Teacher rationales of the train and eval splits (``rationales/{train,eval}``), shared by every seed."""
         if self._rationales is None:
             self._rationales = self._load_or_generate_rationales()
         return self._rationales
@@ -191,45 +280,108 @@ class Recipe:
                                        output_dir=self.rationale_dir(s))
                 for s in ("train", "eval")}
 
-    def train(self) -> Path:
-        """The student trained with counterfactual training (``student/``; checkpoints resume)."""
-        if (self.student_dir / STUDENT_CONFIG_NAME).exists():
-            logger.info("train: cached student in %s", self.student_dir)
-            return self.student_dir
+    def train(self, seed: int | None = None) -> Path:
+        """The student of seed ``seed`` trained with counterfactual training (its ``student/``; checkpoints
+        resume)."""
+        student = self.student(seed)
+        if (student.student_dir / STUDENT_CONFIG_NAME).exists():
+            logger.info("train: cached student in %s", student.student_dir)
+            return student.student_dir
         train = self.rationalize()["train"]
         model, tok = load_student(self.config.run.student)
-        trainer = CounterfactualTrainer(model=model, args=self.config.train, train_dataset=train,
-                                        processing_class=tok)
+        trainer = CounterfactualTrainer(model=model, args=student.train, train_dataset=train, processing_class=tok)
         # a crash, kill or stop signal left checkpoints: the same command goes on from the newest complete one
-        trainer.train(resume_from_checkpoint=resume_checkpoint(self.config.train))
+        trainer.train(resume_from_checkpoint=resume_checkpoint(student.train))
         RationaleStudent(cast("PreTrainedModel", trainer.model), tok, trainer.student_format).save_pretrained(
-            self.student_dir)
-        return self.student_dir
+            student.student_dir)
+        return student.student_dir
 
-    def evaluate(self) -> dict[str, float]:
-        """Accuracy, faithfulness and LAS of the student on the eval split (``eval/metrics.json``)."""
-        if self.metrics_path.exists():
-            logger.info("evaluate: cached metrics in %s", self.metrics_path)
-            return json.loads(self.metrics_path.read_text())
+    def evaluate(self, seed: int | None = None) -> dict[str, float]:
+        """Accuracy, faithfulness and LAS of seed ``seed``'s student on the eval split: ``eval/metrics.json`` and
+        ``results.json`` (results schema 1: the per-question outcomes `scott-distill report` resamples)."""
+        student = self.student(seed)
+        if student.metrics_path.exists() and student.results_path.exists():
+            logger.info("evaluate: cached metrics in %s", student.metrics_path)
+            return json.loads(student.metrics_path.read_text())
+        if student.metrics_path.exists():
+            logger.info("evaluate: %s has no %s (a run from before per-question results): evaluating again",
+                        student.folder, RESULTS_FILE)
         rationales = self.rationalize()
-        model, tok = load_student(str(self.train()))
-        fmt = StudentFormat.from_pretrained(self.student_dir)
-        metrics = evaluate_student(model, tok, rationales["eval"], fmt, self.config.evaluate)
-        metrics.update(self._las(model, tok, fmt, rationales))
-        write_json(metrics, self.metrics_path)
+        model, tok = load_student(str(self.train(student.seed)))
+        fmt = StudentFormat.from_pretrained(student.student_dir)
+        rows, evaluation = rationales["eval"], self.config.evaluate
+        predictions = predict(model, tok, rows, fmt, evaluation.batch_size, evaluation.max_new_tokens)
+        outcomes = student_outcomes(model, tok, rows, fmt, evaluation, predictions=predictions)
+        las = self._las(model, tok, fmt, rationales, student.las, eval_predictions=predictions)
+        metrics: dict[str, Any] = outcome_means(outcomes, len(rows))
+        keys = ("las", "las_ci_low", "las_ci_high", "las_ci_half_width", "n_leaked", "n_nonleaked", "n_excluded")
+        metrics.update({k: las[k] for k in keys if k in las})
+        ids = _question_ids(rows)
+        per_question: dict[str, dict[str, Any]] = {m: {ids[i]: v for i, v in rows_.items()}
+                                                   for m, rows_ in outcomes.items()}
+        stated: dict[str, float] = {}
+        if las["cells"]:  # none when no student answer is among the choices: LAS is not measured
+            per_question["las"] = {ids[i]: cell for i, cell in las["cells"].items()}
+            stated["las"] = las["las"]
+        write_json(metrics, student.metrics_path)
+        write_results(student.results_path, kind="recipe", seed=student.seed,
+                      per_question={RECIPE_CONDITION: per_question}, metrics={RECIPE_CONDITION: stated},
+                      labels=self.labels(), empty_bin=student.las.empty_bin,
+                      extra={"seeds": {"train": student.train.seed, "las": student.las.seed,
+                                       "evaluate": evaluation.seed, "rationalize": self.config.rationalize.seed},
+                             "student_dir": str(student.student_dir), "metrics_file": str(student.metrics_path)})
         return metrics
 
-    def _las(self, model: Any, tok: Any, fmt: StudentFormat, rationales: dict[str, datasets.Dataset]) -> dict[
-            str, float]:
-        """LAS of the student's own outputs: the simulator trains on the train split's, measures the eval split's."""
-        evaluation, las = self.config.evaluate, self.config.las
-        outputs = [student_output_rows(rows, predict(model, tok, rows, fmt, evaluation.batch_size,
-                                                     evaluation.max_new_tokens, show_progress=False))
-                   for rows in (las.training_rows(rationales["train"]), rationales["eval"])]
+    def labels(self) -> dict[str, Any]:
+        """What identifies this recipe's runs in a report (its seeds share them; another recipe run differs in
+        at least ``run``, the output folder's name)."""
+        run, config = self.config.run, self.config
+        return {"run": self.out.name, "task": run.task, "teacher": run.teacher, "perturbation":
+                config.rationalize.perturbation, "decoding_alpha": config.rationalize.alpha, "student": run.student,
+                "counterfactual_alpha": config.train.counterfactual_alpha}
+
+    def _las(self, model: Any, tok: Any, fmt: StudentFormat, rationales: dict[str, datasets.Dataset],
+             las: LASConfig | None = None, eval_predictions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """LAS of the student's own outputs: the simulator trains on the train split's, measures the eval split's
+        (`simulator_las`' results, with the per-question ``cells``). ``eval_predictions``: the student's
+        predictions on the eval split when already made."""
+        evaluation, las = self.config.evaluate, las or self.config.las
+
+        def outputs(rows: datasets.Dataset) -> list[dict[str, Any]]:
+            return predict(model, tok, rows, fmt, evaluation.batch_size, evaluation.max_new_tokens,
+                           show_progress=False)
+
+        train_rows, eval_rows = las.training_rows(rationales["train"]), rationales["eval"]
+        train_out = student_output_rows(train_rows, outputs(train_rows))
+        eval_out = student_output_rows(eval_rows, eval_predictions or outputs(eval_rows))
         simulator, sim_tok = load_simulator(self.config.run.simulator)
-        results = simulator_las(simulator, sim_tok, outputs[0], outputs[1], las)
-        keys = ("las", "las_ci_low", "las_ci_high", "las_ci_half_width", "n_leaked", "n_nonleaked", "n_excluded")
-        return {k: results[k] for k in keys if k in results}
+        return simulator_las(simulator, sim_tok, train_out, eval_out, las)
+
+    def summarize(self) -> tuple[str, dict[str, Path]]:
+        """The report over the evaluated seeds (`scott-distill report`'s table, PNG and numbers in
+        ``output_dir``); with one seed the table says that a one-seed result is not a finding."""
+        done = [s for s in self.students.values() if s.results_path.exists()]
+        seeds = [s.seed for s in done]
+        run = self.config.run
+        # a metric some seeds lack (LAS when a seed's student never answered with a choice) is left out of the
+        # summary, with a warning, instead of failing the run after every seed was trained
+        held = [json.loads(s.results_path.read_text())["metrics"][RECIPE_CONDITION] for s in done]
+        metrics = [m for m in held[0] if all(m in h for h in held)]
+        partial = sorted({m for h in held for m in h} - set(metrics))
+        if partial:
+            logger.warning("report: %s left out, not measured in every seed (%s)", partial,
+                           {m: [s.seed for s, h in zip(done, held) if m in h] for m in partial})
+        _, table, files = report_runs(ReportConfig(
+            runs=[str(s.results_path) for s in done], output_dir=str(self.out), metrics=metrics,
+            title=f"SCOTT recipe {self.out.name} ({run.task}), student seeds {seeds}"))
+        if partial:
+            table += (f"\nNote: {partial} left out of this summary: measured in some seeds only "
+                      "(see each seed's results.json).")
+            files["table"].write_text(table + "\n")
+        if len(seeds) == 1:
+            logger.warning("one student seed (%d): the report's numbers are not findings; run more with "
+                           "--seeds (e.g. --seeds 0 1 2).", seeds[0])
+        return table, files
 
     def push(self) -> dict[str, str]:
         """The rationale dataset and the student (with a model card holding the metrics) to the Hub."""
@@ -238,6 +390,9 @@ class Recipe:
         run = self.config.run
         if not run.student_repo or not run.dataset_repo:
             raise ValueError("push needs `student_repo` and `dataset_repo` in the recipe (or as flags).")
+        if len(self.students) > 1:
+            raise ValueError(f"push takes one student, the recipe has the seeds {list(self.students)}: choose one "
+                             "with --seeds S (its student and metrics are pushed).")
         metrics = self.evaluate()
         rationales = self.rationalize()
         settings_path = self.rationale_dir("train") / RATIONALIZE_CONFIG_NAME
@@ -258,17 +413,33 @@ class Recipe:
         return {"dataset": dataset_url, "student": student_url}
 
     def run(self) -> dict[str, Any]:
-        """The stages ``--stage`` asks for; writes ``run_summary.json``."""
+        """The stages ``--stage`` asks for, seed after seed; writes ``run_summary.json`` and, after ``evaluate``,
+        the report over the seeds.
+
+        A seed's finished stages are read back from disk, so a run that stopped in one seed resumes there: the
+        seeds before it are not trained or evaluated again.
+        """
         stage = self.config.run.stage
         result: dict[str, Any] = {}
+        per_seed: dict[int, dict[str, Any]] = {s: {} for s in self.students}
         if stage in ("rationalize", "all"):
             result["rationales"] = {k: len(v) for k, v in self.rationalize().items()}
-        if stage in ("train", "all"):
-            result["student"] = str(self.train())
+        for seed, student in per_seed.items():
+            if stage in ("train", "all"):
+                student["student"] = str(self.train(seed))
+            if stage in ("evaluate", "all"):
+                student["metrics"] = self.evaluate(seed)
         if stage in ("evaluate", "all"):
-            result["metrics"] = self.evaluate()
+            table, files = self.summarize()
+            result["report"] = {role: str(path) for role, path in files.items()}
+            result["table"] = table
+        if self.config.run.seeds is None:  # run_summary.json as before seeds existed
+            result.update(per_seed[self.config.train.seed])
+        elif any(per_seed.values()):
+            result["seeds"] = per_seed
         if stage == "push" or (stage == "all" and self.config.run.push_to_hub):
             result["pushed"] = self.push()
-        write_json({"config": self.config.to_dict(), **result}, self.out / "run_summary.json")
+        write_json({"config": self.config.to_dict(), **{k: v for k, v in result.items() if k != "table"}},
+                   self.out / "run_summary.json")
         return result
 

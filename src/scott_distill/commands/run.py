@@ -50,8 +50,11 @@ class RecipeParser(argparse.ArgumentParser):
             prog="scott-distill run", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
             description="Run a SCOTT recipe: rationalize -> train -> evaluate (-> push). Each stage's output is "
             "cached under output_dir, so a re-run skips finished stages.\n\n"
-            "  scott-distill run recipes/csqa.yaml [--stage STAGE] [--push_to_hub] [--FIELD VALUE] "
+            "  scott-distill run recipes/csqa.yaml [--stage STAGE] [--seeds S ...] [--push_to_hub] [--FIELD VALUE] "
             "[--SECTION.FIELD VALUE]\n\n"
+            "--seeds 0 1 2: one set of teacher rationales, one student per seed in output_dir/seed_<s>/ (resumable "
+            "per seed), then a report over the seeds (report.txt, report.png). Compare recipe runs with "
+            "`scott-distill report RUN_A RUN_B`.\n\n"
             "Sections: " + ", ".join(f"{name} ({cls.__name__})" for name, cls in SECTIONS.items()) + ".",
         )
         self.add_argument("recipe", nargs="?", help="The recipe YAML.")
@@ -119,5 +122,8 @@ def make_parser() -> RecipeParser:
 def main(argv: Sequence[str] | None = None) -> int:
     config = make_parser().parse_recipe(argv)
     result = Recipe(config).run()
+    table = result.pop("table", None)
     print(json.dumps(result, indent=2, default=str))  # the run's summary goes to stdout
+    if table is not None:
+        print(f"\n{table}")  # the report over the student seeds
     return 0

@@ -26,11 +26,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..files import write_json
 from ..las.pipeline import LASConfig, simulator_las, student_output_rows
 from ..padding import padding_side
 from ..report.compare import ReportConfig, report_runs
-from ..report.runs import RESULTS_SCHEMA_VERSION
+from ..report.runs import RESULTS_SCHEMA_VERSION, seed_folder, write_results
 from ..student.evaluation import predict, student_outcomes
 from ..student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments
 from ..teacher.prompts import QUERY_TEMPLATE
@@ -149,10 +148,6 @@ def _outcomes_by_id(outcomes: dict[int, Any], prefix: str) -> dict[str, Any]:
     return {f"{prefix}-{i}": v for i, v in outcomes.items()}
 
 
-def _mean(outcomes: dict[str, int]) -> float:
-    return sum(outcomes.values()) / len(outcomes)
-
-
 def run_demo_seed(output_dir: str | Path, settings: DemoSettings, show_progress: bool = True) -> dict[str, Any]:
     """One seed of the demonstration; writes ``results.json`` (results schema 1, with the per-question outcomes
     the report resamples) to ``output_dir`` and returns the results."""
@@ -215,27 +210,16 @@ def run_demo_seed(output_dir: str | Path, settings: DemoSettings, show_progress:
             metrics[key]["las"] = las["las"]
         stages.update(1)
     stages.close()
-    for condition, outcomes in per_question.items():
-        metrics.setdefault(condition, {}).update({m: _mean(v) for m, v in outcomes.items() if m != "las"})
-    results = {
-        "schema_version": RESULTS_SCHEMA_VERSION, "kind": "demo", "seed": seed,
-        "labels": {"setting": _setting_label(s)},
-        "metrics": metrics, "per_question": per_question, "comparisons": [list(c) for c in COMPARISONS],
-        "settings": asdict(s), "seconds": round(time.perf_counter() - start, 1), "places": PLACES,
-    }
-    write_json(results, out / "results.json")
-    return results
+    return write_results(out / "results.json", kind="demo", seed=seed, per_question=per_question, metrics=metrics,
+                         labels={"setting": _setting_label(s)}, comparisons=COMPARISONS,
+                         extra={"settings": asdict(s), "seconds": round(time.perf_counter() - start, 1),
+                                "places": PLACES})
 
 
 def _setting_label(s: DemoSettings) -> str:
     if s == DemoSettings.for_mode(s.quick, s.seed):
         return "quick" if s.quick else "full"
     return "custom"
-
-
-def seed_folder(output_dir: str | Path, seed: int) -> Path:
-    """Where seed ``seed`` of a demo in ``output_dir`` writes its files."""
-    return Path(output_dir) / f"seed_{seed}"
 
 
 def _finished_seed(folder: Path, settings: DemoSettings) -> dict[str, Any] | None:

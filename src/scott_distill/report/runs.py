@@ -14,8 +14,9 @@ The results schema (version 1) is documented in ``docs/report.md``. In short::
       "comparisons": [["<condition A>", "<condition B>"]]                  # paired differences to report; optional
     }
 
-Files written before the schema (today's demo ``results.json``, a recipe's ``run_summary.json``) are read as
-*aggregates only* (``schema_version`` 0): one number per metric and seed, no per-question outcomes.
+Files written before the schema (the demo's old ``results.json``, a recipe's ``run_summary.json`` from before
+recipes wrote ``results.json``, with ``args`` or with the stage sections under ``config``) are read as *aggregates
+only* (``schema_version`` 0): one number per metric and seed, no per-question outcomes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json
 from .stats import MetricKind, outcome_kind, outcome_metric
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ __all__ = [
     "collect_runs",
     "find_result_files",
     "load_run",
+    "seed_folder",
+    "write_results",
 ]
 
 RESULTS_SCHEMA_VERSION = 1
@@ -49,6 +53,7 @@ KNOWN_VERSIONS = (RESULTS_SCHEMA_VERSION,)
 LEGACY_VERSION = 0  # a file written before the schema: aggregates only
 RESULTS_FILE = "results.json"
 LEGACY_RECIPE_FILE = "run_summary.json"
+SEED_FOLDER = "seed_{seed}"  # one run's seed ``seed`` when a run holds several seeds (the demo, recipes)
 
 # Files written before schema 1 are frozen: these lists describe them, not today's code.
 # The demo's students and teacher decodings (scott_distill.demo.pipeline at the time) and their comparisons.
@@ -179,6 +184,21 @@ def _legacy_recipe(data: dict[str, Any], path: Path) -> RunResult:
                      metrics={LEGACY_RECIPE_CONDITION: metrics})
 
 
+def _recipe_summary_args(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A ``run_summary.json`` of a recipe with stage sections (``config``: ``run``, ``rationalize``, ``train``) as
+    the older ``args`` the legacy reader takes."""
+    if config["run"].get("seeds"):
+        raise _fail(path, "the summary of a recipe over several student seeds: give its folder, whose "
+                          "seed_<s>/results.json files hold each seed's results.")
+    run, rationalize, train = config["run"], config.get("rationalize") or {}, config.get("train") or {}
+    args = {"task": run.get("task"), "teacher": run.get("teacher"), "perturbation": rationalize.get("perturbation"),
+            "decoding_alpha": rationalize.get("alpha"), "student": run.get("student"),
+            "counterfactual_alpha": train.get("counterfactual_alpha")}
+    if "seed" in train:
+        args["seed"] = train["seed"]
+    return {k: v for k, v in args.items() if v is not None or k == "seed"}
+
+
 def load_run(path: str | Path, empty_bin: str = "other") -> RunResult:
     """Read one results file: schema 1, or a pre-schema demo ``results.json`` / recipe ``run_summary.json``.
 
@@ -203,13 +223,71 @@ def load_run(path: str | Path, empty_bin: str = "other") -> RunResult:
         return _legacy_demo(data, path)
     if isinstance(data.get("args"), dict) and "task" in data["args"]:
         return _legacy_recipe(data, path)
+    if isinstance(data.get("config"), dict) and isinstance(data["config"].get("run"), dict):
+        return _legacy_recipe({**data, "args": _recipe_summary_args(data["config"], path)}, path)
     raise _fail(path, "not a results file: it has no `schema_version` (results schema, docs/report.md) and is neither "
                       "a demo results.json (`settings`, `students`) nor a recipe run_summary.json (`args`, `metrics`).")
 
 
+# -- writing one file -----------------------------------------------------------------------------------------------
+
+def seed_folder(output_dir: str | Path, seed: int) -> Path:
+    """Where seed ``seed`` of a run over several seeds writes its files (demo and recipe alike): ``seed_<seed>``."""
+    return Path(output_dir) / SEED_FOLDER.format(seed=seed)
+
+
+def write_results(
+    path: str | Path,
+    *,
+    kind: str,
+    seed: int,
+    per_question: dict[str, dict[str, dict[str, Any]]],
+    metrics: dict[str, dict[str, float]] | None = None,
+    labels: dict[str, Any] | None = None,
+    comparisons: Sequence[tuple[str, str]] = (),
+    extra: dict[str, Any] | None = None,
+    empty_bin: str = "other",
+) -> dict[str, Any]:
+    """Write one run's ``results.json`` (results schema 1, docs/report.md) and return what was written.
+
+    The one writer of the format (the demo's seeds and the recipes' seeds): every metric of ``per_question``
+    gets its aggregate computed from the outcomes (their mean, or LAS of the cells) unless ``metrics`` states
+    it, and the file is checked by the reader (`load_run`'s rules: a stated aggregate must match its outcomes)
+    before it is written, so a file the report refuses is never written.
+
+    Args:
+        path: the file to write (atomically).
+        kind: what wrote it (``"demo"``, ``"recipe"``).
+        seed: the seed axis.
+        per_question: ``{condition: {metric: {question id: outcome}}}``.
+        metrics: aggregates without per-question outcomes, or stated ones (checked against the outcomes).
+        labels: what else identifies the run.
+        comparisons: the paired differences ``(A, B)`` this run is about.
+        extra: more top-level fields for the writer's own use (ignored by the report).
+        empty_bin: the LAS rule an LAS aggregate is computed (or checked) with.
+    """
+    path = Path(path)
+    aggregates: dict[str, dict[str, float]] = {cond: dict(values) for cond, values in (metrics or {}).items()}
+    for cond, outcomes in per_question.items():
+        block = aggregates.setdefault(cond, {})
+        for metric, values in outcomes.items():
+            if metric not in block:
+                block[metric] = outcome_metric(values, outcome_kind(values), empty_bin)
+    results = {"schema_version": RESULTS_SCHEMA_VERSION, "kind": kind, "seed": seed, "labels": dict(labels or {}),
+               "metrics": aggregates, "per_question": per_question, "comparisons": [list(c) for c in comparisons],
+               **(extra or {})}
+    _parse_v1(json.loads(json.dumps(results)), path, empty_bin)  # as the reader will see it (ids become strings)
+    write_json(results, path)
+    return results
+
+
 def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Each path is a file, or a folder holding ``results.json`` (or a recipe's ``run_summary.json``); a folder with
-    neither is searched recursively for ``results.json`` files, then for ``run_summary.json`` files."""
+    """Each path is a file or a folder. A folder holding ``results.json`` is that run; otherwise the folder is
+    searched recursively for ``results.json`` files (a demo's or a recipe's ``seed_<s>/`` folders); only when it
+    holds none is a pre-schema recipe ``run_summary.json`` read (the folder's own, else the ones below it).
+
+    A recipe over several seeds keeps its ``run_summary.json`` next to its ``seed_<s>/`` folders: the seeds'
+    ``results.json`` files win over it."""
     found: list[Path] = []
     paths = list(paths)
     if not paths:
@@ -218,8 +296,8 @@ def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
         if p.is_file():
             found.append(p)
         elif p.is_dir():
-            direct = [p / name for name in (RESULTS_FILE, LEGACY_RECIPE_FILE) if (p / name).is_file()]
-            nested = direct[:1] or sorted(p.rglob(RESULTS_FILE)) or sorted(p.rglob(LEGACY_RECIPE_FILE))
+            nested = ([p / RESULTS_FILE] if (p / RESULTS_FILE).is_file() else sorted(p.rglob(RESULTS_FILE))) or (
+                [p / LEGACY_RECIPE_FILE] if (p / LEGACY_RECIPE_FILE).is_file() else sorted(p.rglob(LEGACY_RECIPE_FILE)))
             if not nested:
                 raise ValueError(f"{p}: no {RESULTS_FILE} (or recipe {LEGACY_RECIPE_FILE}) in this folder or below.")
             found.extend(nested)

@@ -98,6 +98,25 @@ def _on_shared_questions(a: dict[int, dict[str, Any]], b: dict[int, dict[str, An
     return shared_a, shared_b, dropped
 
 
+def _against_the_first_run(run_set: RunSet) -> tuple[list[tuple[str, str]], str]:
+    """The comparisons of runs that declare none (recipe runs: one condition each, runs differing by their labels):
+    every run's condition minus the first run's, when all are the same condition of the same kind and have the
+    same seeds; and a note that says so (or why a run was left out). No pairs when the runs are not of that shape.
+    """
+    conds = list(run_set.conditions.values())
+    if len(conds) < 2 or len({(c.kind, c.condition) for c in conds}) > 1:
+        return [], ""
+    base, others = conds[0], conds[1:]
+    pairs = [(c.name, base.name) for c in others if c.seeds == base.seeds]
+    unpaired = [f"{c.name} (seeds {c.seeds})" for c in others if c.seeds != base.seeds]
+    note = (f"No comparison was declared or asked for (--compare): each run is compared with the first one given, "
+            f"{base.name!r}, as A - B on the same seeds and questions.")
+    if unpaired:
+        note += (f" Not compared, their seeds differ from the first run's {base.seeds} (a paired difference needs "
+                 f"the same seeds): {', '.join(unpaired)}.")
+    return pairs, note
+
+
 def _metrics_to_report(run_set: RunSet, metrics: Sequence[str] | None) -> list[str]:
     found: dict[str, None] = {}
     for c in run_set.conditions.values():
@@ -149,6 +168,10 @@ def build_report(
                 cells.append(CellRow(cond.name, metric, kind, estimate))
     pairs = run_set.comparisons if comparisons is None else [
         (run_set.resolve(a), run_set.resolve(b)) for a, b in comparisons]
+    notes = []
+    if comparisons is None and not pairs:
+        pairs, note = _against_the_first_run(run_set)
+        notes += [note] if note else []
     rows: list[ComparisonRow] = []
     shared_las: list[str] = []
     for a_name, b_name in pairs:
@@ -179,7 +202,6 @@ def build_report(
             rows.append(ComparisonRow(a_name, b_name, metric, row_kind, estimate))
     aggregate_cells = [c for c in cells if c.kind == "aggregate"]
     aggregates_only = bool(cells) and len(aggregate_cells) == len(cells)
-    notes = []
     if aggregates_only:
         notes.append(AGGREGATES_ONLY_NOTE)
     elif aggregate_cells:

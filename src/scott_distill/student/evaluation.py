@@ -25,7 +25,7 @@ from .encoding import StudentEncoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvaluationConfig", "evaluate_student", "perturb_token_ids", "predict", "replacement_vocabulary",
+__all__ = ["EvaluationConfig", "evaluate_student", "outcome_means", "perturb_token_ids", "predict", "replacement_vocabulary",
            "score_answers_given_rationales", "student_outcomes"]
 
 
@@ -228,8 +228,14 @@ def evaluate_student(
     `predict` on ``dataset`` when already computed.
     """
     config = with_overrides(EvaluationConfig, config, overrides, "evaluate_student")
-    outcomes = student_outcomes(model, tokenizer, dataset, fmt, config, predictions=predictions)
-    result: dict[str, float] = {"n": len(dataset)}
+    return outcome_means(student_outcomes(model, tokenizer, dataset, fmt, config, predictions=predictions),
+                         len(dataset))
+
+
+def outcome_means(outcomes: dict[str, dict[int, int]], n: int) -> dict[str, float]:
+    """`evaluate_student`'s numbers from `student_outcomes`' per-row outcomes: ``n`` (rows evaluated) and each
+    metric's mean over the rows it has an outcome for."""
+    result: dict[str, float] = {"n": n}
     result.update({metric: sum(rows.values()) / len(rows) for metric, rows in outcomes.items()})
     return result
 
