@@ -164,7 +164,8 @@ def resume_checkpoint(args: CounterfactualTrainingArguments) -> str | None:
     """The checkpoint to resume from: ``--resume_from_checkpoint PATH``; ``false``: none; unset or ``true``: the
     newest complete ``checkpoint-N`` in ``output_dir`` (``None`` when there is none: a fresh start)."""
     value = args.resume_from_checkpoint
-    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0"):
+    # a YAML `resume_from_checkpoint: false` arrives as the bool (config values are not converted by argparse)
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("false", "no", "0")):
         return None
     if value is None or value is True or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "1")):
         checkpoint = last_complete_checkpoint(args.output_dir or ".")

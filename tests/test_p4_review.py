@@ -1,0 +1,72 @@
+"""Review of the training resume (issue 15): resuming must not pick up a different run, and a YAML ``false``
+must start over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_t5
+from safetensors.torch import load_file
+
+from scott_distill.commands import train as train_command
+from scott_distill.student.trainer import CounterfactualTrainingArguments, resume_checkpoint
+from test_train_reliability import rows
+
+
+def test_resume_checkpoint_takes_a_yaml_false_as_start_over(tmp_path):
+    """``resume_from_checkpoint: false`` in a ``--config`` YAML arrives as the bool ``False`` (TrlParser sets
+    YAML values as defaults, which argparse does not convert): it must mean "start over", not the path "False"."""
+    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    args.resume_from_checkpoint = False
+    assert resume_checkpoint(args) is None
+
+
+def test_train_command_yaml_resume_false_starts_over(tokenizer, tmp_path):
+    """The CLI with ``--config`` holding ``resume_from_checkpoint: false`` after a finished run trains again."""
+    make_t5(len(tokenizer)).save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    rows(4).to_json(str(tmp_path / "train.jsonl"))
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", str(tmp_path / "student"), "--train_file", str(tmp_path / "train.jsonl"),
+            "--output_dir", str(out), "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_steps", "1",
+            "--learning_rate", "1e-2", "--seed", "0", "--report_to", "none", "--disable_tqdm", "true",
+            "--dataloader_pin_memory", "false"]
+    assert train_command.main(argv) == 0
+    (tmp_path / "c.yaml").write_text("resume_from_checkpoint: false\n")
+    assert train_command.main([*argv, "--config", str(tmp_path / "c.yaml")]) == 0
+
+
+def _train_argv(tmp_path: Path, out: Path, **overrides: str) -> list[str]:
+    settings = {"--model_name_or_path": str(tmp_path / "student"), "--train_file": str(tmp_path / "train.jsonl"),
+                "--output_dir": str(out), "--per_device_train_batch_size": "2", "--max_steps": "2",
+                "--save_steps": "1", "--learning_rate": "1e-2", "--seed": "0", "--report_to": "none",
+                "--disable_tqdm": "true", "--dataloader_pin_memory": "false", "--counterfactual_alpha": "0.5"}
+    settings.update({f"--{k}": v for k, v in overrides.items()})
+    return [x for kv in settings.items() for x in kv]
+
+
+@pytest.mark.xfail(strict=True, reason="defect (p4-review): the automatic resume takes any checkpoint in output_dir, "
+                   "also one of a run with other settings; needs a run fingerprint checked on resume (not fixed)")
+def test_train_command_does_not_silently_continue_a_different_run(tokenizer, tmp_path):
+    """``scott-distill train`` resumes from the newest checkpoint in ``--output_dir`` by itself. Run again into
+    the same folder with another objective (alpha 0.5 -> 0), the finished run's last checkpoint (step 2 of 2) is
+    "resumed": zero steps are trained and the first run's student is saved as the result of the second. It must
+    refuse (or start over), never hand back the other run's weights as this one's."""
+    make_t5(len(tokenizer)).save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    rows(4).to_json(str(tmp_path / "train.jsonl"))
+    out = tmp_path / "out"
+    assert train_command.main(_train_argv(tmp_path, out)) == 0
+    first = load_file(out / "model.safetensors")
+    try:
+        train_command.main(_train_argv(tmp_path, out, counterfactual_alpha="0.0", learning_rate="5e-2"))
+    except ValueError as exc:  # refused, naming what differs: fine
+        assert "counterfactual_alpha" in str(exc) or "learning_rate" in str(exc)
+        return
+    second = load_file(out / "model.safetensors")
+    assert not all(torch.equal(first[k], second[k]) for k in first), (
+        "the second run (alpha 0, lr 5e-2) saved the first run's weights: it resumed the finished run's checkpoint")
