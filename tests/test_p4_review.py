@@ -70,3 +70,81 @@ def test_train_command_does_not_silently_continue_a_different_run(tokenizer, tmp
     second = load_file(out / "model.safetensors")
     assert not all(torch.equal(first[k], second[k]) for k in first), (
         "the second run (alpha 0, lr 5e-2) saved the first run's weights: it resumed the finished run's checkpoint")
+
+
+# -- out of memory: the backoff must give a smaller batch's weights in the set-ups users train with ---------------
+
+from conftest import make_llama  # noqa: E402
+
+from scott_distill import CounterfactualTrainer  # noqa: E402
+from test_train_reliability import SmallCard, max_abs_difference, train_args, weights  # noqa: E402
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    target = ["c_attn"] if model.config.model_type == "gpt2" else ["q_proj", "v_proj"]
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=target, lora_dropout=0.0))
+
+
+@pytest.mark.parametrize("setup", ["lora-gpt2", "llama-smoothing-eval", "llama-left-padding"])
+def test_out_of_memory_backoff_equals_a_smaller_batch_in_users_setups(setup, tokenizer, tmp_path):
+    """LoRA students, label smoothing with evaluation during training, and a tokenizer that pads on the left: the
+    backed-off run (4 rows on a card that fits 1) equals a run at batch 1 x 4 accumulation steps."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    if setup == "llama-left-padding":
+        tok.padding_side = "left"
+    extra = {}
+    if setup == "llama-smoothing-eval":
+        extra = dict(label_smoothing_factor=0.1, eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=1)  # eval OOM: not handled (documented)
+
+    def student():
+        if setup == "lora-gpt2":
+            from conftest import make_gpt2
+            return _lora(make_gpt2(len(tok), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+        return make_llama(len(tok))
+
+    data = rows(12)
+    model = student()
+    SmallCard(model, max_examples=2)
+    trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "oom", 4, 1, **extra), train_dataset=data,
+                                    eval_dataset=rows(4, seed=1) if extra else None, processing_class=tok)
+    trainer.train()
+    assert trainer.rows_per_forward == 1
+    reference = student()
+    CounterfactualTrainer(model=reference, args=train_args(tmp_path, "ref", 1, 4, **extra), train_dataset=data,
+                          eval_dataset=rows(4, seed=1) if extra else None, processing_class=tok).train()
+    assert max_abs_difference(weights(model), weights(reference)) < 1e-6
+
+
+def test_signal_during_evaluation_stops_after_that_step_not_the_next(tokenizer, tmp_path):
+    """SIGTERM while the evaluation after optimizer step 1 runs (``eval_strategy="steps"``): the step in progress
+    is over, so the run must save ``checkpoint-1`` and stop there, not train step 2 first (a preemption's grace
+    period may not hold another step)."""
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    from scott_distill import RunInterrupted
+
+    class SignalInEvaluation(TrainerCallback):
+        def __init__(self):
+            self.sent = False
+
+        def on_prediction_step(self, args, state, control, **kwargs):
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    args = train_args(tmp_path, "eval-signal", 2, 1, eval_strategy="steps", eval_steps=1)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0), args=args,
+                                    train_dataset=rows(6), eval_dataset=rows(2, seed=1), processing_class=tokenizer,
+                                    callbacks=[SignalInEvaluation()])
+    with pytest.raises(RunInterrupted) as stopped:
+        trainer.train()
+    assert trainer.state.global_step == 1, f"trained on to step {trainer.state.global_step} after the signal"
+    assert stopped.value.checkpoint == str(tmp_path / "eval-signal" / "checkpoint-1")
+    assert (Path(stopped.value.checkpoint) / "trainer_state.json").exists()

@@ -218,13 +218,25 @@ def row_slice(inputs: dict[str, Any], start: int, stop: int, causal: bool,
 
 
 class _SaveAndStopOnSignal(TrainerCallback):
-    """After the optimizer step in progress when a stop signal came (on any process): save a checkpoint and stop."""
+    """After the optimizer step in progress when a stop signal came (on any process): save a checkpoint and stop.
+
+    Checked at every step's end and after every evaluation: a signal during the evaluation that follows a step
+    stops after that step (its checkpoint), not after one more step.
+    """
 
     def __init__(self, request: StopRequest) -> None:
         self.request = request
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> TrainerControl:
+        return self._stop_if_requested(args, control)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> TrainerControl:
+        # every process evaluates, so the all-reduce below is reached by all of them
+        return self._stop_if_requested(args, control)
+
+    def _stop_if_requested(self, args: TrainingArguments, control: TrainerControl) -> TrainerControl:
         requested = self.request.signum is not None
         if args.world_size > 1 and torch.distributed.is_initialized():
             # every process must stop after the same step: one that stops earlier leaves the others waiting
