@@ -148,3 +148,29 @@ def test_signal_during_evaluation_stops_after_that_step_not_the_next(tokenizer, 
     assert trainer.state.global_step == 1, f"trained on to step {trainer.state.global_step} after the signal"
     assert stopped.value.checkpoint == str(tmp_path / "eval-signal" / "checkpoint-1")
     assert (Path(stopped.value.checkpoint) / "trainer_state.json").exists()
+
+
+def test_signal_during_a_checkpoint_save_stops_at_that_checkpoint(tokenizer, tmp_path):
+    """SIGTERM while ``checkpoint-1`` is being written (``save_steps=1``): the step in progress was over and its
+    checkpoint is being saved, so the run stops with that checkpoint instead of training step 2 and saving again."""
+    import os
+    import signal
+
+    from scott_distill import RunInterrupted
+
+    args = train_args(tmp_path, "save-signal", 2, 1, save_strategy="steps", save_steps=1)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0), args=args,
+                                    train_dataset=rows(6), processing_class=tokenizer)
+    save_rng_state = trainer._save_rng_state
+
+    def signal_during_save(output_dir):
+        if trainer.state.global_step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return save_rng_state(output_dir)
+
+    trainer._save_rng_state = signal_during_save
+    with pytest.raises(RunInterrupted) as stopped:
+        trainer.train()
+    assert trainer.state.global_step == 1, f"trained on to step {trainer.state.global_step} after the signal"
+    assert stopped.value.checkpoint == str(tmp_path / "save-signal" / "checkpoint-1")
+    assert (Path(stopped.value.checkpoint) / "trainer_state.json").exists()

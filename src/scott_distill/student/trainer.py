@@ -220,8 +220,8 @@ def row_slice(inputs: dict[str, Any], start: int, stop: int, causal: bool,
 class _SaveAndStopOnSignal(TrainerCallback):
     """After the optimizer step in progress when a stop signal came (on any process): save a checkpoint and stop.
 
-    Checked at every step's end and after every evaluation: a signal during the evaluation that follows a step
-    stops after that step (its checkpoint), not after one more step.
+    Checked at every step's end and after every evaluation and checkpoint save: a signal during the evaluation
+    or the save that follows a step stops at that step (its checkpoint), not after one more step.
     """
 
     def __init__(self, request: StopRequest) -> None:
@@ -233,10 +233,23 @@ class _SaveAndStopOnSignal(TrainerCallback):
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> TrainerControl:
-        # every process evaluates, so the all-reduce below is reached by all of them
+        # every process evaluates, so the all-reduce in `_requested` is reached by all of them
         return self._stop_if_requested(args, control)
 
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                **kwargs: Any) -> TrainerControl:
+        # a signal during a checkpoint's save: that checkpoint is the one to stop at (every process saves)
+        if self._requested(args):
+            control.should_training_stop = True
+        return control
+
     def _stop_if_requested(self, args: TrainingArguments, control: TrainerControl) -> TrainerControl:
+        if self._requested(args):
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def _requested(self, args: TrainingArguments) -> bool:
         requested = self.request.signum is not None
         if args.world_size > 1 and torch.distributed.is_initialized():
             # every process must stop after the same step: one that stops earlier leaves the others waiting
@@ -245,10 +258,7 @@ class _SaveAndStopOnSignal(TrainerCallback):
             requested = bool(flag.item())
             if requested and self.request.signum is None:
                 self.request.signum = int(flag.item())
-        if requested:
-            control.should_save = True
-            control.should_training_stop = True
-        return control
+        return requested
 
 
 class CounterfactualTrainer(Seq2SeqTrainer):
