@@ -1,5 +1,5 @@
-"""Review of the training resume (issue 15): resuming must not pick up a different run, and a YAML ``false``
-must start over."""
+"""Review of issue 15's training side (p4-review): resume settings, stop signals during evaluation and checkpoint
+saves, and the out-of-memory backoff in the set-ups users train with."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_t5
+from conftest import make_gpt2, make_llama, make_t5
 from safetensors.torch import load_file
+from test_train_reliability import SmallCard, max_abs_difference, rows, train_args, weights
 
+from scott_distill import CounterfactualTrainer
 from scott_distill.commands import train as train_command
 from scott_distill.student.trainer import CounterfactualTrainingArguments, resume_checkpoint
-from test_train_reliability import rows
 
 
 def test_resume_checkpoint_takes_a_yaml_false_as_start_over(tmp_path):
@@ -74,10 +75,6 @@ def test_train_command_does_not_silently_continue_a_different_run(tokenizer, tmp
 
 # -- out of memory: the backoff must give a smaller batch's weights in the set-ups users train with ---------------
 
-from conftest import make_llama  # noqa: E402
-
-from scott_distill import CounterfactualTrainer  # noqa: E402
-from test_train_reliability import SmallCard, max_abs_difference, train_args, weights  # noqa: E402
 
 
 def _lora(model):
@@ -102,7 +99,6 @@ def test_out_of_memory_backoff_equals_a_smaller_batch_in_users_setups(setup, tok
 
     def student():
         if setup == "lora-gpt2":
-            from conftest import make_gpt2
             return _lora(make_gpt2(len(tok), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
         return make_llama(len(tok))
 
