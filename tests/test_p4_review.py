@@ -170,3 +170,24 @@ def test_signal_during_a_checkpoint_save_stops_at_that_checkpoint(tokenizer, tmp
     assert trainer.state.global_step == 1, f"trained on to step {trainer.state.global_step} after the signal"
     assert stopped.value.checkpoint == str(tmp_path / "save-signal" / "checkpoint-1")
     assert (Path(stopped.value.checkpoint) / "trainer_state.json").exists()
+
+
+def test_train_command_initialises_new_weights_from_its_seed(tokenizer, tmp_path):
+    """A student whose checkpoint lacks some weights (a base ``LlamaModel`` trained as a causal LM with an untied
+    head: ``lm_head`` is newly initialised) must get them from ``--seed``, as transformers' example scripts do
+    (``set_seed`` before loading): the same command gives the same student whatever ran in the process before."""
+    from transformers import LlamaModel
+
+    base = make_llama(len(tokenizer), tie_word_embeddings=False)
+    LlamaModel(base.config).save_pretrained(tmp_path / "base")  # no lm_head in the files
+    tokenizer.save_pretrained(tmp_path / "base")
+    rows(2).to_json(str(tmp_path / "train.jsonl"))
+    heads = []
+    for i, earlier_draws in enumerate((0, 1)):
+        torch.manual_seed(1000 + earlier_draws)  # whatever ran before in this process
+        out = tmp_path / f"out{i}"
+        argv = _train_argv(tmp_path, out, model_name_or_path=str(tmp_path / "base"), learning_rate="0",
+                           max_steps="1", save_steps="100")
+        assert train_command.main(argv) == 0
+        heads.append(load_file(out / "model.safetensors")["lm_head.weight"])
+    assert torch.equal(heads[0], heads[1]), "lm_head was drawn from the process's random state, not from --seed"

@@ -288,7 +288,7 @@ class Recipe:
             logger.info("train: cached student in %s", student.student_dir)
             return student.student_dir
         train = self.rationalize()["train"]
-        model, tok = load_student(self.config.run.student)
+        model, tok = load_student(self.config.run.student, seed=student.train.seed)
         trainer = CounterfactualTrainer(model=model, args=student.train, train_dataset=train, processing_class=tok)
         # a crash, kill or stop signal left checkpoints: the same command goes on from the newest complete one
         trainer.train(resume_from_checkpoint=resume_checkpoint(student.train))

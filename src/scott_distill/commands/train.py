@@ -38,7 +38,7 @@ def make_parser() -> TrlParser:
 
 
 def run(script: TrainScriptArguments, args: CounterfactualTrainingArguments) -> str:
-    model, tokenizer = load_student(script.model_name_or_path)
+    model, tokenizer = load_student(script.model_name_or_path, seed=args.seed)
     train = load_table(script.train_file)
     if script.max_train_rows:
         train = train.select(range(min(script.max_train_rows, len(train))))

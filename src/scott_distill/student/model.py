@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 from huggingface_hub import snapshot_download
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from ..checkpoints import load_generative_model, resolve_checkpoint
 from ..formats import StudentFormat
@@ -22,12 +22,17 @@ if TYPE_CHECKING:
 __all__ = ["RationaleStudent", "load_student"]
 
 
-def load_student(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_student(name_or_path: str, seed: int | None = None,
+                 **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (seq2seq or causal LM, chosen from its config) and tokenizer of a student or of a base model.
 
     ``name_or_path``: anything ``scott_distill.checkpoints.resolve_checkpoint`` accepts. A tokenizer without a
-    pad token pads with its eos token.
+    pad token pads with its eos token. ``seed``: the training seed, set before loading (as transformers' example
+    scripts do), so that weights the checkpoint lacks (newly initialised) come from it, not from whatever ran
+    before in the process.
     """
+    if seed is not None:
+        set_seed(seed)
     name_or_path = resolve_checkpoint(name_or_path)
     model = load_generative_model(name_or_path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
