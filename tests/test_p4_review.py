@@ -3,6 +3,7 @@ saves, and the out-of-memory backoff in the set-ups users train with."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,6 @@ def _train_argv(tmp_path: Path, out: Path, **overrides: str) -> list[str]:
     return [x for kv in settings.items() for x in kv]
 
 
-@pytest.mark.xfail(strict=True, reason="defect (p4-review): the automatic resume takes any checkpoint in output_dir, "
-                   "also one of a run with other settings; needs a run fingerprint checked on resume (not fixed)")
 def test_train_command_does_not_silently_continue_a_different_run(tokenizer, tmp_path):
     """``scott-distill train`` resumes from the newest checkpoint in ``--output_dir`` by itself. Run again into
     the same folder with another objective (alpha 0.5 -> 0), the finished run's last checkpoint (step 2 of 2) is
@@ -71,6 +70,35 @@ def test_train_command_does_not_silently_continue_a_different_run(tokenizer, tmp
     second = load_file(out / "model.safetensors")
     assert not all(torch.equal(first[k], second[k]) for k in first), (
         "the second run (alpha 0, lr 5e-2) saved the first run's weights: it resumed the finished run's checkpoint")
+
+
+def test_a_fresh_start_over_old_checkpoints_never_resumes_them_later(tokenizer, tmp_path):
+    """``--resume_from_checkpoint false`` into a folder holding a finished run's checkpoints, then a crash: the
+    automatic resume must not take the old run's newest checkpoint (same settings, so only the record of which
+    checkpoints were already there can tell)."""
+    make_t5(len(tokenizer)).save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    rows(4).to_json(str(tmp_path / "train.jsonl"))
+    out = tmp_path / "out"
+    assert train_command.main(_train_argv(tmp_path, out, max_steps="3")) == 0
+    for name in ("checkpoint-1", "checkpoint-2"):  # the restarted run's own checkpoints, as if it crashed after 2
+        shutil.rmtree(out / name)
+    assert train_command.main(_train_argv(tmp_path, out, max_steps="2", resume_from_checkpoint="false")) == 0
+    shutil.rmtree(out / "checkpoint-2")  # ... and crashed before checkpoint-2: only the old checkpoint-3 is newer
+    with pytest.raises(ValueError, match="checkpoint-3 was in the folder before this run started fresh"):
+        train_command.main(_train_argv(tmp_path, out, max_steps="2"))
+
+
+def test_a_resume_may_extend_the_run_and_split_the_batch(tokenizer, tmp_path):
+    """More steps and a smaller batch with more accumulation (after running out of memory) are the same run."""
+    make_t5(len(tokenizer)).save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    rows(4).to_json(str(tmp_path / "train.jsonl"))
+    out = tmp_path / "out"
+    assert train_command.main(_train_argv(tmp_path, out)) == 0
+    assert train_command.main(_train_argv(tmp_path, out, max_steps="3", per_device_train_batch_size="1",
+                                          gradient_accumulation_steps="2")) == 0
+    assert (out / "checkpoint-3").is_dir()
 
 
 # -- out of memory: the backoff must give a smaller batch's weights in the set-ups users train with ---------------

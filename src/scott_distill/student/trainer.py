@@ -32,6 +32,7 @@ from ..formats import StudentFormat
 from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
 from ..memory import is_out_of_memory
 from .collator import CounterfactualDataCollator
+from .run_record import check_train_run
 
 logger = logging.getLogger(__name__)
 
@@ -453,6 +454,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint in output_dir={self.args.output_dir!r} to resume from "
                                  "(resume_from_checkpoint=True); start without it or pass a checkpoint folder.")
+        check_train_run(self, str(resume_from_checkpoint) if resume_from_checkpoint else None)
         output_dir = self.args.output_dir or "."
         hint = (f"Resume from the newest complete checkpoint in {output_dir}: `resume_from_checkpoint=True`, or run "
                 "the same `scott-distill train` / `scott-distill run` command again.")

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..files import write_json
+from ..fingerprints import content_hash, model_config_fingerprint, weights_fingerprint
 from ..formats import RATIONALE_DATASET_DIR, RATIONALE_SHARD_DIR, RATIONALIZE_CONFIG_NAME
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ __all__ = [
 # -- fingerprints -----------------------------------------------------------------------------------------------
 
 
-def content_hash(*parts: Iterable[Any]) -> str:
-    """Short SHA-256 of the JSON of each part (e.g. dataset columns)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(list(part), default=str).encode())
-    return h.hexdigest()[:16]
-
-
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Hash of everything that decides token ids: the backend's vocabulary, merges, normalizer, pre-tokenizer,
     post-processor and added tokens (not its padding/truncation state, which every call changes)."""
@@ -71,39 +64,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     else:
         spec = sorted(tokenizer.get_vocab().items())
     return content_hash([type(tokenizer).__name__], [json.dumps(spec, sort_keys=True)])
-
-
-@torch.no_grad()
-def weights_fingerprint(model: PreTrainedModel, samples_per_tensor: int = 256) -> str:
-    """Cheap hash of the teacher's weights: name, dtype and shape of every parameter and buffer, and the values
-    at ``samples_per_tensor`` evenly spaced positions of each. The cost grows with the number of tensors, not
-    their size (a 20B model reads a few hundred thousand values); a changed checkpoint is caught unless it
-    differs only at positions no sample touches."""
-    h = hashlib.sha256()
-    skipped = 0
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        if tensor.device.type == "meta" or tensor.numel() == 0:  # offloaded: no values to read
-            skipped += tensor.device.type == "meta"
-            continue
-        if hasattr(tensor, "full_tensor"):  # a tensor-parallel DTensor: every rank must hash the same values
-            tensor = tensor.full_tensor()
-        flat = tensor.detach().reshape(-1)
-        n = min(samples_per_tensor, flat.numel())
-        idx = torch.arange(n, device=flat.device) * (flat.numel() - 1) // max(n - 1, 1)
-        h.update(flat[idx].double().cpu().numpy().tobytes())
-    if skipped:
-        logger.warning("%d teacher tensors are offloaded (meta device): the resume fingerprint covers their names "
-                       "and shapes only.", skipped)
-    return h.hexdigest()[:16]
-
-
-def model_config_fingerprint(model: PreTrainedModel) -> str:
-    """The teacher's architecture and settings, without where it was loaded from: the same weights read from
-    another folder (a moved checkpoint, another HF_HOME's GGUF conversion) resume the same run."""
-    config = model.config.to_dict()
-    config.pop("_name_or_path", None)
-    return f"{model.config.model_type}:{content_hash([json.dumps(config, sort_keys=True, default=str)])}"
 
 
 # -- processes --------------------------------------------------------------------------------------------------
