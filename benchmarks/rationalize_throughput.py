@@ -71,17 +71,24 @@ def build(args):
     if args.teacher:
         model, tokenizer = load_teacher(args.teacher, args.dtype)
         model.to(args.device)
-        return data, prompt, tokenizer, model, kw, frozenset(stop_token_ids_for(tokenizer))
+        if not args.never_stop:
+            return data, prompt, tokenizer, model, kw, frozenset(stop_token_ids_for(tokenizer))
+        _never_stop(model)
+        return data, prompt, tokenizer, model, kw, NEVER
     texts = [q for q in data["question"]] + [r or "" for r in data["rationale"]]
     tokenizer = train_bpe_tokenizer(texts + prompt.exemplars.splitlines(), vocab_size=8000)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=args.layers, n_embd=args.hidden, n_head=args.heads, vocab_size=50257,
                                        bos_token_id=3, eos_token_id=1, pad_token_id=0)).eval()
     model.to(device=args.device, dtype=DTYPES[args.dtype])
-    # random weights never emit the newline: generate exactly new_tokens on both sides
+    _never_stop(model)  # random weights never emit the newline: generate exactly new_tokens on both sides
+    return data, prompt, tokenizer, model, kw, NEVER
+
+
+def _never_stop(model) -> None:
+    """No stop token on either side: every row generates exactly --new-tokens tokens."""
     rz.stop_token_ids_for = lambda tok, stop="\n": []
     model.generation_config.eos_token_id = None
-    return data, prompt, tokenizer, model, kw, NEVER
 
 
 def _peak_worker(reuse: bool, args, queue) -> None:
@@ -110,6 +117,8 @@ def main() -> None:
     p.add_argument("--processor", action="store_true", help="also time use_fused=False (the processor path)")
     p.add_argument("--memory-questions", type=int, default=8, help="questions of the peak-memory runs (0: skip)")
     p.add_argument("--teacher", help="a real teacher (e.g. smollm2-135m-instruct) instead of the random GPT-2")
+    p.add_argument("--never-stop", action="store_true",
+                   help="with --teacher: no stop rule on either side (every row generates --new-tokens tokens)")
     add_device_args(p)
     args = p.parse_args()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
