@@ -32,6 +32,7 @@ import scott_distill.teacher.rationalize as rationalize_module
 import scott_distill.teacher.shards as shards_module
 from scott_distill import generate_rationales
 from scott_distill.commands import main as cli_main
+from scott_distill.files import ensure_writable_dir
 from scott_distill.interrupts import RunInterrupted
 
 TESTS_DIR = Path(__file__).parent
@@ -194,6 +195,32 @@ def test_read_only_output_folder_is_refused_before_the_teacher_loads(cose_rows, 
             generate_rationales(cose_rows, teacher, tokenizer, output_dir=ro, **KW)
         assert list(ro.iterdir()) == []
     assert count_generations["n"] == 0
+
+
+def test_concurrent_checks_of_one_output_folder_do_not_remove_it_under_each_other(tmp_path, monkeypatch):
+    """Regression (CI failure of test_tensor_parallel_two_ranks): every rank checks ``output_dir`` at once. The
+    check used to create the missing folder and remove it afterwards, so one rank could remove it between
+    another rank's mkdir and its probe (FileNotFoundError). Each check must create only folders nobody else
+    uses: here, a second check runs to completion inside the first one's every mkdir, as another rank may."""
+    target = tmp_path / "runs" / "rz"
+    made: list[Path] = []
+    real_mkdir = os.mkdir
+    inside = {"depth": 0}
+
+    def mkdir_while_another_rank_checks(p, *args, **kwargs):
+        real_mkdir(p, *args, **kwargs)
+        made.append(Path(p))
+        if inside["depth"] == 0:
+            inside["depth"] += 1
+            try:
+                ensure_writable_dir(target, "output_dir")  # the other rank, start to end
+            finally:
+                inside["depth"] -= 1
+
+    monkeypatch.setattr(os, "mkdir", mkdir_while_another_rank_checks)
+    assert ensure_writable_dir(target, "output_dir") == target
+    assert not ({target, target.parent} & set(made)), "the check created a folder other ranks also use"
+    assert list(tmp_path.iterdir()) == [] and made, "the check left something behind or wrote nothing"
 
 
 @pytest.mark.parametrize("content", [b'{"task": "cose", "alp', b"", b"\x00\xff\xfe garbage", b"[1, 2]"],

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -72,25 +72,27 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 def ensure_writable_dir(path: str | os.PathLike, argument: str) -> Path:
     """Check, before any long work starts, that the folder ``path`` can be created (if missing) and written in.
 
-    Folders it creates for the check are removed again, so a run refused later for another reason leaves
-    nothing behind. An ``OSError`` of the same kind names ``argument``, the folder and the reason.
+    The check writes in a uniquely named scratch folder inside the nearest folder that exists (``path`` itself
+    when it exists) and removes it again: a run refused later for another reason leaves nothing behind, and
+    processes checking the same folder at once (one per rank under ``torchrun``) never create or remove a
+    folder another one is using. An ``OSError`` of the same kind names ``argument``, the folder and the reason.
     """
     path = Path(path)
-    created = [p for p in (path, *path.parents) if not p.exists()]
+    nearest = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        if nearest == path:
+            path.mkdir(exist_ok=True)  # an existing file raises FileExistsError: the error users recognise
+        scratch = tempfile.mkdtemp(prefix=".write-test-", dir=nearest)
         try:
-            os.write(fd, b"0")
-            os.fsync(fd)
+            fd, _ = tempfile.mkstemp(dir=scratch)
+            try:
+                os.write(fd, b"0")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
-            os.unlink(probe)
+            shutil.rmtree(scratch, ignore_errors=True)
     except OSError as exc:
         raise type(exc)(exc.errno, f"`{argument}` {str(path)!r} is not a writable folder ({exc.strerror}); "
                         "choose another folder or fix its permissions or free space.") from exc
-    finally:
-        for folder in created:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
     return path
