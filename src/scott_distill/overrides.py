@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
-__all__ = ["with_overrides"]
+import numpy as np
+
+__all__ = ["check_switches", "with_overrides"]
 
 Config = TypeVar("Config")
 
@@ -21,3 +23,19 @@ def with_overrides(config_class: type[Config], config: Config | None, overrides:
     if not isinstance(config, config_class):
         raise TypeError(f"{caller}(): `config` must be a {config_class.__name__}, got {type(config).__name__}.")
     return dataclasses.replace(config, **overrides) if overrides else config  # type: ignore[type-var]
+
+
+def check_switches(config: Any) -> None:
+    """Every ``bool`` field of the dataclass ``config`` holds True or False (NumPy bools become Python ones).
+
+    Anything else is refused, naming the field: a quoted YAML ``"false"`` or an environment variable's ``"0"`` is a
+    non-empty string, truthy, and would leave the switch on without a word (``bool(value)`` would too). Command-line
+    flags are parsed to bools by ``HfArgumentParser`` before a config is built from them.
+    """
+    for f in dataclasses.fields(config):
+        if f.type not in ("bool", bool):
+            continue
+        value = getattr(config, f.name)
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"`{f.name}` must be True or False, got {value!r} ({type(value).__name__}).")
+        setattr(config, f.name, bool(value))

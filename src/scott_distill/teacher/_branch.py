@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .scoring import decoder_position_ids
+from .scoring import decoder_position_ids, left_padded
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -125,6 +125,11 @@ class SharedPrefix:
             return "an encoder-decoder model's encoder is bidirectional (the prefix's encoding depends on the suffix)"
         if "position_ids" not in forward_parameters(model):
             return "its forward takes no `position_ids` (padded rows after the prefix would get wrong positions)"
+        implementation = getattr(getattr(model, "generation_config", None), "cache_implementation", None)
+        if implementation not in (None, "dynamic"):
+            # generate refuses a given cache beside it; a quantized one would also give other tokens than ours
+            return (f"its generation_config.cache_implementation={implementation!r} asks generate for another cache "
+                    "than the prefix's DynamicCache")
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
@@ -155,13 +160,14 @@ class SharedPrefix:
 
     def split(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               name: str = "input_ids") -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded full prompts ``[pad][prefix][suffix]`` -> their suffixes ``[pad][suffix]`` (ids, mask).
+        """Full prompts ``[pad][prefix][suffix]`` -> their suffixes ``[pad][suffix]`` (ids, mask).
 
-        Raises a ``ValueError`` naming the rows that do not start with the prefix's tokens or have no token
+        Right padding (GPT-2 / Llama tokenizers' default) is moved to the left first, as the processor and the fused
+        path do. Raises a ``ValueError`` naming the rows that do not start with the prefix's tokens or have no token
         after it.
         """
         length = len(self)
-        mask = attention_mask.long()
+        input_ids, mask = left_padded(input_ids, attention_mask, name)
         in_prefix = (mask == 1) & (mask.cumsum(-1) <= length)
         short = (mask.sum(-1) <= length).nonzero().flatten().tolist()
         if short:
@@ -189,11 +195,15 @@ class SharedPrefix:
         ``generate`` expands the ids to several rows per prompt but not a given cache: pass its expansion as
         ``expand`` (``num_beams`` for beam search, else ``num_return_sequences``; every row of the prefix cache is
         the same, so only the row count matters).
+
+        ``use_cache=True`` is part of them: a teacher whose ``generation_config.use_cache`` is False would otherwise
+        make ``generate`` feed every step the whole sequence on top of the prefix's cache.
         """
         if not isinstance(expand, int) or expand < 1:
             raise ValueError(f"`expand` must be an int >= 1 (generate's rows per prompt), got {expand!r}.")
         ids, mask = self.join(*self.split(input_ids, attention_mask))
-        return {"input_ids": ids, "attention_mask": mask, "cache": self.cache_for(ids.shape[0] * expand)}
+        return {"input_ids": ids, "attention_mask": mask, "cache": self.cache_for(ids.shape[0] * expand),
+                "use_cache": True}
 
 
 class DecodingBranch:

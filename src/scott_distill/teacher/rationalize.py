@@ -27,7 +27,7 @@ from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBa
 from ..files import ensure_writable_dir
 from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
 from ..memory import is_out_of_memory
-from ..overrides import with_overrides
+from ..overrides import check_switches, with_overrides
 from ..tasks import TASKS, get_task, normalize_rows
 from ._branch import SharedPrefix, input_device
 from .fused import contrastive_generate
@@ -95,7 +95,7 @@ class RationalizeConfig:
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("`batch_size` and `max_new_tokens` must be >= 1.")
         self.alpha = float(self.alpha)
-        self.counterfactual = bool(self.counterfactual)
+        check_switches(self)
 
     def settings(self) -> dict[str, Any]:
         """The fields that decide the generated rows (the prompt as given; see ``_run_settings``)."""
