@@ -119,3 +119,21 @@ def test_switches_given_as_strings_or_numbers_are_refused(name, value):
     with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
         RecipeConfig.from_dict({"task": "cose", "rationalize": {name: value}})
     assert getattr(RationalizeConfig(**{name: False}), name) is False
+
+
+@pytest.mark.parametrize("expansion", [dict(num_beams=3), dict(do_sample=True, num_return_sequences=2)])
+def test_generate_expanding_rows_without_expand_names_the_argument(tokenizer, expansion):
+    """``generate`` expands the ids to num_beams / num_return_sequences rows but not a given cache. Forgetting
+    ``expand=`` failed deep inside the attention with "Sizes of tensors must match except in dimension 2"."""
+    model = _llama(tokenizer)
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    prefix = SharedPrefix.of(model, tokenizer(PROMPTS)["input_ids"])
+    assert prefix is not None
+    with pytest.raises(ValueError, match=r"runs \d+ rows .* copied for 2 .*`expand=`"):
+        model.generate(**prefix.generate_inputs(enc["input_ids"], enc["attention_mask"]), max_new_tokens=2,
+                       pad_token_id=tokenizer.pad_token_id, **expansion)
+    rows = expansion.get("num_beams", 1) * expansion.get("num_return_sequences", 1)
+    out = model.generate(**prefix.generate_inputs(enc["input_ids"], enc["attention_mask"],
+                                                  expand=expansion.get("num_beams") or rows),
+                         max_new_tokens=2, pad_token_id=tokenizer.pad_token_id, **expansion)
+    assert out.shape[0] == 2 * expansion.get("num_return_sequences", 1)

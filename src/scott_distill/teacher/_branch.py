@@ -12,6 +12,7 @@ with positions counted over real tokens, so each row sees exactly the positions 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,26 @@ def common_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
     return length
 
 
+@functools.lru_cache(maxsize=1)
+def _prefix_cache_class() -> type:
+    """A ``DynamicCache`` that names ``expand`` when it is fed more rows than it was copied for."""
+    from transformers import DynamicCache
+
+    class SharedPrefixCache(DynamicCache):
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            keys = getattr(self.layers[layer_idx], "keys", None) if layer_idx < len(self.layers) else None
+            if isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.shape[0] != key_states.shape[0]:
+                # generate expands its ids to num_beams / num_return_sequences rows, never a cache it is given
+                raise ValueError(
+                    f"The model runs {key_states.shape[0]} rows but the shared prefix's cache was copied for "
+                    f"{keys.shape[0]} rows: pass `expand=` to `SharedPrefix.generate_inputs` (num_beams for beam "
+                    "search, else num_return_sequences).")
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+    return SharedPrefixCache
+
+
 class SharedPrefix:
     """The KV cache of a token prefix shared by every prompt of a run, computed once (decoder-only teachers).
 
@@ -117,6 +138,8 @@ class SharedPrefix:
                         return_dict=True, position_ids=torch.arange(self.ids.shape[1], device=self.ids.device)[None],
                         **last_only)
         self._cache = out.cache
+        if type(self._cache).__name__ == "DynamicCache":
+            self._cache.__class__ = _prefix_cache_class()  # same data; only `update` checks the row count
 
     @staticmethod
     def unsupported(model: PreTrainedModel) -> str:
