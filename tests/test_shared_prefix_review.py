@@ -111,9 +111,10 @@ def test_a_teacher_asking_generate_for_another_cache_keeps_the_whole_prompt_path
 @pytest.mark.parametrize("name", ["reuse_prefix", "counterfactual", "use_fused", "use_chat_template"])
 @pytest.mark.parametrize("value", ["false", "no", 0, None])
 def test_switches_given_as_strings_or_numbers_are_refused(name, value):
-    """A recipe's ``reuse_prefix: "false"`` (quoted YAML) or a value read from an environment variable is a
-    non-empty string: it kept reuse on (and ``counterfactual: "false"`` kept the counterfactual jobs) without a
-    word. The command line parses its flags itself (``--reuse_prefix false``); a config must be given bools."""
+    """Through the Python API (``generate_rationales(..., reuse_prefix=os.environ[...])``, or a recipe loaded with
+    ``RecipeConfig.from_dict(yaml.safe_load(...))`` holding a quoted ``reuse_prefix: "false"``) a string is truthy:
+    it kept reuse on (and ``counterfactual: "false"`` kept the counterfactual jobs) without a word. The commands
+    parse such values through their flags' types already (``--reuse_prefix false``); a config needs bools."""
     with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
         RationalizeConfig(**{name: value})
     with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
@@ -137,3 +138,12 @@ def test_generate_expanding_rows_without_expand_names_the_argument(tokenizer, ex
                                                   expand=expansion.get("num_beams") or rows),
                          max_new_tokens=2, pad_token_id=tokenizer.pad_token_id, **expansion)
     assert out.shape[0] == 2 * expansion.get("num_return_sequences", 1)
+
+
+@pytest.mark.parametrize("name", ["push_to_hub", "private"])
+def test_recipe_run_switches_given_as_strings_are_refused(name):
+    """The same rule for a recipe's top level in the Python API: a quoted ``push_to_hub: "false"`` pushed (and
+    ``private: "false"`` made the repos private)."""
+    with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
+        RecipeConfig.from_dict({"task": "cose", name: "false"})
+    assert getattr(RecipeConfig.from_dict({"task": "cose", name: False}).run, name) is False

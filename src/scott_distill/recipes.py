@@ -50,6 +50,7 @@ from .files import write_json
 from .formats import RATIONALE_DATASET_DIR, RATIONALIZE_CONFIG_NAME, STUDENT_CONFIG_NAME, StudentFormat
 from .las.pipeline import LASConfig, simulator_las, student_output_rows
 from .las.simulator import load_simulator
+from .overrides import check_switches
 from .report.compare import ReportConfig, report_runs
 from .report.runs import RESULTS_FILE, seed_folder, write_results
 from .student.evaluation import EvaluationConfig, outcome_means, predict, student_outcomes
@@ -96,6 +97,7 @@ class RecipeArguments:
                 "in output_dir itself."})
 
     def __post_init__(self) -> None:
+        check_switches(self)  # a quoted `push_to_hub: "false"` is a truthy string
         if self.stage not in (*STAGES, "all"):
             raise ValueError(f"--stage must be one of {STAGES} or 'all', got {self.stage!r}.")
         if self.seeds is not None:
