@@ -11,7 +11,7 @@ import torch
 from conftest import make_gpt2, make_llama, shared_data_or_skip
 
 import scott_distill.teacher.rationalize as rationalize_module
-from scott_distill import RationalizeConfig, generate_rationales
+from scott_distill import CounterfactualTrainingArguments, LASConfig, RationalizeConfig, generate_rationales
 from scott_distill.recipes import RecipeConfig
 from scott_distill.tasks import load_task
 from scott_distill.teacher._branch import SharedPrefix
@@ -147,3 +147,15 @@ def test_recipe_run_switches_given_as_strings_are_refused(name):
     with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
         RecipeConfig.from_dict({"task": "cose", name: "false"})
     assert getattr(RecipeConfig.from_dict({"task": "cose", name: False}).run, name) is False
+
+
+@pytest.mark.parametrize(("config", "name"), [("las", "save_simulator"), ("train", "without_rationale"),
+                                              ("train", "bf16")])
+def test_training_and_las_switches_given_as_strings_are_refused(config, name, tmp_path):
+    """The same rule for the argument classes built in Python from YAML or the environment: a quoted
+    ``save_simulator: "false"`` kept saving, ``without_rationale: "false"`` trained answer-only students,
+    and ``bf16: "false"`` (a `TrainingArguments` field) turned mixed precision on."""
+    cls = LASConfig if config == "las" else CounterfactualTrainingArguments
+    with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
+        cls(output_dir=str(tmp_path), **{name: "false"})
+    assert getattr(cls(output_dir=str(tmp_path), **{name: False}), name) is False

@@ -26,14 +26,17 @@ def with_overrides(config_class: type[Config], config: Config | None, overrides:
 
 
 def check_switches(config: Any) -> None:
-    """Every ``bool`` field of the dataclass ``config`` holds True or False (NumPy bools become Python ones).
+    """Every switch of the dataclass ``config`` (a field declared ``bool`` with a bool default) holds True or False
+    (NumPy bools become Python ones).
 
     Anything else is refused, naming the field: a quoted YAML ``"false"`` or an environment variable's ``"0"`` is a
     non-empty string, truthy, and would leave the switch on without a word (``bool(value)`` would too). Command-line
     flags are parsed to bools by ``HfArgumentParser`` before a config is built from them.
     """
     for f in dataclasses.fields(config):
-        if f.type not in ("bool", bool):
+        # the default too: HfArgumentParser rewrites a union field's type in place (TrainingArguments'
+        # ``include_num_input_tokens_seen: str | bool = "no"`` reads as ``bool`` once a parser was built)
+        if f.type not in ("bool", bool) or not isinstance(f.default, bool):
             continue
         value = getattr(config, f.name)
         if not isinstance(value, (bool, np.bool_)):

@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments
 
+from ..overrides import check_switches
 from .formula import EMPTY_BIN_RULES, leakage_adjusted_simulatability, simulator_correctness
 from .simulator import SimulatorFormat, simulate, train_simulator
 
@@ -74,6 +75,7 @@ class LASConfig(Seq2SeqTrainingArguments):
         return rows.select(range(min(self.max_train_rows, len(rows)))) if self.max_train_rows else rows
 
     def __post_init__(self) -> None:
+        check_switches(self)  # before TrainingArguments reads a quoted "false" as on
         super().__post_init__()
         if not 0 <= self.explanation_dropout <= 1:
             raise ValueError(f"`explanation_dropout` must be in [0, 1], got {self.explanation_dropout!r}.")

@@ -31,6 +31,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..formats import StudentFormat
 from ..interrupts import RunInterrupted, StopRequest, stop_on_signals
 from ..memory import is_out_of_memory
+from ..overrides import check_switches
 from .collator import CounterfactualDataCollator
 from .run_record import check_train_run
 
@@ -79,6 +80,7 @@ class CounterfactualTrainingArguments(Seq2SeqTrainingArguments):
     remove_unused_columns: bool = field(default=False)
 
     def __post_init__(self) -> None:
+        check_switches(self)  # before TrainingArguments reads a quoted "false" as on
         super().__post_init__()
         if not 0 <= self.counterfactual_alpha <= 1:
             raise ValueError(f"`counterfactual_alpha` must be in [0, 1], got {self.counterfactual_alpha!r}.")
