@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The speed benchmarks on a GPU, in bf16, at the shapes users run: writes one log per benchmark and the card's
-# description under $OUT (default: benchmarks/gpu_results/<date>/). Every figure is a ratio within one run, as
+# description under $OUT (default: benchmarks/gpu_results/<date>/; a relative OUT is taken from benchmarks/). Every figure is a ratio within one run, as
 # on CPU; record the card (card.txt) beside every number you quote in docs/benchmarks.md.
 #
 # Needs: a CUDA build of torch and this package installed (`pip install -e ".[test]"`), plus
@@ -73,4 +73,4 @@ run rationalize_gpt2_large python rationalize_throughput.py --device "$DEVICE" -
 run rationalize_smollm2 python rationalize_throughput.py --device "$DEVICE" --dtype "$DTYPE" \
   --teacher smollm2-135m-instruct "${RT2[@]}"
 run training_t5_small python training_throughput.py "${TT[@]}"
-echo "logs in $(pwd)/$OUT"
+echo "logs in $(cd "$OUT" && pwd)"
