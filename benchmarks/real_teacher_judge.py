@@ -13,7 +13,7 @@ Three stages, each resumable, all in ``--output-dir``:
    advance; its calibration is its accuracy on the human explanations of CoS-E dev. It is trained on train-split
    questions only and refuses to judge them; it never sees a teacher rationale while training.
 3. ``report``: per decoding, on the questions done in all three: the share of rationales from which the judge
-   picks the gold answer, mean length in words, share naming the gold answer, share naming no choice (95 %
+   picks the gold answer, mean length in words, shares naming the gold answer, no choice, a wrong choice (95 %
    percentile bootstrap intervals over questions, `scott_distill.report.stats`); the human explanations of the same
    questions and an empty rationale (the judge's prior over the choices) as references; paired differences
    contrastive - greedy (paired bootstrap over questions); side-by-side examples. Markdown on stdout, JSON in
@@ -54,7 +54,7 @@ DECODINGS = {"greedy": "none", "contrastive-empty": "empty", "contrastive-wrong"
 STAGES = ("rationales", "judge", "report")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cose_v1"
 # the measures per question that get an interval ("words" is shown as a mean only)
-SHARES = ("judge_picks_gold", "names_gold", "names_no_choice")
+SHARES = ("judge_picks_gold", "names_gold", "names_no_choice", "names_wrong_choice")
 
 
 @dataclass
@@ -207,7 +207,8 @@ def report(args: RunArgs, judge_dir: str) -> dict[str, Any]:
     lines = [f"N = {len(records)} CoS-E v1 dev questions (the first {len(records)}); judge calibration: "
              f"{judge_record['calibration']['accuracy']:.1%} on {judge_record['calibration']['n']} dev human "
              "explanations.", "",
-             "| rationale | N | judge picks gold | words | names gold | names no choice |", "|---|---|---|---|---|---|"]
+             "| rationale | N | judge picks gold | words | names gold | names no choice | names a wrong choice |",
+             "|---|---|---|---|---|---|---|"]
     for i, source in enumerate(sources):
         est = {key: two_stage_estimate(_outcomes(records, source, key), n_resamples=args.bootstrap, seed=i)
                for key in SHARES}
@@ -215,10 +216,11 @@ def report(args: RunArgs, judge_dir: str) -> dict[str, Any]:
         results["sources"][source] = {"words": words, **{k: {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high}
                                                          for k, e in est.items()}}
         lines.append(f"| {source} | {len(records)} | {_pct(est['judge_picks_gold'])} | {words:.1f} | "
-                     f"{_pct(est['names_gold'])} | {_pct(est['names_no_choice'])} |")
+                     f"{_pct(est['names_gold'])} | {_pct(est['names_no_choice'])} | "
+                     f"{_pct(est['names_wrong_choice'])} |")
     lines += ["", "Paired differences over the same questions (paired bootstrap over questions, 95 %):", "",
-              "| difference | judge picks gold | names gold | names no choice | interval excludes 0 (judge) |",
-              "|---|---|---|---|---|"]
+              "| difference | judge picks gold | names gold | names no choice | names a wrong choice | "
+              "interval excludes 0 (judge) |", "|---|---|---|---|---|---|"]
     for i, decoding in enumerate(("contrastive-wrong", "contrastive-empty")):
         diffs = {key: paired_difference(_outcomes(records, decoding, key), _outcomes(records, "greedy", key),
                                         n_resamples=args.bootstrap, seed=100 + i) for key in SHARES}
@@ -226,7 +228,8 @@ def report(args: RunArgs, judge_dir: str) -> dict[str, Any]:
         results["differences"][name] = {k: {"mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high,
                                             "excludes_zero": e.excludes_zero} for k, e in diffs.items()}
         lines.append(f"| {name} | {_pp(diffs['judge_picks_gold'])} | {_pp(diffs['names_gold'])} | "
-                     f"{_pp(diffs['names_no_choice'])} | {'yes' if diffs['judge_picks_gold'].excludes_zero else 'no'} |")
+                     f"{_pp(diffs['names_no_choice'])} | {_pp(diffs['names_wrong_choice'])} | "
+                     f"{'yes' if diffs['judge_picks_gold'].excludes_zero else 'no'} |")
     lines += ["", examples(records, args.examples)]
     text = "\n".join(lines)
     print(text)

@@ -58,6 +58,7 @@ def minilm_config(tmp_path: Path, **kw) -> JudgeConfig:
     return JudgeConfig(**{**defaults, **kw})
 
 
+@pytest.mark.slow
 def test_judge_learns_the_named_answer_and_beats_chance(tmp_path):
     torch.manual_seed(0)
     half = len(WORDS) // 2
@@ -69,6 +70,7 @@ def test_judge_learns_the_named_answer_and_beats_chance(tmp_path):
     assert judge.record["calibration"]["n"] == 30 and judge.record["n_train"] == 48
 
 
+@pytest.mark.slow
 def test_judge_sees_the_rationale_alone_not_the_question(tmp_path):
     """Trained where only the *question* names the answer, a rationale-only judge has nothing to learn from: it stays
     near chance on held-out rows (a judge shown the question would learn to read the answer off it)."""
