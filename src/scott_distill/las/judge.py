@@ -146,7 +146,9 @@ class RationaleJudge:
         if seen:
             raise ValueError(f"`rows` holds {len(seen)} question(s) the judge was trained on (e.g. {seen[:3]}); judge "
                              "only questions outside its training data.")
-        rows = rows.map(lambda r: {explanation_column: r[explanation_column] or ""})
+        # no `map`: it would write cache files next to a dataset loaded from disk (a run's output folder)
+        texts = [e or "" for e in rows[explanation_column]]
+        rows = rows.remove_columns(explanation_column).add_column(explanation_column, texts)
         picks, _ = predict_choices(self.model, self.tokenizer, rows, JUDGE_CONDITION, self.fmt, explanation_column,
                                    batch_size)
         return picks
