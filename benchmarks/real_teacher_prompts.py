@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import statistics
 import tempfile
 import time
@@ -41,6 +40,7 @@ from scott_distill import (
 )
 from scott_distill.student.model import load_student
 from scott_distill.tasks import load_task
+from scott_distill.teacher.measures import measure_rationale
 from scott_distill.teacher.prompts import load_prompt
 
 MODEL = "smollm2-135m-instruct"
@@ -52,20 +52,6 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cose_v
 # -- rationale statistics --------------------------------------------------------------------------------------
 
 
-def names(text: str, choice: str) -> bool:
-    """``choice`` appears in ``text`` as whole words (case-insensitive)."""
-    return re.search(rf"(?<!\w){re.escape(choice.lower().strip())}(?!\w)", text.lower()) is not None
-
-
-def degenerate(text: str) -> bool:
-    """Empty, under 3 words, or a word 3-gram repeated 3+ times (a loop)."""
-    words = text.lower().split()
-    if len(words) < 3:
-        return True
-    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-    return max(grams.count(g) for g in set(grams)) >= 3
-
-
 def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion."""
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
@@ -74,20 +60,15 @@ def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def rationale_stats(rows: datasets.Dataset) -> dict[str, float]:
-    n = len(rows)
-    gold = wrong = none = bad = 0
-    lengths = []
-    for row in rows:
-        text = row["rationale"] or ""
-        lengths.append(len(text.split()))
-        g = names(text, row["answer"])
-        w = any(names(text, c) for c in row["choices"] if c != row["answer"])
-        gold += g
-        wrong += w
-        none += not (g or w)
-        bad += degenerate(text)
-    return {"n": n, "mean_words": statistics.mean(lengths), "names_gold": gold / n, "names_no_choice": none / n,
-            "names_wrong_choice": wrong / n, "empty_or_degenerate": bad / n}
+    measures = [measure_rationale(row["rationale"], row["choices"], row["answer"]) for row in rows]
+    n = len(measures)
+
+    def share(key: str) -> float:
+        return sum(bool(m[key]) for m in measures) / n  # type: ignore[literal-required]
+
+    return {"n": n, "mean_words": statistics.mean(m["words"] for m in measures), "names_gold": share("names_gold"),
+            "names_no_choice": share("names_no_choice"), "names_wrong_choice": share("names_wrong_choice"),
+            "empty_or_degenerate": share("degenerate")}
 
 
 def prompt_styles(model, tok, data, args) -> tuple[list[dict], dict[tuple[str, str], datasets.Dataset]]:

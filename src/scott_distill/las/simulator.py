@@ -4,7 +4,8 @@ Follows Hase et al. (2020) for QA: the simulator scores each choice as the targe
 given ``{task}: {question} The choices are {c0}, {c1} and {c2}. My commonsense tells me {explanation}``.
 The X condition drops the explanation part, the E condition blanks the question. One simulator serves all
 three conditions; during training the explanation is dropped with probability ``explanation_dropout`` so
-that it learns to answer with and without one.
+that it learns to answer with and without one. ``train_simulator(..., condition="e")`` trains on the explanation
+alone instead (the question blanked): `scott_distill.las.judge` uses it for a judge of rationales.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from ..padding import padding_side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "load_simulator", "simulate", "train_simulator"]
+__all__ = ["CONDITIONS", "SimulatorFormat", "is_choice_simulator", "load_simulator", "predict_choices", "simulate",
+           "train_simulator"]
 
 CONDITIONS = ("xe", "x", "e")
 
@@ -67,6 +69,20 @@ def _check_columns(dataset: datasets.Dataset, needed: Sequence[str], name: str) 
         raise ValueError(f"`{name}` lacks columns {missing}; it has {dataset.column_names}.")
 
 
+def _check_training_view(explanation_dropout: float, condition: str) -> None:
+    if not 0 <= explanation_dropout <= 1:
+        raise ValueError(f"`explanation_dropout` must be in [0, 1], got {explanation_dropout!r}.")
+    if condition not in ("xe", "e"):
+        raise ValueError(f"`condition` (the training input view) must be 'xe' or 'e', got {condition!r}.")
+
+
+def _training_conditions(n: int, explanation_dropout: float, seed: int, condition: str) -> list[str]:
+    """Each training row's input view: ``condition``, or "x" (explanation dropped) with probability
+    ``explanation_dropout``; one draw per row whatever the view, so a seed drops the same rows in every view."""
+    rng = random.Random(seed)
+    return ["x" if rng.random() < explanation_dropout else condition for _ in range(n)]
+
+
 def build_training_rows(
     dataset: datasets.Dataset,
     fmt: SimulatorFormat,
@@ -74,16 +90,15 @@ def build_training_rows(
     seed: int,
     label_column: str = "label",
     explanation_column: str = "explanation",
+    condition: str = "xe",
 ) -> datasets.Dataset:
-    """(source, target) text pairs, the explanation dropped (X input) with probability ``explanation_dropout``."""
-    if not 0 <= explanation_dropout <= 1:
-        raise ValueError(f"`explanation_dropout` must be in [0, 1], got {explanation_dropout!r}.")
+    """(source, target) text pairs in the ``condition`` view ("xe", or "e": the explanation alone), the explanation
+    dropped (X input) with probability ``explanation_dropout``."""
+    _check_training_view(explanation_dropout, condition)
     _check_columns(dataset, ["question", "choices", explanation_column, label_column], "dataset")
-    rng = random.Random(seed)
     sources, targets = [], []
-    for row in dataset:
-        condition = "x" if rng.random() < explanation_dropout else "xe"
-        sources.append(fmt.source(row["question"], row["choices"], row[explanation_column], condition))
+    for row, view in zip(dataset, _training_conditions(len(dataset), explanation_dropout, seed, condition)):
+        sources.append(fmt.source(row["question"], row["choices"], row[explanation_column], view))
         targets.append(fmt.target(str(row[label_column])))
     return datasets.Dataset.from_dict({"source": sources, "target": targets})
 
@@ -125,6 +140,7 @@ def train_simulator(
     explanation_column: str = "explanation",
     max_source_length: int = 256,
     max_target_length: int = 32,
+    condition: str = "xe",
 ) -> PreTrainedModel:
     """Fine-tune a simulator; with a dev set and ``load_best_model_at_end`` the best dev-loss checkpoint is kept.
 
@@ -133,14 +149,18 @@ def train_simulator(
     with ``Trainer`` on (source, choice) pairs.
 
     ``train_dataset`` / ``eval_dataset`` rows: ``question``, ``choices``, ``explanation`` and ``label`` (the
-    explained model's answer, a choice string). Returns the (best) trained model.
+    explained model's answer, a choice string). ``condition``: the input view of the training rows, "xe"
+    (question and explanation, Hase et al.; the LAS simulator) or "e" (the explanation alone, the question blanked);
+    rows dropped by ``explanation_dropout`` get the "x" view either way; dev rows are never dropped. Returns the
+    (best) trained model.
     """
+    _check_training_view(explanation_dropout, condition)
     fmt = fmt or SimulatorFormat()
     args = args or Seq2SeqTrainingArguments(output_dir="simulator", report_to=[], save_strategy="no")
     seed = args.seed
     if is_choice_simulator(model):
         return _train_choice_simulator(model, tokenizer, train_dataset, eval_dataset, args, explanation_dropout,
-                                       fmt, label_column, explanation_column, max_source_length)
+                                       fmt, label_column, explanation_column, max_source_length, condition)
     if not model.config.is_encoder_decoder:
         raise ValueError("`model` must be a seq2seq model (generative simulator) or a *ForMultipleChoice model "
                          "(classifier simulator).")
@@ -152,11 +172,12 @@ def train_simulator(
         ]
         return enc
 
-    train = build_training_rows(train_dataset, fmt, explanation_dropout, seed, label_column, explanation_column)
+    train = build_training_rows(train_dataset, fmt, explanation_dropout, seed, label_column, explanation_column,
+                                condition)
     train = train.map(tokenize, batched=True, remove_columns=train.column_names)
     dev = None
     if eval_dataset is not None:
-        dev = build_training_rows(eval_dataset, fmt, 0.0, seed, label_column, explanation_column)
+        dev = build_training_rows(eval_dataset, fmt, 0.0, seed, label_column, explanation_column, condition)
         dev = dev.map(tokenize, batched=True, remove_columns=dev.column_names)
     trainer = Seq2SeqTrainer(
         model=model,
@@ -182,14 +203,12 @@ def _choice_features(tokenizer, sources: Sequence[str], choices: Sequence[Sequen
 
 
 def _train_choice_simulator(model, tokenizer, train_dataset, eval_dataset, args, explanation_dropout, fmt,
-                            label_column, explanation_column, max_length) -> PreTrainedModel:
+                            label_column, explanation_column, max_length, condition) -> PreTrainedModel:
     def features(dataset, dropout, seed):
         _check_columns(dataset, ["question", "choices", explanation_column, label_column], "dataset")
-        rng = random.Random(seed)
         rows = []
-        for row in dataset:
-            condition = "x" if rng.random() < dropout else "xe"
-            src = fmt.source(row["question"], row["choices"], row[explanation_column], condition)
+        for row, view in zip(dataset, _training_conditions(len(dataset), dropout, seed, condition)):
+            src = fmt.source(row["question"], row["choices"], row[explanation_column], view)
             enc = _choice_features(tokenizer, [src], [row["choices"]], max_length)[0]
             label = str(row[label_column])
             if label not in row["choices"]:
@@ -254,6 +273,31 @@ def score_choices(
     return out
 
 
+def predict_choices(
+    simulator: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: datasets.Dataset,
+    condition: str,
+    fmt: SimulatorFormat | None = None,
+    explanation_column: str = "explanation",
+    batch_size: int = 32,
+) -> tuple[list[str], list[list[float]]]:
+    """The simulator's choice for every row in one ``condition`` ("xe", "x" or "e"), and its probabilities (softmax
+    over the choices' scores, in the row's choice order). Ties go to the first choice."""
+    fmt = fmt or SimulatorFormat()
+    if condition not in CONDITIONS:
+        raise ValueError(f"`condition` must be one of {CONDITIONS}, got {condition!r}.")
+    _check_columns(dataset, ["question", "choices", explanation_column], "dataset")
+    questions, choices, expl = dataset["question"], dataset["choices"], dataset[explanation_column]
+    sources = [fmt.source(q, c, e, condition) for q, c, e in zip(questions, choices, expl)]
+    if is_choice_simulator(simulator):
+        scores = _choice_scores(simulator, tokenizer, sources, choices, batch_size)
+    else:
+        scores = score_choices(simulator, tokenizer, sources, choices, fmt, batch_size)
+    probs = [torch.softmax(torch.tensor(s), -1).tolist() for s in scores]
+    return [cs[max(range(len(p)), key=p.__getitem__)] for cs, p in zip(choices, probs)], probs
+
+
 def simulate(
     simulator: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -270,18 +314,11 @@ def simulate(
     ``"e_label_probability"`` is the e-only probability of that label (for ``las_k_bins``).
     """
     fmt = fmt or SimulatorFormat()
-    _check_columns(dataset, ["question", "choices", explanation_column], "dataset")
-    questions, choices, expl = dataset["question"], dataset["choices"], dataset[explanation_column]
     result: dict[str, list] = {}
     for cond in CONDITIONS:
-        sources = [fmt.source(q, c, e, cond) for q, c, e in zip(questions, choices, expl)]
-        if is_choice_simulator(simulator):
-            scores = _choice_scores(simulator, tokenizer, sources, choices, batch_size)
-        else:
-            scores = score_choices(simulator, tokenizer, sources, choices, fmt, batch_size)
-        probs = [torch.softmax(torch.tensor(s), -1).tolist() for s in scores]
-        result[cond] = [cs[max(range(len(p)), key=p.__getitem__)] for cs, p in zip(choices, probs)]
-        result[f"{cond}_probs"] = probs
+        result[cond], result[f"{cond}_probs"] = predict_choices(simulator, tokenizer, dataset, cond, fmt,
+                                                                explanation_column, batch_size)
+    choices = dataset["choices"]
     if label_column is not None and label_column in dataset.column_names:
         labels = [str(v) for v in dataset[label_column]]
         result["e_label_probability"] = [
