@@ -12,6 +12,7 @@ from conftest import make_gpt2, make_llama, shared_data_or_skip
 
 import scott_distill.teacher.rationalize as rationalize_module
 from scott_distill import CounterfactualTrainingArguments, LASConfig, RationalizeConfig, generate_rationales
+from scott_distill.las.judge import JudgeConfig
 from scott_distill.recipes import RecipeConfig
 from scott_distill.tasks import load_task
 from scott_distill.teacher._branch import SharedPrefix
@@ -150,12 +151,12 @@ def test_recipe_run_switches_given_as_strings_are_refused(name):
 
 
 @pytest.mark.parametrize(("config", "name"), [("las", "save_simulator"), ("train", "without_rationale"),
-                                              ("train", "bf16")])
+                                              ("train", "bf16"), ("judge", "bf16")])
 def test_training_and_las_switches_given_as_strings_are_refused(config, name, tmp_path):
     """The same rule for the argument classes built in Python from YAML or the environment: a quoted
     ``save_simulator: "false"`` kept saving, ``without_rationale: "false"`` trained answer-only students,
     and ``bf16: "false"`` (a `TrainingArguments` field) turned mixed precision on."""
-    cls = LASConfig if config == "las" else CounterfactualTrainingArguments
+    cls = {"las": LASConfig, "train": CounterfactualTrainingArguments, "judge": JudgeConfig}[config]
     with pytest.raises(ValueError, match=f"`{name}` must be True or False"):
         cls(output_dir=str(tmp_path), **{name: "false"})
     assert getattr(cls(output_dir=str(tmp_path), **{name: False}), name) is False

@@ -32,6 +32,7 @@ import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments, set_seed
 
 from ..fingerprints import content_hash
+from ..overrides import check_switches
 from .simulator import SimulatorFormat, load_simulator, predict_choices, train_simulator
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class JudgeConfig(Seq2SeqTrainingArguments):
     answer_column: str = field(default="answer", metadata={"help": "Column with the gold answer (a choice)."})
 
     def __post_init__(self) -> None:
+        check_switches(self)  # before TrainingArguments reads a quoted "false" as on
         super().__post_init__()
         if self.max_length < 8:
             raise ValueError(f"`max_length` must be >= 8 tokens, got {self.max_length!r}.")
