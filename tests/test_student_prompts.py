@@ -466,3 +466,31 @@ def test_student_outcomes_follow_their_definitions_row_by_row(tokenizer, monkeyp
     assert seen == [((model, tokenizer, rows, fmt, 2, 3), {})]
     expected = real_predict(model, tokenizer, rows, fmt, batch_size=2, max_new_tokens=3, show_progress=False)
     assert generated["accuracy"] == {i: int(p["answer"] == g) for i, (p, g) in enumerate(zip(expected, rows["answer"]))}
+
+
+def test_evaluation_config_bounds_and_metrics_without_rationale_columns(tokenizer):
+    """perturb_fraction in [0, 1] (both ends allowed), batch size and budget >= 1, with the exact messages; rows
+    without a ``rationale`` column get no gold-rationale metric, rows without the counterfactual columns no
+    consistency, and the answer-only format no rationale metric at all."""
+    from scott_distill.student.evaluation import EvaluationConfig
+
+    for fraction in (0, 1, 0.5):
+        assert EvaluationConfig(perturb_fraction=fraction).perturb_fraction == fraction
+    for fraction in (1.5, 1.0001, -0.1):
+        with pytest.raises(ValueError) as err:
+            EvaluationConfig(perturb_fraction=fraction)
+        assert str(err.value) == f"`perturb_fraction` must be in [0, 1], got {fraction!r}."
+    for kw in ({"batch_size": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError) as err:
+            EvaluationConfig(**kw)
+        assert str(err.value) == "`batch_size` and `max_new_tokens` must be >= 1."
+    assert EvaluationConfig(batch_size=1, max_new_tokens=1).batch_size == 1
+    model = make_gpt2(len(tokenizer))
+    rows = datasets.Dataset.from_list([{k: ROW[k] for k in ("question", "choices", "answer")}])
+    preds = [{"rationale": "Cold.", "answer": "fridge"}]
+    assert set(student_outcomes(model, tokenizer, rows, predictions=preds)) == {
+        "accuracy", "unparseable", "accuracy_perturbed_rationale", "perturbed_answer_changed"}
+    with_rationale = datasets.Dataset.from_list([{k: ROW[k] for k in ("question", "choices", "answer", "rationale")}])
+    answer_only = StudentFormat(without_rationale=True)
+    assert set(student_outcomes(model, tokenizer, with_rationale, answer_only, predictions=preds)) == {
+        "accuracy", "unparseable"}
