@@ -17,14 +17,18 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
   ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
 * ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
   mutants per module from those already generated (needs one ``run`` or ``sample`` before, so ``mutants/`` exists).
-* ``python scripts/mutation.py score [--markdown]`` -- killed / survived / equivalent / timeout per module from the
-  results in ``mutants/`` and the equivalent list; the percentage is killed over checked non-equivalent mutants.
+  With ``--output FILE``: write the draw there instead (a random sample that *estimates* a module's score when its
+  full set takes too long: ``sample --file FILE`` runs it, ``score --file FILE`` scores it with an interval).
+* ``python scripts/mutation.py score [--markdown] [--file FILE]`` -- killed / survived / equivalent / timeout per
+  module from the results in ``mutants/`` and the equivalent list; the percentage is killed over checked
+  non-equivalent mutants. ``--file``: only the mutants listed there, with a 95 % Wilson interval of the percentage.
 * ``python scripts/mutation.py show NAME`` -- the diff of one mutant.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import shutil
@@ -146,8 +150,19 @@ def score(status: dict[str, str], equivalent: dict[str, str]) -> dict[str, Count
     return table
 
 
-def print_score(table: dict[str, Counter], markdown: bool) -> None:
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n (n > 0): the interval for a score estimated from a random
+    sample of mutants."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def print_score(table: dict[str, Counter], markdown: bool, interval: bool = False) -> None:
     cols = ["mutants", "checked", "killed", "timeout", "survived", "no tests", "equivalent", "score"]
+    if interval:
+        cols.append("95 % interval")
     rows = []
     for short, c in table.items():
         checked = c["mutants"] - c["not checked"]
@@ -155,17 +170,21 @@ def print_score(table: dict[str, Counter], markdown: bool) -> None:
         non_equivalent = checked - c["equivalent"]
         killed = c["killed"] + c["timeout"]
         pct = f"{100 * killed / non_equivalent:.1f} %" if non_equivalent else "-"
-        rows.append([MODULES[short], c["mutants"], checked, c["killed"], c["timeout"], c["survived"], c["no tests"],
-                     c["equivalent"], pct])
+        row = [MODULES[short], c["mutants"], checked, c["killed"], c["timeout"], c["survived"], c["no tests"],
+               c["equivalent"], pct]
+        if interval:
+            lo, hi = wilson_interval(killed, non_equivalent) if non_equivalent else (math.nan, math.nan)
+            row.append(f"{100 * lo:.0f}-{100 * hi:.0f} %" if non_equivalent else "-")
+        rows.append(row)
     if markdown:
         print("| module | " + " | ".join(cols) + " |")
         print("|---" * (len(cols) + 1) + "|")
         for r in rows:
             print("| " + " | ".join(str(x) for x in r) + " |")
     else:
-        print(f"{'module':36s}" + "".join(f"{c:>11s}" for c in cols))
+        print(f"{'module':36s}" + "".join(f"{c:>14s}" for c in cols))
         for r in rows:
-            print(f"{r[0]:36s}" + "".join(f"{str(x):>11s}" for x in r[1:]))
+            print(f"{r[0]:36s}" + "".join(f"{str(x):>14s}" for x in r[1:]))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -186,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    sample = list(read_list(SAMPLE_FILE))
+    sample = list(read_list(Path(args.file)))
     equivalent = read_list(EQUIVALENT_FILE)
     _run(sample)
     status = results()
@@ -211,20 +230,31 @@ def cmd_make_sample(args: argparse.Namespace) -> None:
     if not status:
         raise SystemExit("no mutants generated yet: run `python scripts/mutation.py run formula` first")
     rng = random.Random(args.seed)
-    lines = [f"# Fixed mutant sample for .ci/run: `python scripts/mutation.py make-sample --seed {args.seed} "
-             f"--per-module {args.per_module}` (a seeded draw per module of the mutants mutmut generates)."]
+    output = Path(args.output) if args.output else SAMPLE_FILE
+    command = f"make-sample --seed {args.seed} --per-module {args.per_module}"
+    if args.modules:
+        command += " --modules " + " ".join(args.modules)
+    if args.output:
+        command += f" --output {args.output}"
+    purpose = "Fixed mutant sample for .ci/run" if output == SAMPLE_FILE else "Random mutant sample"
+    lines = [f"# {purpose}: `python scripts/mutation.py {command}` (a seeded draw per module of the mutants mutmut "
+             "generates)."]
     for short in args.modules or MODULES:
         names = sorted(n for n in status if module_of(n) == short)
         lines += rng.sample(names, min(args.per_module, len(names)))
-    SAMPLE_FILE.write_text("\n".join(lines) + "\n")
-    print(f"wrote {len(lines) - 1} mutants to {SAMPLE_FILE}")
+    output.write_text("\n".join(lines) + "\n")
+    print(f"wrote {len(lines) - 1} mutants to {output}")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=args.markdown)
+    status = results()
+    if args.file:
+        listed = read_list(Path(args.file))
+        status = {n: v for n, v in status.items() if n in listed}
+    print_score(score(status, read_list(EQUIVALENT_FILE)), markdown=args.markdown, interval=bool(args.file))
     if args.list_survivors:
         equivalent = read_list(EQUIVALENT_FILE)
-        for name, value in sorted(results().items()):
+        for name, value in sorted(status.items()):
             if value == "survived" and name not in equivalent:
                 print(name)
 
@@ -238,15 +268,18 @@ def main(argv: list[str] | None = None) -> None:
                    help="only the mutants that survived last time and are not listed as equivalent")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sample", help="the fixed sample of tests/mutation/sample.txt (CI)")
+    p.add_argument("--file", default=str(SAMPLE_FILE), help="another list of mutants (default: %(default)s)")
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("make-sample", help="draw a new fixed sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-module", type=int, default=3)
     p.add_argument("--modules", nargs="*", help="short module names (default: all)")
+    p.add_argument("--output", help="write the draw to this file instead of tests/mutation/sample.txt")
     p.set_defaults(func=cmd_make_sample)
     p = sub.add_parser("score", help="the score table")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--list-survivors", action="store_true", help="also list survived, non-equivalent mutants")
+    p.add_argument("--file", help="score only the mutants listed in this file (with a 95 %% interval)")
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("show", help="the diff of one mutant")
     p.add_argument("name")

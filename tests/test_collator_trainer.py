@@ -319,3 +319,98 @@ def test_bf16_training_on_cpu(tokenizer, tmp_path, monkeypatch):
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert logged and all(torch.isfinite(torch.tensor(h["loss"])) for h in logged)
     assert all("loss_counterfactual" in h for h in logged)
+
+
+def test_collator_setup_errors_name_the_argument_and_what_to_do(tokenizer):
+    """The exact messages (found by mutation testing: the old test matched one word of two of them)."""
+    import copy
+
+    with pytest.raises(ValueError) as err:
+        CounterfactualDataCollator(object())
+    assert str(err.value) == "`tokenizer` must be a fast tokenizer (offset mappings locate the answer tokens)."
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    with pytest.raises(ValueError) as err:
+        CounterfactualDataCollator(no_pad)
+    assert str(err.value) == "`tokenizer` has no pad token; set `tokenizer.pad_token` (e.g. to the eos token)."
+    no_eos = copy.deepcopy(tokenizer)
+    no_eos.eos_token = None
+    with pytest.raises(ValueError) as err:
+        CounterfactualDataCollator(no_eos)
+    assert str(err.value) == "`tokenizer` has no eos token; the student must learn where its output ends."
+    with pytest.raises(ValueError) as err:
+        CounterfactualDataCollator(tokenizer, format={"answer_prefix": "So"})
+    assert str(err.value) == "`format` must be a StudentFormat, got dict."
+    col = CounterfactualDataCollator(tokenizer)
+    for missing in ("question", "choices", "answer"):
+        row = {k: v for k, v in ROW.items() if k != missing}
+        with pytest.raises(ValueError) as err:
+            col([row])
+        assert str(err.value) == f"Row lacks columns [{missing!r}]; has {sorted(row)}."
+    with pytest.raises(ValueError) as err:
+        col([{"question": "q", "choices": ["a"], "answer": "a"}])
+    assert str(err.value) == "Row lacks `rationale` (set without_rationale=True for the answer-only baseline)."
+    # the answer-only baseline needs no rationale column
+    base = CounterfactualDataCollator(tokenizer, format=StudentFormat(without_rationale=True))
+    assert kept(tokenizer, base([{"question": "q", "choices": ["a", "b"], "answer": "b"}])["labels"][0]) == "b</s>"
+
+
+def test_rows_without_id_are_named_by_the_first_60_characters_of_their_question(tokenizer):
+    """Errors name a row by its id, else by repr(question[:60]) (a hand-cut string here)."""
+    question = "Which of these would you use to keep a bottle of milk cold all week long?"
+    assert len(question) > 61
+    with pytest.raises(ValueError) as err:
+        CounterfactualDataCollator(tokenizer)([{**ROW, "question": question, "is_counterfactual": "yes"}])
+    assert str(err.value).startswith(
+        "`is_counterfactual` of the row of question 'Which of these would you use to keep a bottle of milk cold a' is")
+    row = {**ROW, "question": question, "choices": ["shelf", "oven", "fridge"]}
+    full = len(tokenizer(StudentFormat().source(question, row["choices"]) + "\n")["input_ids"])
+    with pytest.raises(ValueError) as err:
+        CounterfactualDataCollator(tokenizer, max_source_length=full - 3)([row])
+    assert str(err.value).startswith("Row 'Which of these would you use to keep a bottle of milk cold a': the source")
+
+
+def test_padding_is_right_with_minus_100_labels_and_pad_to_multiple_of(tokenizer):
+    """Rows of different lengths: input_ids padded with the pad id, attention mask exactly 0/1, labels padded with
+    -100 (decoder-only: the collator's own padding, not masked afterwards), widths a multiple of 8."""
+    rows = [ROW, {**ROW2, "counterfactual_answer": None}]
+    for model in (None, make_t5(len(tokenizer))):
+        col = CounterfactualDataCollator(tokenizer, model=model, pad_to_multiple_of=8)
+        feats = [f for r in rows for f in col.features(r)]
+        batch = col(rows)
+        assert batch["row_index"].tolist() == [0, 0, 1] and batch["is_counterfactual"].tolist() == [False, True, False]
+        assert batch["input_ids"].shape[1] % 8 == 0 and batch["labels"].shape[1] % 8 == 0
+        assert set(batch["attention_mask"].unique().tolist()) == {0, 1}
+        for i, f in enumerate(feats):
+            n = len(f["input_ids"])
+            assert batch["input_ids"][i].tolist() == f["input_ids"] + [tokenizer.pad_token_id] * (
+                batch["input_ids"].shape[1] - n)
+            assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (batch["input_ids"].shape[1] - n)
+            width = batch["labels"].shape[1]
+            assert batch["labels"][i].tolist()[len(f["labels"]):] == [-100] * (width - len(f["labels"]))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("causal", [False, True])
+def test_counterfactual_loss_parts_equal_a_token_loop(causal, smoothing):
+    """The public per-part sums and counts against a plain loop over tokens (a causal row predicts token t+1 from
+    position t; -100 labels are skipped; row 1 is the counterfactual one; label smoothing eps as PyTorch defines it:
+    (1 - eps) * nll + eps * mean over the vocabulary of -log p). No trainer path calls this function, so only this
+    test pins it down (found by mutation testing: its mutants had no test)."""
+    from scott_distill.student.trainer import counterfactual_loss_parts
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[3, -100, 1, 6, 2], [-100, 4, 4, -100, 0]])
+    is_cf = torch.tensor([False, True])
+    sums, counts = [0.0, 0.0], [0, 0]
+    for i in range(2):
+        for t in range(5):
+            target = labels[i, t + 1] if causal and t + 1 < 5 else (labels[i, t] if not causal else -100)
+            if target != -100:
+                logp = torch.log_softmax(logits[i, t], -1)
+                sums[i] += ((1 - smoothing) * -logp[target] + smoothing * -logp.mean()).item()
+                counts[i] += 1
+    s_f, n_f, s_cf, n_cf = counterfactual_loss_parts(logits, labels, is_cf, causal, label_smoothing=smoothing)
+    assert (n_f.item(), n_cf.item()) == tuple(counts) == ((3, 3) if causal else (4, 3))
+    assert (s_f.item(), s_cf.item()) == pytest.approx(tuple(sums), rel=1e-5)

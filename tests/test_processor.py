@@ -573,3 +573,20 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted >= 8
+
+
+def test_encoder_outputs_given_to_generate_decode_as_the_input_ids_do(tokenizer):
+    """An encoder-decoder teacher in one ``with`` block: a second ``generate`` that gets precomputed
+    ``encoder_outputs`` (no encoder call for the row check to see) decodes exactly what the input ids decode
+    (found by mutation testing: a leftover row count from the processor's own encoder call was not cleared)."""
+    model = make_t5(len(tokenizer))
+    gold = encode(tokenizer, GOLD, "right")
+    with torch.no_grad():
+        encoded = model.get_encoder()(input_ids=gold.input_ids, attention_mask=gold.attention_mask)
+    proc = ContrastiveRationaleLogitsProcessor(model, encode(tokenizer, CONTRAST, "right").input_ids, alpha=0.5)
+    kw = dict(max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    with proc:
+        plain = model.generate(**gold, **proc.generate_kwargs(), **kw)
+        given = model.generate(encoder_outputs=encoded, attention_mask=gold.attention_mask,
+                               **proc.generate_kwargs(), **kw)
+    assert torch.equal(plain, given)

@@ -474,3 +474,18 @@ def test_all_padding_row_error_names_the_argument():
     with pytest.raises(ValueError) as err:
         left_padded(ids, torch.tensor([[1, 1], [0, 0]]))
     assert str(err.value) == "`input_ids` rows [1] are all padding (attention mask all zeros)."
+
+
+def test_fused_prompt_mask_of_another_shape_is_refused_with_the_exact_message(tokenizer):
+    """found by mutation testing: the message was never checked (a ValueError(None) passed)."""
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    bad = {"input_ids": con.input_ids, "attention_mask": con.attention_mask[:, :-1]}
+    with pytest.raises(ValueError) as err:
+        contrastive_generate(model, None, bad, dict(con), pad_token_id=0)
+    assert str(err.value) == (f"`gold_prompts['attention_mask']` must have the shape of its `input_ids` "
+                              f"{tuple(con.input_ids.shape)}.")
+    with pytest.raises(ValueError) as err:
+        contrastive_generate(model, None, dict(con), {"input_ids": con.input_ids, "attention_mask": [[1]]},
+                             pad_token_id=0)
+    assert str(err.value).startswith("`contrast_prompts['attention_mask']` must have the shape")

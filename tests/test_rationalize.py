@@ -320,3 +320,111 @@ def test_cli_push_to_hub_uploads_dataset_and_card(tokenizer, tmp_path):
     text = DatasetCard.load(card).text
     assert "| rows | 4 |" in text and "| perturbation | `wrong` |" in text
     assert (tmp_path / "rz" / "dataset" / "dataset_info.json").exists()
+
+
+def test_shard_store_on_disk_format_and_what_it_fsyncs(tmp_path, monkeypatch, caplog):
+    """The ShardStore contract at file level, checked by hand: a shard line is
+    ``{"sha256": sha256(json([batch, texts]))[:16], "batch": ..., "texts": [...]}\\n`` (a later run must read what
+    an earlier one wrote); each write is fsync'ed before it returns, the new shard's folder once, and at the merge
+    every file of the staged dataset and the output folder (a power cut cannot undo a rename)."""
+    import hashlib
+    import logging
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(shards_module.os, "fsync", spy)
+    out = tmp_path / "run"
+    store = shards_module.ShardStore(out, shards_module.ProcessGroup())
+    assert (store.shard_dir, store.dataset_dir) == (out / "shards", out / "dataset")
+    store.check_settings({"alpha": 0.5})
+    assert json.loads((out / "run_config.json").read_text()) == {"alpha": 0.5}
+    assert store.resume() == {}
+    shard = out / "shards" / "rank0.jsonl"
+    synced.clear()
+    with store.writer() as write:
+        assert synced == [str(out / "shards")]  # the new file's folder entry
+        write(1, ["b \u00e9", "c"])
+        write(0, ["a"])
+    assert synced == [str(out / "shards"), str(shard), str(shard)]
+
+    def line(batch, texts):
+        digest = hashlib.sha256(json.dumps([batch, texts]).encode()).hexdigest()[:16]
+        return json.dumps({"sha256": digest, "batch": batch, "texts": texts}) + "\n"
+
+    assert shard.read_text() == line(1, ["b \u00e9", "c"]) + line(0, ["a"])
+    assert store.read() == {1: ["b \u00e9", "c"], 0: ["a"]}
+    # a record written by hand in the same format (an earlier run) is read; one whose checksum is off is not
+    with open(shard, "a") as f:
+        f.write(line(2, ["d"]) + line(3, ["e"]).replace('"batch": 3', '"batch": 4') + "\n" + '{"batch": 5\n')
+    with caplog.at_level(logging.WARNING, logger=shards_module.__name__):
+        assert store.read() == {0: ["a"], 1: ["b \u00e9", "c"], 2: ["d"]}
+    # the checksum failure and the torn line are counted, the blank line is not
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{shard}: 2 damaged record(s) dropped (torn or failed checksum); their batches are generated again."]
+
+    synced.clear()
+    merged = store.merge(3, lambda texts: datasets.Dataset.from_dict({"t": [t for b in sorted(texts) for t in texts[b]]}))
+    assert merged["t"] == ["a", "b \u00e9", "c", "d"]
+    staging = out / ".dataset.tmp"
+    staged_files = sorted(str(staging / p.relative_to(out / "dataset")) for p in (out / "dataset").rglob("*")
+                          if p.is_file())
+    assert staged_files and set(staged_files) <= set(synced)
+    assert str(staging) in synced and synced[-1] == str(out)
+    assert not staging.exists() and store.finished
+
+
+def test_tokenizer_fingerprint_sees_the_normalizer_and_works_without_a_backend(tokenizer):
+    """The fingerprint covers the backend's whole spec, not only the vocabulary (a lowercasing normalizer changes
+    every id of a capitalised word), and a tokenizer without a Rust backend is fingerprinted by its vocabulary."""
+    from tokenizers import normalizers
+
+    tok = _fresh_copy(tokenizer)
+    before = shards_module.tokenizer_fingerprint(tok)
+    tok.backend_tokenizer.normalizer = normalizers.Lowercase()
+    assert tok.get_vocab() == tokenizer.get_vocab()
+    assert tok("Milk")["input_ids"] != tokenizer("Milk")["input_ids"]
+    assert shards_module.tokenizer_fingerprint(tok) != before
+
+    class VocabOnly:  # a tokenizer without backend_tokenizer (a Python-only one)
+        def __init__(self, vocab):
+            self.vocab = vocab
+
+        def get_vocab(self):
+            return dict(self.vocab)
+
+    a = shards_module.tokenizer_fingerprint(VocabOnly({"a": 0, "b": 1}))
+    assert a == shards_module.tokenizer_fingerprint(VocabOnly({"b": 1, "a": 0}))
+    assert a != shards_module.tokenizer_fingerprint(VocabOnly({"a": 1, "b": 0}))
+
+
+def test_process_group_join_initialises_torch_distributed_only_under_a_launcher(monkeypatch):
+    """``WORLD_SIZE`` > 1 (torchrun's variable) initialises the default group (gloo without CUDA); without it, or
+    once initialised, nothing is initialised; the tensor-parallel size is the model's ``tp_size``. The launcher
+    itself is tested by the torchrun test; this one runs in-process (where a mutant can be seen)."""
+    from types import SimpleNamespace
+
+    teacher, sliced = SimpleNamespace(tp_size=None), SimpleNamespace(tp_size=2)  # join reads only tp_size
+    calls = []
+    monkeypatch.setattr(shards_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(shards_module.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert shards_module.ProcessGroup.join(teacher) == shards_module.ProcessGroup(0, 1, 1) and calls == []
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert shards_module.ProcessGroup.join(teacher) == shards_module.ProcessGroup(0, 1, 1) and calls == []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    shards_module.ProcessGroup.join(teacher)
+    assert calls == ["nccl" if torch.cuda.is_available() else "gloo"]
+    group = shards_module.ProcessGroup.join(sliced)
+    assert (group.tensor_parallel, group.part, group.parts, group.writer) == (2, 0, 0, True)
+    monkeypatch.setattr(shards_module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(shards_module.dist, "get_rank", lambda: 3)
+    monkeypatch.setattr(shards_module.dist, "get_world_size", lambda: 4)
+    calls.clear()
+    group = shards_module.ProcessGroup.join(sliced)
+    assert calls == [] and group == shards_module.ProcessGroup(3, 4, 2)
+    assert (group.part, group.parts, group.writer) == (1, 2, False)

@@ -344,6 +344,9 @@ def test_eval_part_losses_are_exact_and_predict_does_not_leak(tokenizer, tmp_pat
     again = trainer.evaluate(as_dataset(eval_rows))
     assert again["eval_loss_factual"] == pytest.approx(f, rel=1e-5)
     assert again["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
+    # called directly, the loop keeps Trainer's default prefix "eval" (found by mutation testing)
+    direct = trainer.evaluation_loop(trainer.get_eval_dataloader(as_dataset(eval_rows)), "Evaluation").metrics
+    assert direct["eval_loss_factual"] == pytest.approx(f, rel=1e-5) and "eval_loss" in direct
 
 
 def test_train_logs_exact_part_losses_per_window(tokenizer, tmp_path):

@@ -333,3 +333,164 @@ def test_predict_counts_an_answer_ending_with_a_period_as_correct(tokenizer):
                                         "answer": "U.S.A."}])
     (pred,) = predict(model, tokenizer, rows, show_progress=False)
     assert pred["answer"] == "U.S.A." and pred["answer_in_choices"]
+
+
+# -- forced-rationale scores against a one-sequence reference ---------------------------------------------------
+
+SCORE_ROWS = [ROW, {"question": "What tool cuts wood?", "choices": ["saw", "wet towel"], "answer": "saw",
+                    "rationale": "A saw has sharp teeth that cut."}]
+
+
+def _reference_answer_log_likelihoods(model, tok, fmt, rows) -> list[float]:
+    """For every (row, choice): log p(answer tokens + EOS | prompt, forced rationale), one unpadded sequence at a
+    time, summed by a plain loop. The target ids are tokenized here from the documented text
+    ``{tag} {rationale} {prefix} {choice}`` + EOS; the answer is its last len(tok(" " + choice)) + 1 tokens."""
+    causal = not model.config.is_encoder_decoder
+    out = []
+    for row in rows:
+        # the suite's BPE adds no special tokens: the prompt is the tokenized text
+        src = tok(fmt.source(row["question"], row["choices"]) + ("\n" if causal else ""))["input_ids"]
+        for choice in row["choices"]:
+            tgt = tok(f"{fmt.factual_tag} {row['rationale']} {fmt.answer_prefix} {choice}",
+                      add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            n_answer = len(tok(f" {choice}", add_special_tokens=False)["input_ids"]) + 1
+            with torch.no_grad():
+                if causal:
+                    logits = model(input_ids=torch.tensor([src + tgt])).logits[0]
+                    positions = range(len(src) + len(tgt) - n_answer, len(src) + len(tgt))
+                    ids = src + tgt
+                    total = sum(torch.log_softmax(logits[p - 1], -1)[ids[p]].item() for p in positions)
+                else:
+                    dec = [model.config.decoder_start_token_id] + tgt[:-1]
+                    logits = model(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec])).logits[0]
+                    total = sum(torch.log_softmax(logits[p], -1)[tgt[p]].item()
+                                for p in range(len(tgt) - n_answer, len(tgt)))
+            out.append(total)
+    return out
+
+
+def _scored(monkeypatch) -> list[float]:
+    seen: list[float] = []
+    real = evaluation_module.sequence_log_likelihood
+
+    def spy(logits, labels):
+        scores = real(logits, labels)
+        seen.extend(scores.tolist())
+        return scores
+
+    monkeypatch.setattr(evaluation_module, "sequence_log_likelihood", spy)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_forced_rationale_scores_equal_a_one_sequence_reference(tokenizer, monkeypatch, kind):
+    """Batched, padded scoring (batches that split a row's choices; rows with 3 and 2 choices) gives every choice
+    the log-likelihood of its answer tokens and EOS computed one sequence at a time, and picks the best choice."""
+    model = make_t5(len(tokenizer)) if kind == "t5" else make_gpt2(len(tokenizer))
+    fmt = StudentFormat()
+    seen = _scored(monkeypatch)
+    inputs = []
+    forward = model.forward
+    model.forward = lambda **kw: inputs.append(kw) or forward(**kw)
+    picked = score_answers_given_rationales(model, tokenizer, [r["question"] for r in SCORE_ROWS],
+                                            [r["choices"] for r in SCORE_ROWS], [r["rationale"] for r in SCORE_ROWS],
+                                            fmt, batch_size=2)
+    model.forward = forward
+    # the attention mask is the documented 0/1 mask: 1 on every token of a row, 0 on its padding
+    for kw in inputs:
+        for ids, mask in zip(kw["input_ids"].tolist(), kw["attention_mask"].tolist()):
+            n = len(ids) - next((i for i, t in enumerate(reversed(ids)) if t != tokenizer.pad_token_id), 0)
+            assert mask == [1] * n + [0] * (len(ids) - n)
+    reference = _reference_answer_log_likelihoods(model, tokenizer, fmt, SCORE_ROWS)
+    assert seen == pytest.approx(reference, abs=1e-4)
+    assert len(set(round(s, 3) for s in reference)) == len(reference)  # no ties: the pick is decided
+    best = [max(range(3), key=reference.__getitem__), 3 + max(range(2), key=lambda i: reference[3 + i])]
+    flat_choices = [c for r in SCORE_ROWS for c in r["choices"]]
+    assert picked == [flat_choices[best[0]], flat_choices[best[1]]]
+
+
+def test_student_outcomes_follow_their_definitions_row_by_row(tokenizer, monkeypatch):
+    """Each metric's per-row value by its definition, on rows whose gold / counterfactual answers are set from the
+    forced picks so that both outcomes occur; the settings reach every call (a custom format, the seed, the
+    perturbed share, the replacement vocabulary: every id but the special ones); free generation runs with the
+    configured batch size and budget when no predictions are given."""
+    model = make_gpt2(len(tokenizer))
+    fmt = StudentFormat(answer_prefix="Hence the answer is")
+    base = [ROW, {**ROW, "question": "Where do you bake bread?"}, {**ROW, "question": "Where is milk kept?"}]
+    q, c = [r["question"] for r in base], [r["choices"] for r in base]
+    picks = score_answers_given_rationales(model, tokenizer, q, c, [r["rationale"] for r in base], fmt)
+    cf_picks = score_answers_given_rationales(model, tokenizer, q, c, [r["counterfactual_rationale"] for r in base],
+                                              fmt)
+    other = [next(x for x in r["choices"] if x != p) for r, p in zip(base, picks)]
+    cf_other = [next(x for x in r["choices"] if x != p) for r, p in zip(base, cf_picks)]
+    rows = datasets.Dataset.from_list([
+        {**base[0], "answer": picks[0], "counterfactual_answer": cf_picks[0]},
+        {**base[1], "answer": other[1], "counterfactual_answer": ""},
+        {**base[2], "answer": picks[2], "counterfactual_answer": cf_other[2]},
+    ])
+    preds = [{"rationale": "Cold keeps it.", "answer": picks[0]}, {"rationale": "Bread bakes.", "answer": None},
+             {"rationale": "Milk goes in.", "answer": other[2]}]
+    calls = []
+    real_score = evaluation_module.score_answers_given_rationales
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation_module, "score_answers_given_rationales", spy)
+    out = student_outcomes(model, tokenizer, rows, fmt, predictions=preds, seed=7, perturb_fraction=0.25)
+    assert out["accuracy"] == {0: 1, 1: 0, 2: 0}
+    assert out["unparseable"] == {0: 0, 1: 1, 2: 0}
+    assert out["accuracy_gold_rationale"] == {0: 1, 1: 0, 2: 1}
+    assert out["counterfactual_consistency"] == {0: 1, 2: 0}
+    own = [p["rationale"] for p in preds]
+    clean = real_score(model, tokenizer, q, c, own, fmt)
+    special = set(tokenizer.all_special_ids)
+    vocabulary = [i for i in range(len(tokenizer)) if i not in special]
+    perturbed = real_score(model, tokenizer, q, c, own, fmt, perturb_fraction=0.25, seed=7, vocabulary=vocabulary)
+    assert out["accuracy_perturbed_rationale"] == {i: int(a == g) for i, (a, g) in enumerate(zip(perturbed,
+                                                                                                  rows["answer"]))}
+    assert out["perturbed_answer_changed"] == {i: int(a != b) for i, (a, b) in enumerate(zip(clean, perturbed))}
+    # every call got the format; the perturbed one the seed, the share and the vocabulary
+    assert len(calls) == 4 and all(args[5] is fmt for args, _ in calls)
+    assert [list(args[4]) for args, _ in calls] == [rows["rationale"], own, own,
+                                                   [rows["counterfactual_rationale"][i] for i in (0, 2)]]
+    assert calls[2][1] == {"perturb_fraction": 0.25, "seed": 7, "vocabulary": vocabulary}
+    assert [kw for _, kw in calls[:2] + calls[3:]] == [{}, {}, {}]
+
+    # no predictions: free generation with the configured batch size and token budget
+    seen = []
+    real_predict = evaluation_module.predict
+    monkeypatch.setattr(evaluation_module, "predict", lambda *a, **k: seen.append((a, k)) or real_predict(*a, **k))
+    generated = student_outcomes(model, tokenizer, rows, fmt, batch_size=2, max_new_tokens=3)
+    assert seen == [((model, tokenizer, rows, fmt, 2, 3), {})]
+    expected = real_predict(model, tokenizer, rows, fmt, batch_size=2, max_new_tokens=3, show_progress=False)
+    assert generated["accuracy"] == {i: int(p["answer"] == g) for i, (p, g) in enumerate(zip(expected, rows["answer"]))}
+
+
+def test_evaluation_config_bounds_and_metrics_without_rationale_columns(tokenizer):
+    """perturb_fraction in [0, 1] (both ends allowed), batch size and budget >= 1, with the exact messages; rows
+    without a ``rationale`` column get no gold-rationale metric, rows without the counterfactual columns no
+    consistency, and the answer-only format no rationale metric at all."""
+    from scott_distill.student.evaluation import EvaluationConfig
+
+    for fraction in (0, 1, 0.5):
+        assert EvaluationConfig(perturb_fraction=fraction).perturb_fraction == fraction
+    for fraction in (1.5, 1.0001, -0.1):
+        with pytest.raises(ValueError) as err:
+            EvaluationConfig(perturb_fraction=fraction)
+        assert str(err.value) == f"`perturb_fraction` must be in [0, 1], got {fraction!r}."
+    for kw in ({"batch_size": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError) as err:
+            EvaluationConfig(**kw)
+        assert str(err.value) == "`batch_size` and `max_new_tokens` must be >= 1."
+    assert EvaluationConfig(batch_size=1, max_new_tokens=1).batch_size == 1
+    model = make_gpt2(len(tokenizer))
+    rows = datasets.Dataset.from_list([{k: ROW[k] for k in ("question", "choices", "answer")}])
+    preds = [{"rationale": "Cold.", "answer": "fridge"}]
+    assert set(student_outcomes(model, tokenizer, rows, predictions=preds)) == {
+        "accuracy", "unparseable", "accuracy_perturbed_rationale", "perturbed_answer_changed"}
+    with_rationale = datasets.Dataset.from_list([{k: ROW[k] for k in ("question", "choices", "answer", "rationale")}])
+    answer_only = StudentFormat(without_rationale=True)
+    assert set(student_outcomes(model, tokenizer, with_rationale, answer_only, predictions=preds)) == {
+        "accuracy", "unparseable"}
