@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CounterfactualTrainer",
     "CounterfactualTrainingArguments",
-    "counterfactual_loss_parts",
     "counterfactual_part_weights",
     "label_token_counts",
     "last_complete_checkpoint",
@@ -113,20 +112,6 @@ def label_token_counts(labels: torch.Tensor, is_counterfactual: torch.Tensor, ca
     valid = (labels[:, 1:] if causal else labels) != -100
     cf = is_counterfactual.to(valid.device).bool().unsqueeze(1)
     return torch.stack([(valid & ~cf).sum(), (valid & cf).sum()]).cpu()
-
-
-def counterfactual_loss_parts(
-    logits: torch.Tensor, labels: torch.Tensor, is_counterfactual: torch.Tensor, causal: bool,
-    label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed token cross-entropy and token counts of factual and counterfactual label tokens.
-
-    Returns ``(sum_factual, n_factual, sum_counterfactual, n_counterfactual)``.
-    """
-    ce, valid = token_cross_entropy(logits, labels, causal, label_smoothing)
-    cf = is_counterfactual.to(labels.device).bool().unsqueeze(1)
-    fact_tok, cf_tok = valid & ~cf, valid & cf
-    return (ce * fact_tok).sum(), fact_tok.sum(), (ce * cf_tok).sum(), cf_tok.sum()
 
 
 def counterfactual_part_weights(alpha: float, counterfactual_share: float) -> tuple[float, float]:
