@@ -31,6 +31,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments, set_seed
 
+from ..files import write_json
 from ..fingerprints import content_hash
 from ..overrides import check_switches
 from .simulator import SimulatorFormat, load_simulator, predict_choices, train_simulator
@@ -169,7 +170,7 @@ class RationaleJudge:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         (folder / "trained_on_ids.json").write_text(json.dumps(sorted(self.trained_on)))
-        (folder / JUDGE_FILE).write_text(json.dumps(self.record, indent=2, sort_keys=True))
+        write_json(self.record, folder / JUDGE_FILE)  # atomic: a crash never leaves half a marker
 
     @staticmethod
     def record_of(folder: str | Path) -> dict[str, Any]:
