@@ -58,3 +58,44 @@ def test_console_script_entry_point_loads_the_dispatcher():
 
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "scott-distill"]
     assert script.load() is main
+
+
+def _fake_command(monkeypatch, body):
+    """Register ``scott-distill fake`` whose ``main`` runs ``body`` (the dispatcher imports commands by name)."""
+    import types
+
+    module = types.ModuleType("scott_distill.commands.fake")
+    module.main = lambda argv: body()
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(COMMANDS, "fake", "a test command")
+
+
+def test_dispatcher_leaves_the_process_group_it_ran_in(monkeypatch, tmp_path):
+    """Regression (CI at 3462e54): a torchrun rank that ended with its gloo group still alive aborted at
+    interpreter shutdown ("terminate called without an active exception", SIGABRT) after its work was
+    done, and torchrun failed the job. Every command now leaves the group before the process exits, on
+    success and on error alike."""
+    import pytest
+    import torch.distributed as dist
+
+    def init():
+        dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / f"store{len(list(tmp_path.iterdir()))}"), 1),
+                                rank=0, world_size=1)
+
+    try:
+        init()
+        _fake_command(monkeypatch, lambda: 0)
+        assert main(["fake"]) == 0
+        assert not dist.is_initialized()
+
+        def fail():
+            raise ValueError("boom")
+
+        init()
+        _fake_command(monkeypatch, fail)
+        with pytest.raises(ValueError, match="boom"):
+            main(["fake"])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -63,6 +63,9 @@ def main() -> None:
     if rank == 0:
         with open(args.out, "w") as f:
             json.dump(results, f)
+    # as the CLI dispatcher does: a gloo group alive at interpreter shutdown can abort the rank (SIGABRT)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -58,3 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(__name__).error("%s\nResume with: scott-distill %s", exc,
                                           shlex.join(exc.resume_argv or argv))
         return exc.exit_code
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the ``torch.distributed`` group a command ran in (``torchrun``), if any.
+
+    A gloo group left alive until interpreter shutdown can abort its rank after the work is done
+    (SIGABRT, "terminate called without an active exception"), and torchrun then fails the whole job.
+    Looked up in ``sys.modules`` so that a command that never imported torch does not import it here.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
