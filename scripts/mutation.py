@@ -66,9 +66,9 @@ def _env() -> dict[str, str]:
     # Real-data tests that skip fail under CI=true (tests/conftest.py); that rule is the main test run's job, not
     # the mutation run's, which only needs the tests that can see a mutant.
     env["CI"] = "false"
-    # mutmut runs the sampled mutants' tests as a set, in an order that follows Python's string hashing; in some
-    # orders its clean run fails without output (5 of 7 runs on 2026-11-27; an order-dependent test not found yet).
-    # A fixed hash seed makes the step reproducible.
+    # mutmut runs the sampled mutants' tests as a set, in an order that follows Python's string hashing. A fixed
+    # hash seed makes the step reproducible. (An order-dependent test once made the clean run fail in 5 of 7 runs:
+    # a test left the session tokenizer right-padded; tests/conftest.py now fails any test that does.)
     env["PYTHONHASHSEED"] = "0"
     return env
 

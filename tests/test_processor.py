@@ -33,8 +33,8 @@ ALPHAS = [0.3, 1.0]
 
 
 def encode(tokenizer, texts, side="left"):
-    tokenizer.padding_side = side
-    return tokenizer(texts, return_tensors="pt", padding=True)
+    # padding_side per call: the session tokenizer is shared, and setting it here once broke later tests
+    return tokenizer(texts, return_tensors="pt", padding=True, padding_side=side)
 
 
 def make_positional_gpt2(vocab_size: int, seed: int = 1234):
