@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 import torch
@@ -407,6 +408,10 @@ def test_end_token_ids_independent_of_order_and_type(gpt2):
     assert end_token_ids(gpt2, (x for x in [9, 1])).tolist() == [1, 7, 9]
     gpt2.generation_config.eos_token_id = None
     assert end_token_ids(gpt2).tolist() == []
+    # a model-like object without a generation config (a wrapper, a stub) has only the given stop ids
+    assert end_token_ids(object(), [5]).tolist() == [5]
+    del gpt2.generation_config.eos_token_id
+    assert end_token_ids(gpt2, [2]).tolist() == [2]
 
 
 def test_stop_rule_forces_end_token_when_teacher_prefers_it():
@@ -438,15 +443,21 @@ def test_clear_errors(tokenizer):
     con = encode(tokenizer, CONTRAST[:2])
     with pytest.raises(ValueError, match="alpha"):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, alpha=-0.1)
-    with pytest.raises(ValueError, match="contrast_attention_mask"):
-        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask[:, :-1])
+    short = con.attention_mask[:, :-1]
+    expected = (f"`contrast_attention_mask` must be a tensor with the shape of `contrast_input_ids` "
+                f"{tuple(con.input_ids.shape)}, got {tuple(short.shape)}.")
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, short)
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
     with pytest.raises(ValueError, match="contrast_input_ids"):
         model.generate(**gold, logits_processor=[proc], max_new_tokens=3, pad_token_id=0)
     other = make_gpt2(len(tokenizer) + 8)
     con3 = encode(tokenizer, CONTRAST)
     proc = ContrastiveRationaleLogitsProcessor(other, con3.input_ids, con3.attention_mask)
-    with pytest.raises(ValueError, match="vocabulary"):
+    vocab = len(tokenizer)
+    expected = (f"The contrast model's vocabulary ({vocab + 8}) differs from the scores of generate() ({vocab}): "
+                "`model` must be the model that is generating.")
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         model.generate(**gold, logits_processor=[proc], max_new_tokens=3, pad_token_id=0)
 
 

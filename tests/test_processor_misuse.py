@@ -320,6 +320,21 @@ def test_non_real_alpha_is_refused_with_what_was_given(tokenizer, alpha):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=alpha)
 
 
+def test_scalar_tensors_for_alpha_and_plausibility_threshold():
+    """A 0-d real tensor is a number for both settings; a boolean tensor is no weight, whatever its shape, and the
+    message says what it got."""
+    from scott_distill.teacher.scoring import check_alpha, check_plausibility_threshold
+
+    assert check_plausibility_threshold(torch.tensor(0.25)) == 0.25
+    assert check_plausibility_threshold(np.float32(0.5)) == 0.5
+    assert check_alpha(torch.tensor(0.5, dtype=torch.float64)) == 0.5
+    with pytest.raises(ValueError, match=r"^`alpha` must be a real scalar, got a tensor of shape \(\) and dtype "
+                                         r"torch.bool\.$"):
+        check_alpha(torch.tensor(True))
+    with pytest.raises(ValueError, match=r"`plausibility_threshold` must be a number in \[0, 1\] or None"):
+        check_plausibility_threshold(torch.tensor(True))
+
+
 def test_negative_alpha_message_says_negative(tokenizer):
     model = make_gpt2(len(tokenizer))
     con = encode(tokenizer, CONTRAST)
