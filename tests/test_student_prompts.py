@@ -494,3 +494,24 @@ def test_evaluation_config_bounds_and_metrics_without_rationale_columns(tokenize
     answer_only = StudentFormat(without_rationale=True)
     assert set(student_outcomes(model, tokenizer, with_rationale, answer_only, predictions=preds)) == {
         "accuracy", "unparseable"}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_inference_runs_every_forward_without_gradients(tokenizer, kind):
+    """``predict``, ``score_answers_given_rationales`` and the teacher's ``contrastive_generate`` build no autograd
+    graph (memory on long evaluations), even for a model in training mode with gradients on. None of them is
+    decorated with ``@torch.no_grad()`` any more (mutmut does not mutate decorated functions): ``predict`` relies
+    on ``generate``, ``contrastive_generate`` on its decoding branch, and the forced-rationale scoring has its own
+    ``with`` block (this test fails without it)."""
+    from scott_distill import contrastive_generate
+
+    model = {"gpt2": make_gpt2, "t5": make_t5}[kind](len(tokenizer))
+    model.train()  # the entry points must not rely on the caller having turned gradients off either
+    grad_during_forward: list[bool] = []
+    model.register_forward_hook(lambda *_: grad_during_forward.append(torch.is_grad_enabled()))
+    rows = datasets.Dataset.from_list([ROW])
+    predict(model, tokenizer, rows, max_new_tokens=2, show_progress=False)
+    score_answers_given_rationales(model, tokenizer, [ROW["question"]], [ROW["choices"]], [ROW["rationale"]])
+    contrastive_generate(model, tokenizer, ["Q: milk? A: fridge."], ["Q: milk? A: oven."], max_new_tokens=2)
+    assert grad_during_forward and not any(grad_during_forward), grad_during_forward
+    assert torch.is_grad_enabled()

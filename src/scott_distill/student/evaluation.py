@@ -53,7 +53,6 @@ def _inference_encoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     return StudentEncoder(tokenizer, fmt or StudentFormat(), causal=not model.config.is_encoder_decoder)
 
 
-@torch.no_grad()
 def predict(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -74,6 +73,7 @@ def predict(
     prompts = [encoder.source_ids(q, c) for q, c in zip(dataset["question"], dataset["choices"])]
     model.eval()
     outputs: list[str] = []
+    # no `torch.no_grad()` here: `generate` turns gradients off itself
     with padding_side(tokenizer, "left" if causal else "right"):
         for i in tqdm(range(0, len(prompts), batch_size), desc="predict", disable=not show_progress):
             enc = tokenizer.pad({"input_ids": prompts[i : i + batch_size]}, return_tensors="pt").to(model.device)
@@ -117,7 +117,6 @@ def perturb_token_ids(ids: Sequence[int], fraction: float, rng: random.Random, v
     return out
 
 
-@torch.no_grad()
 def score_answers_given_rationales(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -166,9 +165,11 @@ def score_answers_given_rationales(
                 feats_labels.append(labels)
     model.eval()
     scores: list[float] = []
-    for i in range(0, len(feats_ids), batch_size):
-        scores.extend(_sequence_scores(model, tokenizer, feats_ids[i : i + batch_size],
-                                       feats_labels[i : i + batch_size], causal))
+    # `with`, not `@torch.no_grad()`: mutmut does not mutate decorated functions (docs/testing.md)
+    with torch.no_grad():
+        for i in range(0, len(feats_ids), batch_size):
+            scores.extend(_sequence_scores(model, tokenizer, feats_ids[i : i + batch_size],
+                                           feats_labels[i : i + batch_size], causal))
     out, k = [], 0
     for cs in choices:
         block = scores[k : k + len(cs)]

@@ -158,7 +158,8 @@ def _decode(branch: DecodingBranch, logits: torch.Tensor, batch: int, alpha: flo
     return generated[:, :steps]
 
 
-@torch.no_grad()
+# No `@torch.no_grad()`: every forward runs in `DecodingBranch` / `SharedPrefix`, which turn gradients off
+# themselves (and mutmut does not mutate decorated functions).
 def contrastive_generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase | None,
