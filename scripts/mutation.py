@@ -13,6 +13,8 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
   Results accumulate in ``mutants/`` (mutmut resumes: a mutant already checked is not run again).
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
   listed as equivalent (after adding tests).
+* ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions of one module
+  (``predict``; a method as ``Class.method``).
 * ``python scripts/mutation.py sample`` -- the fixed mutant sample of ``tests/mutation/sample.txt`` (what
   ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
 * ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
@@ -191,8 +193,25 @@ def print_score(table: dict[str, Counter], markdown: bool, interval: bool = Fals
             print(f"{r[0]:36s}" + "".join(f"{str(x):>14s}" for x in r[1:]))
 
 
+def function_pattern(module: str, function: str) -> str:
+    """mutmut's name pattern for the mutants of one function (``f``) or method (``Class.method``) of ``module``."""
+    cls, _, method = function.rpartition(".")
+    return f"{module}.xǁ{cls}ǁ{method}__mutmut_*" if cls else f"{module}.x_{function}__mutmut_*"
+
+
+def function_of(name: str) -> str:
+    """The function (``f``) or method (``Class.method``) a mutant name belongs to."""
+    mangled = name.rsplit(".", 1)[1].rsplit("__mutmut_", 1)[0]
+    if mangled.startswith("xǁ"):
+        cls, method = mangled[2:].split("ǁ", 1)
+        return f"{cls}.{method}"
+    return mangled[2:]
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     modules = list(MODULES) if "all" in args.modules else args.modules
+    if args.functions and len(modules) != 1:
+        raise SystemExit(f"--functions needs exactly one module, got {modules}")
     for short in modules:
         if short not in MODULES:
             raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")
@@ -200,9 +219,12 @@ def cmd_run(args: argparse.Namespace) -> None:
         if args.survivors:  # again, after adding tests: mutmut reruns mutants named explicitly
             equivalent = read_list(EQUIVALENT_FILE)
             names = [n for n, v in results().items()
-                     if module_of(n) == short and v == "survived" and n not in equivalent]
+                     if module_of(n) == short and v == "survived" and n not in equivalent
+                     and (not args.functions or function_of(n) in args.functions)]
             if names:
                 _run(names)
+        elif args.functions:
+            _run([function_pattern(MODULES[short], f) for f in args.functions])
         else:
             _run([MODULES[short] + ".*"])
     print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)
@@ -270,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("modules", nargs="+", help=f"{', '.join(MODULES)} or all")
     p.add_argument("--survivors", action="store_true",
                    help="only the mutants that survived last time and are not listed as equivalent")
+    p.add_argument("--functions", nargs="+", metavar="NAME",
+                   help="only these functions of the module (a method as Class.method); needs one module")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sample", help="the fixed sample of tests/mutation/sample.txt (CI)")
     p.add_argument("--file", default=str(SAMPLE_FILE), help="another list of mutants (default: %(default)s)")

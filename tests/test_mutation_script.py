@@ -1,0 +1,50 @@
+"""scripts/mutation.py: the pieces that turn mutmut's results into the numbers docs/testing.md reports."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "mutation.py"
+
+
+@pytest.fixture(scope="module")
+def mutation():
+    spec = importlib.util.spec_from_file_location("mutation_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("k", "n"), [(14, 14), (13, 14), (11, 14), (9, 14), (0, 5), (550, 552)])
+def test_wilson_interval_matches_scipy(mutation, k, n):
+    """The sample estimates' intervals (docs/testing.md) against SciPy's Wilson interval."""
+    from scipy.stats import binomtest
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = mutation.wilson_interval(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-6) and hi == pytest.approx(ref.high, abs=1e-6)
+
+
+NAMES = [
+    "scott_distill.student.evaluation.x_predict__mutmut_3",
+    "scott_distill.student.evaluation.x_predict_batch__mutmut_1",
+    "scott_distill.teacher.scoring.x_check_alpha__mutmut_2",
+    "scott_distill.teacher.processor.x\u01c1ContrastiveRationaleLogitsProcessor\u01c1__call____mutmut_25",
+    "scott_distill.teacher.processor.x\u01c1ContrastiveRationaleLogitsProcessor\u01c1_start__mutmut_3",
+]
+
+
+def test_function_filter_selects_exactly_that_functions_mutants(mutation):
+    """``run MODULE --functions NAME``: the pattern handed to mutmut matches the mutants of that function only (not
+    those of a function whose name starts the same), and ``function_of`` reads a name back."""
+    pattern = mutation.function_pattern("scott_distill.student.evaluation", "predict")
+    assert [n for n in NAMES if fnmatch.fnmatchcase(n, pattern)] == [NAMES[0]]
+    pattern = mutation.function_pattern("scott_distill.teacher.processor", "ContrastiveRationaleLogitsProcessor._start")
+    assert [n for n in NAMES if fnmatch.fnmatchcase(n, pattern)] == [NAMES[4]]
+    assert [mutation.function_of(n) for n in NAMES] == [
+        "predict", "predict_batch", "check_alpha", "ContrastiveRationaleLogitsProcessor.__call__",
+        "ContrastiveRationaleLogitsProcessor._start"]
