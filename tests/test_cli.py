@@ -73,29 +73,48 @@ def _fake_command(monkeypatch, body):
 def test_dispatcher_leaves_the_process_group_it_ran_in(monkeypatch, tmp_path):
     """Regression (CI at 3462e54): a torchrun rank that ended with its gloo group still alive aborted at
     interpreter shutdown ("terminate called without an active exception", SIGABRT) after its work was
-    done, and torchrun failed the job. Every command now leaves the group before the process exits, on
-    success and on error alike."""
+    done, and torchrun failed the job. A command that created the group destroys it after a normal end; after an
+    error or a stop on a signal (`RunInterrupted`) it leaves it (a peer may wait in a collective, and an NCCL
+    teardown could then hang); a group that existed before the command is the caller's and is left alone."""
     import pytest
     import torch.distributed as dist
 
+    from scott_distill import RunInterrupted
+
+    stores = iter(range(100))
+
     def init():
-        dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / f"store{len(list(tmp_path.iterdir()))}"), 1),
-                                rank=0, world_size=1)
+        store = dist.FileStore(str(tmp_path / f"store{next(stores)}"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+
+    def fail():
+        init()
+        raise ValueError("boom")
+
+    def interrupted():
+        init()
+        raise RunInterrupted(15, "stopped by SIGTERM", checkpoint=None)
 
     try:
-        init()
-        _fake_command(monkeypatch, lambda: 0)
+        _fake_command(monkeypatch, lambda: init() or 0)
         assert main(["fake"]) == 0
         assert not dist.is_initialized()
 
-        def fail():
-            raise ValueError("boom")
+        _fake_command(monkeypatch, interrupted)
+        assert main(["fake"]) == 143
+        assert dist.is_initialized()
+        dist.destroy_process_group()
 
-        init()
         _fake_command(monkeypatch, fail)
         with pytest.raises(ValueError, match="boom"):
             main(["fake"])
-        assert not dist.is_initialized()
+        assert dist.is_initialized()
+        dist.destroy_process_group()
+
+        init()  # the caller's group
+        _fake_command(monkeypatch, lambda: 0)
+        assert main(["fake"]) == 0
+        assert dist.is_initialized()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

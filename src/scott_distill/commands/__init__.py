@@ -13,6 +13,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["COMMANDS", "main", "make_parser"]
 
@@ -52,14 +53,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(f"{__name__}.{argv[0]}")
     from ..interrupts import RunInterrupted
 
+    group_before = _process_group() is not None
     try:
-        return int(module.main(argv[1:]) or 0)
+        code = int(module.main(argv[1:]) or 0)
     except RunInterrupted as exc:
         logging.getLogger(__name__).error("%s\nResume with: scott-distill %s", exc,
                                           shlex.join(exc.resume_argv or argv))
         return exc.exit_code
-    finally:
+    # Only after a normal end, and only a group the command created. After an error or a stop on a signal a peer may
+    # still wait in a collective (a tensor-parallel peer one batch behind), and destroying an NCCL group then can
+    # hang this rank instead of letting it exit with its error.
+    if not group_before:
         _leave_process_group()
+    return code
+
+
+def _process_group() -> Any:
+    """``torch.distributed`` when a default process group exists, else ``None``. Looked up in ``sys.modules`` so
+    that a command that never imported torch does not import it here (``--help`` stays light)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
 
 
 def _leave_process_group() -> None:
@@ -67,8 +82,11 @@ def _leave_process_group() -> None:
 
     A gloo group left alive until interpreter shutdown can abort its rank after the work is done
     (SIGABRT, "terminate called without an active exception"), and torchrun then fails the whole job.
-    Looked up in ``sys.modules`` so that a command that never imported torch does not import it here.
     """
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
+    dist = _process_group()
+    if dist is None:
+        return
+    try:
         dist.destroy_process_group()
+    except Exception as exc:  # the work is done and saved: a failed teardown must not turn success into failure
+        logging.getLogger(__name__).warning("could not destroy the torch.distributed process group: %s", exc)
