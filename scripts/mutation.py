@@ -10,7 +10,8 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
 
 * ``python scripts/mutation.py run MODULE [MODULE ...]`` -- every mutant of the named modules (``formula``,
   ``scoring``, ``processor``, ``fused``, ``collator``, ``trainer``, ``shards``, ``evaluation``; ``all`` for all).
-  Results accumulate in ``mutants/`` (mutmut resumes: a mutant already checked is not run again).
+  Results accumulate in ``mutants/``, but a module named here is checked again in full (mutmut reruns every mutant
+  it is given by name or pattern): an interrupted run of a big module starts over; ``--functions`` cuts it up.
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
   listed as equivalent (after adding tests).
 * ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions of one module
@@ -208,10 +209,22 @@ def function_of(name: str) -> str:
     return mangled[2:]
 
 
+def _check_functions(short: str, functions: list[str]) -> None:
+    """Refuse function names with no mutant in the module (misspelt, or a decorated function mutmut skips): mutmut
+    itself only refuses when none of the names matches."""
+    found = {function_of(n) for n in results() if module_of(n) == short}
+    missing = [f for f in functions if f not in found]
+    if missing:
+        raise SystemExit(f"--functions: no mutants of {missing} in {MODULES[short]} (misspelt, a method not written "
+                         "as Class.method, or a decorated function, which mutmut does not mutate)")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     modules = list(MODULES) if "all" in args.modules else args.modules
     if args.functions and len(modules) != 1:
         raise SystemExit(f"--functions needs exactly one module, got {modules}")
+    if args.functions and args.survivors:
+        _check_functions(modules[0], args.functions)
     for short in modules:
         if short not in MODULES:
             raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")
@@ -225,6 +238,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 _run(names)
         elif args.functions:
             _run([function_pattern(MODULES[short], f) for f in args.functions])
+            _check_functions(short, args.functions)
         else:
             _run([MODULES[short] + ".*"])
     print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)

@@ -78,8 +78,22 @@ def tokenizer():
 
 
 #: settings of the session tokenizer that a test may change for itself but must give back
-SHARED_TOKENIZER_SETTINGS = ("padding_side", "truncation_side", "pad_token", "eos_token", "model_max_length",
-                             "chat_template")
+SHARED_TOKENIZER_SETTINGS = ("padding_side", "truncation_side", "model_max_length", "chat_template",
+                             "special_tokens_map")
+
+
+def _tokenizer_state(tok) -> dict:
+    """What a test could change on the shared tokenizer: its settings, its length, and the backend's spec (vocabulary,
+    merges, normalizer, pre-tokenizer, post-processor, added tokens) without the padding and truncation state that
+    every call resets. Computed here, not with the package's `tokenizer_fingerprint`, so that a mutant of that
+    function (mutation testing) cannot fail every test through this fixture."""
+    state = {name: getattr(tok, name, None) for name in SHARED_TOKENIZER_SETTINGS}
+    state["len"] = len(tok)
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    spec.pop("padding", None)
+    spec.pop("truncation", None)
+    state["backend"] = json.dumps(spec, sort_keys=True)
+    return state
 
 
 @pytest.fixture(autouse=True)
@@ -93,13 +107,14 @@ def _shared_tokenizer_given_back(request):
         yield
         return
     tok = request.getfixturevalue("tokenizer")
-    before = {name: getattr(tok, name, None) for name in SHARED_TOKENIZER_SETTINGS}
+    before = _tokenizer_state(tok)
     yield
-    after = {name: getattr(tok, name, None) for name in SHARED_TOKENIZER_SETTINGS}
-    changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
-    for name, (value, _) in changed.items():  # give it back, so that one offender fails alone
-        setattr(tok, name, value)
-    assert not changed, f"the test left the session tokenizer changed (setting: (before, after)): {changed}"
+    after = _tokenizer_state(tok)
+    changed = sorted(name for name in before if before[name] != after[name])
+    for name in changed:  # give the simple settings back, so that one offender fails alone
+        if name in ("padding_side", "truncation_side", "model_max_length", "chat_template"):
+            setattr(tok, name, before[name])
+    assert not changed, f"the test left the session tokenizer changed: {changed}"
 
 
 def make_gpt2(vocab_size: int, seed: int = SEED, **kw) -> GPT2LMHeadModel:

@@ -48,3 +48,13 @@ def test_function_filter_selects_exactly_that_functions_mutants(mutation):
     assert [mutation.function_of(n) for n in NAMES] == [
         "predict", "predict_batch", "check_alpha", "ContrastiveRationaleLogitsProcessor.__call__",
         "ContrastiveRationaleLogitsProcessor._start"]
+
+
+def test_a_function_without_mutants_is_refused_by_name(mutation, monkeypatch):
+    """mutmut only refuses a filter when no name matches; one misspelt name among several must not pass silently."""
+    monkeypatch.setattr(mutation, "results", lambda: dict.fromkeys(NAMES, "killed"))
+    mutation._check_functions("evaluation", ["predict", "predict_batch"])
+    with pytest.raises(SystemExit, match=r"no mutants of \['predcit'\] in scott_distill.student.evaluation"):
+        mutation._check_functions("evaluation", ["predict", "predcit"])
+    with pytest.raises(SystemExit, match="_start"):  # a method must be written Class.method
+        mutation._check_functions("processor", ["_start"])

@@ -331,7 +331,10 @@ def test_scalar_tensors_for_alpha_and_plausibility_threshold():
     with pytest.raises(ValueError, match=r"^`alpha` must be a real scalar, got a tensor of shape \(\) and dtype "
                                          r"torch.bool\.$"):
         check_alpha(torch.tensor(True))
-    with pytest.raises(ValueError, match=r"`plausibility_threshold` must be a number in \[0, 1\] or None"):
+    with pytest.raises(ValueError, match=r"shape \(1,\) and dtype torch.bool\.$"):
+        check_alpha(torch.tensor([True]))
+    with pytest.raises(ValueError, match=r"`plausibility_threshold` must be a number in \[0, 1\] or None, got "
+                                         r"tensor\(True\)\.$"):
         check_plausibility_threshold(torch.tensor(True))
 
 

@@ -508,7 +508,8 @@ def test_inference_runs_every_forward_without_gradients(tokenizer, kind):
     model = {"gpt2": make_gpt2, "t5": make_t5}[kind](len(tokenizer))
     model.train()  # the entry points must not rely on the caller having turned gradients off either
     grad_during_forward: list[bool] = []
-    model.register_forward_hook(lambda *_: grad_during_forward.append(torch.is_grad_enabled()))
+    for module in model.modules():  # every submodule: a T5 encoder call or a decoding step goes past the top module
+        module.register_forward_hook(lambda *_: grad_during_forward.append(torch.is_grad_enabled()))
     rows = datasets.Dataset.from_list([ROW])
     predict(model, tokenizer, rows, max_new_tokens=2, show_progress=False)
     score_answers_given_rationales(model, tokenizer, [ROW["question"]], [ROW["choices"]], [ROW["rationale"]])
