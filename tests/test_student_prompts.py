@@ -516,3 +516,138 @@ def test_inference_runs_every_forward_without_gradients(tokenizer, kind):
     contrastive_generate(model, tokenizer, ["Q: milk? A: fridge."], ["Q: milk? A: oven."], max_new_tokens=2)
     assert grad_during_forward and not any(grad_during_forward), grad_during_forward
     assert torch.is_grad_enabled()
+
+
+# -- predict and the forced-rationale scoring against row-by-row references (mutation testing found these bodies
+# untested while `@torch.no_grad()` hid them from mutmut) --------------------------------------------------------
+
+CUSTOM_FORMAT = StudentFormat(factual_tag="<<f>>", counterfactual_tag="<<cf>>", answer_prefix="Thus:")
+PREDICT_ROWS = [{"question": "Where would you keep milk cold?", "choices": ["fridge", "oven", "shelf"]},
+                {"question": "What tool cuts wood?", "choices": ["saw", "towel"]},
+                {"question": "Is a whale a mammal or a fish that lives in the deep sea?", "choices": ["mammal", "fish"]}]
+
+
+def make_bart(vocab_size: int):
+    """A tiny BART: an encoder-decoder with *absolute* positions, where padding the source on the wrong side changes
+    the output (T5's relative positions make its encoder blind to that)."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = BartConfig(vocab_size=vocab_size, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
+                     pad_token_id=0, eos_token_id=1, bos_token_id=3, decoder_start_token_id=3, forced_eos_token_id=None,
+                     tie_word_embeddings=False, init_std=0.2)
+    return BartForConditionalGeneration(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5", "bart"])
+def test_predict_equals_greedy_generation_row_by_row(tokenizer, kind):
+    """Batches of 2 (left padding for a decoder-only student, right for an encoder-decoder) give what one unpadded
+    greedy ``generate`` per row gives, with the caller's token budget and the tokenizer's pad and EOS, whatever the
+    model's generation config says (here: sampling, a one-token budget, another EOS)."""
+    from scott_distill.student.encoding import StudentEncoder
+
+    model = {"gpt2": make_gpt2, "t5": make_t5, "bart": make_bart}[kind](len(tokenizer))
+    model.generation_config.update(do_sample=True, temperature=5.0, top_k=0, max_new_tokens=1, eos_token_id=7,
+                                   pad_token_id=5)
+    real_generate = model.generate
+    calls: list[dict] = []
+
+    def spy(**kwargs):
+        calls.append({k: kwargs.get(k) for k in ("max_new_tokens", "do_sample", "pad_token_id", "eos_token_id")})
+        return real_generate(**kwargs)
+
+    model.generate = spy
+    rows = datasets.Dataset.from_list(PREDICT_ROWS)
+    got = predict(model, tokenizer, rows, CUSTOM_FORMAT, batch_size=2, max_new_tokens=4, show_progress=False)
+    assert calls == [{"max_new_tokens": 4, "do_sample": False, "pad_token_id": tokenizer.pad_token_id,
+                      "eos_token_id": tokenizer.eos_token_id}] * 2
+
+    encoder = StudentEncoder(tokenizer, CUSTOM_FORMAT, causal=kind == "gpt2")
+    for row, pred in zip(PREDICT_ROWS, got, strict=True):
+        ids = torch.tensor([encoder.source_ids(row["question"], row["choices"])])
+        out = real_generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        text = tokenizer.decode(out[0, ids.shape[1]:] if kind == "gpt2" else out[0], skip_special_tokens=True)
+        rationale, answer = CUSTOM_FORMAT.parse(text, row["choices"])
+        assert pred == {"rationale": rationale, "answer": answer, "answer_in_choices": answer in row["choices"],
+                        "output": text}
+
+
+def _scripted_student(tokenizer, outputs: list[str]):
+    """A GPT-2 whose ``generate`` appends the next of ``outputs`` (then EOS) to each row: parsing and counting, not
+    the model, are under test."""
+    model = make_gpt2(len(tokenizer))
+    queue = list(outputs)
+
+    def scripted(input_ids, **kwargs):
+        tails = [tokenizer(queue.pop(0), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                 for _ in range(input_ids.shape[0])]
+        width = max(map(len, tails))
+        tails = [t + [tokenizer.pad_token_id] * (width - len(t)) for t in tails]
+        return torch.cat([input_ids, torch.tensor(tails)], dim=1)
+
+    model.generate = scripted
+    return model
+
+
+def test_predict_parses_with_the_given_format_and_counts_the_unparseable(tokenizer, caplog):
+    outputs = ["<<f>> It keeps food cold. Thus: fridge", "<<f>> Saws cut. So the answer is saw", "no answer at all"]
+    model = _scripted_student(tokenizer, outputs)
+    rows = datasets.Dataset.from_list(PREDICT_ROWS)
+    with caplog.at_level(logging.WARNING, logger="scott_distill.student.evaluation"):
+        got = predict(model, tokenizer, rows, CUSTOM_FORMAT, batch_size=1, show_progress=False)
+    assert [p["answer"] for p in got] == ["fridge", None, None]
+    assert got[0]["rationale"] == "It keeps food cold." and got[0]["answer_in_choices"]
+    assert [p["output"] for p in got] == outputs
+    assert [r.getMessage() for r in caplog.records] == ["2 of 3 student outputs have no 'Thus: ...' answer."]
+
+
+def test_predict_shows_a_progress_bar_unless_told_not_to(tokenizer, capsys):
+    rows = datasets.Dataset.from_list(PREDICT_ROWS)
+    predict(_scripted_student(tokenizer, ["Thus: fridge"] * 3), tokenizer, rows, CUSTOM_FORMAT)
+    assert "predict: 100%" in capsys.readouterr().err
+    predict(_scripted_student(tokenizer, ["Thus: fridge"] * 3), tokenizer, rows, CUSTOM_FORMAT, show_progress=False)
+    assert "predict" not in capsys.readouterr().err
+
+
+def test_forced_scoring_picks_each_rows_best_choice_from_its_own_block(tokenizer, monkeypatch):
+    """Rows with different numbers of choices, scored in batches that cut across rows: each row's pick comes
+    from its own choices' scores (the scores are scripted: the bookkeeping is under test)."""
+    wanted = [1, 2, 0]
+    choices = [["a", "b"], ["c", "d", "e"], ["f", "g"]]
+    scripted = [1.0 if j == w else 0.0 for cs, w in zip(choices, wanted) for j in range(len(cs))]
+    given: list[int] = []
+
+    def scores(model, tokenizer, ids, labels, causal):
+        given.append(len(ids))
+        start = sum(given[:-1])
+        return scripted[start : start + len(ids)]
+
+    monkeypatch.setattr(evaluation_module, "_sequence_scores", scores)
+    picks = score_answers_given_rationales(make_gpt2(len(tokenizer)), tokenizer, ["q1", "q2", "q3"], choices,
+                                           ["r1", "r2", "r3"], batch_size=2)
+    assert picks == ["b", "e", "f"] and given == [2, 2, 2, 1]
+
+
+def _span(seq: list[int], part: list[int]) -> int:
+    return next(i for i in range(len(seq) - len(part) + 1) if seq[i : i + len(part)] == part)
+
+
+def test_forced_scoring_defaults_perturb_with_seed_0_over_the_whole_vocabulary(tokenizer):
+    """Without ``seed`` and ``vocabulary``, the perturbed rationale ids are those of ``perturb_token_ids`` with
+    ``random.Random(0)`` over every non-special token, and the sequences are written in the given format."""
+    from scott_distill.student.evaluation import perturb_token_ids, replacement_vocabulary
+
+    model = make_gpt2(len(tokenizer))
+    q, cs, r = ROW["question"], ROW["choices"], ROW["rationale"]
+    rec = Recorder(model)
+    score_answers_given_rationales(model, tokenizer, [q], [cs], [r], CUSTOM_FORMAT)
+    score_answers_given_rationales(model, tokenizer, [q], [cs], [r], CUSTOM_FORMAT, perturb_fraction=0.5)
+    clean, perturbed = rec.forward_ids[: len(cs)], rec.forward_ids[len(cs) :]
+    assert "<<f>>" in tokenizer.decode(clean[0]) and "Thus:" in tokenizer.decode(clean[0])
+    r_ids = tokenizer(" " + r, add_special_tokens=False)["input_ids"]
+    start = _span(clean[0], r_ids)
+    expected = perturb_token_ids(r_ids, 0.5, random.Random(0), replacement_vocabulary(tokenizer))
+    for c, p in zip(clean, perturbed, strict=True):
+        assert p == c[:start] + expected + c[start + len(r_ids) :]
