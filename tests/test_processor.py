@@ -601,3 +601,104 @@ def test_encoder_outputs_given_to_generate_decode_as_the_input_ids_do(tokenizer)
         given = model.generate(encoder_outputs=encoded, attention_mask=gold.attention_mask,
                                **proc.generate_kwargs(), **kw)
     assert torch.equal(plain, given)
+
+
+# -- contrastive_generate's own body (mutation testing reached it once `@torch.no_grad()` was gone) ---------------
+
+
+def test_fused_defaults_are_alpha_half_and_128_tokens(tokenizer):
+    """The documented defaults: alpha 0.5 (no alpha >= 1 warning) and a budget of 128 new tokens (a model with no
+    end token in reach writes exactly 128)."""
+    import warnings
+
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config.eos_token_id = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default = contrastive_generate(model, tokenizer, GOLD[:1], CONTRAST[:1])
+    assert default.shape == (1, 128)
+    assert torch.equal(default, contrastive_generate(model, tokenizer, GOLD[:1], CONTRAST[:1], alpha=0.5))
+
+
+def test_fused_samples_when_the_generation_config_says_so(tokenizer):
+    """``do_sample`` left unset is read from the model's generation config, as ``generate`` reads it."""
+    model = make_positional_gpt2(len(tokenizer))
+    greedy = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW).tolist()
+    model.generation_config.do_sample = True
+    unset = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        unset.append(contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW).tolist())
+        torch.manual_seed(seed)
+        explicit = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
+                                        do_sample=True).tolist()
+        assert unset[-1] == explicit
+    assert any(run != greedy for run in unset)
+
+
+@pytest.mark.parametrize("case", ["stop_token_ids", "generation_config_eos", "tensors_without_tokenizer"])
+def test_fused_rows_end_at_their_end_token_and_are_padded_after_it(tokenizer, case):
+    """Untrimmed, token for token, against the processor inside ``generate`` (which pads finished rows itself): the
+    end token comes from ``stop_token_ids`` or from the generation config's EOS (the stop rule too: a row ends where
+    the unmodified teacher's top token is the end token); the padding is the tokenizer's pad id (0) before the
+    generation config's (5), and the generation config's without a tokenizer."""
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 5
+    free = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW).tolist()
+    end = free[0][2]  # a token row 0 writes third
+    kwargs: dict = {"alpha": 0.3, "max_new_tokens": MAX_NEW}
+    gold, contrast, tok, pad = GOLD, CONTRAST, tokenizer, 0
+    if case == "generation_config_eos":
+        model.generation_config.eos_token_id = end
+    else:
+        kwargs["stop_token_ids"] = [end]
+    if case == "tensors_without_tokenizer":
+        gold, contrast, tok, pad = dict(encode(tokenizer, GOLD)), dict(encode(tokenizer, CONTRAST)), None, 5
+    got = contrastive_generate(model, tok, gold, contrast, **kwargs).tolist()
+
+    enc, con = encode(tokenizer, GOLD), encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3,
+                                               stop_token_ids=kwargs.get("stop_token_ids"))
+    with proc:
+        out = model.generate(**enc, **proc.generate_kwargs(), max_new_tokens=MAX_NEW, do_sample=False,
+                             pad_token_id=pad)
+    assert got == out[:, enc.input_ids.shape[1]:].tolist()
+    assert got[0][:3] == free[0][:3] and got[0][3:] == [pad] * (len(got[0]) - 3)  # row 0 ended where it wrote `end`
+    assert got != free
+
+
+def test_fused_plausibility_threshold_matches_the_processor_and_matters(tokenizer):
+    """alpha >= 1 with a plausibility threshold: no warning, the processor's tokens, and other tokens than without
+    the threshold (so a fused path that dropped it would be seen)."""
+    import warnings
+
+    model = make_positional_gpt2(len(tokenizer))
+    gold, con = encode(tokenizer, GOLD), encode(tokenizer, CONTRAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=1.5, plausibility_threshold=0.9,
+                                     max_new_tokens=MAX_NEW)
+        proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.5,
+                                                   plausibility_threshold=0.9)
+    out = model.generate(**gold, logits_processor=[proc], max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    assert trim(fused, {1}) == trim(out[:, gold.input_ids.shape[1]:], {1})
+    with pytest.warns(UserWarning, match="alpha=1.5 >= 1 without `plausibility_threshold`"):
+        without = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=1.5, max_new_tokens=MAX_NEW)
+    assert trim(without, {1}) != trim(fused, {1})
+
+
+def test_fused_input_errors_say_what_was_given(tokenizer):
+    from scott_distill.teacher._branch import SharedPrefix
+
+    model = make_positional_gpt2(len(tokenizer))
+    with pytest.raises(ValueError, match=r"^`max_new_tokens` must be >= 1, got 0\.$"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST, max_new_tokens=0)
+    expected = "`contrast_prompts` has 2 rows but `gold_prompts` has 3; give one contrast prompt per gold prompt."
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST[:2])
+    other = SharedPrefix.of(model, [tokenizer("Zebra zebra one")["input_ids"], tokenizer("Zebra zebra two")["input_ids"]])
+    assert other is not None
+    with pytest.raises(ValueError, match=rf"^`gold_prompts` rows \[0, 1, 2\] do not start with the shared prefix's "
+                                         rf"{len(other)} tokens\.$"):
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST, shared_prefix=other)
