@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -414,6 +415,8 @@ def test_process_group_join_initialises_torch_distributed_only_under_a_launcher(
     monkeypatch.setattr(shards_module.dist, "init_process_group", lambda backend: calls.append(backend))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert shards_module.ProcessGroup.join(teacher) == shards_module.ProcessGroup(0, 1, 1) and calls == []
+    # a model object without `tp_size` at all (a wrapper, another library's model) is one tensor-parallel rank
+    assert shards_module.ProcessGroup.join(SimpleNamespace()) == shards_module.ProcessGroup(0, 1, 1)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert shards_module.ProcessGroup.join(teacher) == shards_module.ProcessGroup(0, 1, 1) and calls == []
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -428,3 +431,92 @@ def test_process_group_join_initialises_torch_distributed_only_under_a_launcher(
     group = shards_module.ProcessGroup.join(sliced)
     assert calls == [] and group == shards_module.ProcessGroup(3, 4, 2)
     assert (group.part, group.parts, group.writer) == (1, 2, False)
+
+
+# -- the shard store's edges (the full mutation set of teacher.shards found them untested) ------------------------
+
+
+def test_shard_lines_with_wrong_field_types_are_damaged_even_with_a_matching_checksum():
+    line = shards_module._record(3, ["a", "b"]).decode()
+    assert shards_module._parse_record(line) == (3, ["a", "b"])
+    for batch, texts in (("3", ["a"]), (3, "ab"), (3, ["a", 7]), (None, ["a"]), (3, None)):
+        forged = json.dumps({"sha256": shards_module._checksum(batch, texts), "batch": batch, "texts": texts})
+        assert shards_module._parse_record(forged) is None, (batch, texts)
+
+
+def test_repair_leaves_an_intact_or_empty_shard_alone_and_silent(tmp_path, caplog):
+    import logging
+
+    intact = tmp_path / "rank0.jsonl"
+    intact.write_bytes(shards_module._record(0, ["a"]) + shards_module._record(1, ["b"]))
+    empty = tmp_path / "rank1.jsonl"
+    empty.write_bytes(b"")
+    before = intact.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="scott_distill.teacher.shards"):
+        shards_module._repair(intact)
+        shards_module._repair(empty)
+    assert intact.read_bytes() == before and empty.read_bytes() == b"" and not caplog.records
+    torn = tmp_path / "rank2.jsonl"
+    torn.write_bytes(before + b'{"sha256": "ab')
+    with caplog.at_level(logging.WARNING, logger="scott_distill.teacher.shards"):
+        shards_module._repair(torn)
+    assert torn.read_bytes() == before and len(caplog.records) == 1 and "(14 bytes)" in caplog.records[0].getMessage()
+
+
+def test_settings_refusals_say_what_differs_and_what_to_do(tmp_path):
+    out = tmp_path / "run"
+    store = shards_module.ShardStore(out, shards_module.ProcessGroup())
+    store.check_settings({"alpha": 0.5, "teacher": "t"})
+    expected = (f"{out} holds a run with different settings (alpha: stored 0.5 vs now 0.3, teacher: stored 't' vs "
+                "now 'u'). Use another output_dir, or delete it to start over.")
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        store.check_settings({"alpha": 0.3, "teacher": "u"})
+    (out / "run_config.json").write_text("[1, 2]")
+    expected = f"{out / 'run_config.json'} is corrupted (not a JSON object). Delete {out} to start over."
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        store.check_settings({"alpha": 0.5})
+    (out / "run_config.json").unlink()
+    (out / "shards").mkdir(exist_ok=True)
+    (out / "shards" / "rank0.jsonl").write_bytes(shards_module._record(0, ["a"]))
+    expected = (f"{out} holds shards but no run_config.json: they cannot be matched to these settings. Delete the "
+                "folder to start over.")
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        store.check_settings({"alpha": 0.5})
+
+
+def test_merge_names_the_first_ten_missing_batches_and_replaces_leftovers(tmp_path):
+    out = tmp_path / "run"
+    store = shards_module.ShardStore(out, shards_module.ProcessGroup())
+    store.check_settings({"alpha": 0.5})
+    store.resume()
+    with store.writer() as write:
+        write(0, ["a"])
+    expected = "Shards lack batches [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]...; re-run to fill them in."
+    with pytest.raises(RuntimeError, match=f"^{re.escape(expected)}$"):
+        store.merge(13, lambda texts: datasets.Dataset.from_dict({"t": [t for b in sorted(texts) for t in texts[b]]}))
+    # leftovers of a merge that crashed: a staging folder and an incomplete dataset folder are replaced
+    (out / ".dataset.tmp").mkdir()
+    (out / ".dataset.tmp" / "junk").write_text("x")
+    (out / "dataset").mkdir()
+    (out / "dataset" / "junk").write_text("x")
+    merged = store.merge(1, lambda texts: datasets.Dataset.from_dict({"t": texts[0]}))
+    assert merged["t"] == ["a"] and not (out / ".dataset.tmp").exists() and not (out / "dataset" / "junk").exists()
+
+
+def test_a_second_rank_checks_the_settings_rank_0_recorded(tmp_path):
+    """Rank 1 of a job (here without torch.distributed: its barrier is a no-op) reads rank 0's run_config.json and
+    refuses other settings with the same message."""
+    out = tmp_path / "run"
+    shards_module.ShardStore(out, shards_module.ProcessGroup(0, 2)).check_settings({"alpha": 0.5})
+    second = shards_module.ShardStore(out, shards_module.ProcessGroup(1, 2))
+    second.check_settings({"alpha": 0.5})
+    with pytest.raises(ValueError, match=r"holds a run with different settings \(alpha: stored 0.5 vs now 0.3\)"):
+        second.check_settings({"alpha": 0.3})
+
+
+def test_resume_makes_missing_folders_and_read_skips_undecodable_lines(tmp_path):
+    store = shards_module.ShardStore(tmp_path / "new" / "run", shards_module.ProcessGroup())
+    assert store.resume() == {} and store.shard_dir.is_dir()
+    shard = store.shard_dir / "rank0.jsonl"
+    shard.write_bytes(shards_module._record(0, ["a"]) + b"\xff\xfe not utf-8\n" + shards_module._record(1, ["b"]))
+    assert store.read() == {0: ["a"], 1: ["b"]}
