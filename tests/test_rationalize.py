@@ -520,3 +520,22 @@ def test_resume_makes_missing_folders_and_read_skips_undecodable_lines(tmp_path)
     shard = store.shard_dir / "rank0.jsonl"
     shard.write_bytes(shards_module._record(0, ["a"]) + b"\xff\xfe not utf-8\n" + shards_module._record(1, ["b"]))
     assert store.read() == {0: ["a"], 1: ["b"]}
+
+
+def test_tokenizer_fingerprint_is_the_documented_hash_and_sees_the_class(tokenizer):
+    """The fingerprint is stored in run_config.json and compared on resume, so its formula is an on-disk contract (a
+    later version must accept what an earlier one wrote): sha256 over the JSON of [class name] and of [the backend's
+    spec without its padding/truncation state, keys sorted], first 16 hex digits. The class is part of it: two
+    classes over one backend can add special tokens differently."""
+    import copy
+    import hashlib
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    del spec["padding"], spec["truncation"]
+    digest = hashlib.sha256()
+    digest.update(json.dumps([type(tokenizer).__name__]).encode())
+    digest.update(json.dumps([json.dumps(spec, sort_keys=True)]).encode())
+    assert shards_module.tokenizer_fingerprint(tokenizer) == digest.hexdigest()[:16]
+    other = copy.copy(tokenizer)
+    other.__class__ = type("LlamaTokenizerFast", (type(tokenizer),), {})
+    assert shards_module.tokenizer_fingerprint(other) != shards_module.tokenizer_fingerprint(tokenizer)
