@@ -321,14 +321,7 @@ def test_parse_matches_choices_before_stripping_the_period():
 
 def test_predict_counts_an_answer_ending_with_a_period_as_correct(tokenizer):
     """Through ``predict`` (the path every metric uses): a choice that ends with "." is recognised."""
-    model = make_gpt2(len(tokenizer))
-    answer_ids = tokenizer("[factual] It is big. So the answer is U.S.A.", add_special_tokens=False)["input_ids"]
-
-    def fixed_generate(input_ids, **kwargs):
-        tail = torch.tensor([answer_ids + [tokenizer.eos_token_id]] * input_ids.shape[0])
-        return torch.cat([input_ids, tail], dim=1)
-
-    model.generate = fixed_generate
+    model = _scripted_student(tokenizer, ["[factual] It is big. So the answer is U.S.A."])
     rows = datasets.Dataset.from_list([{"question": "Which country?", "choices": ["U.S.A.", "Canada"],
                                         "answer": "U.S.A."}])
     (pred,) = predict(model, tokenizer, rows, show_progress=False)
