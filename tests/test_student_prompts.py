@@ -215,6 +215,17 @@ def test_target_limit_that_would_cut_the_answer_is_refused(tokenizer):
     col = CounterfactualDataCollator(tokenizer, max_target_length=bare - 2)
     with pytest.raises(ValueError, match="max_target_length"):
         col([ROW])
+    # the message names the row: by its id, else by the start of its question (a user with thousands of rows must
+    # find the one at fault; found by mutation testing: collator.features__mutmut_31 / _35 dropped the name)
+    tail = (f"max_target_length={bare - 2} cannot hold the answer: the tag, answer prefix, answer 'fridge' and EOS "
+            f"alone take {bare} tokens. Raise `max_target_length`.")
+    with pytest.raises(ValueError) as err:
+        col([{**ROW, "id": "row-7"}])
+    assert str(err.value) == "Row 'row-7': " + tail
+    question = "Where in a house with a kitchen, a cellar and a garden would you keep milk cold for a week?"
+    with pytest.raises(ValueError) as err:
+        col([{**ROW, "question": question}])
+    assert str(err.value) == f"Row {question[:60]!r}: " + tail
 
 
 def test_source_cut_that_would_hide_the_gold_choice_is_refused(tokenizer):
