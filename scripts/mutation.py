@@ -15,7 +15,8 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
   listed as equivalent (after adding tests).
 * ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions of one module
-  (``predict``; a method as ``Class.method``).
+  (``predict``; a method as ``Class.method``). ``--workers N``: N mutmut worker processes (default 1); a timeout
+  counts as killed, and a loaded machine makes them, so re-check a multi-worker run's timeouts by hand.
 * ``python scripts/mutation.py sample`` -- the fixed mutant sample of ``tests/mutation/sample.txt`` (what
   ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
 * ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
@@ -98,10 +99,12 @@ def _prepare() -> None:
             shutil.copytree(ROOT / source, destination)
 
 
-def _run(names: list[str]) -> None:
+def _run(names: list[str], workers: int = 1) -> None:
     _prepare()
-    # one worker: the machine has 2 cores and torch uses both inside a test
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names]
+    # one worker by default: the machine has 2 cores and torch uses both inside a test. More workers check more
+    # mutants per second, but a loaded machine stretches every test toward mutmut's timeout (3x its clean time),
+    # and a timeout counts as killed: check the timeouts of such a run by hand.
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers), *names]
     rc = subprocess.call(cmd, cwd=ROOT, env=_env())
     if rc != 0:
         raise SystemExit(f"mutmut run exited with {rc}")
@@ -219,6 +222,16 @@ def _check_functions(short: str, functions: list[str]) -> None:
                          "as Class.method, or a decorated function, which mutmut does not mutate)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of workers >= 1, got {text!r}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     modules = list(MODULES) if "all" in args.modules else args.modules
     if args.functions and len(modules) != 1:
@@ -235,12 +248,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                      if module_of(n) == short and v == "survived" and n not in equivalent
                      and (not args.functions or function_of(n) in args.functions)]
             if names:
-                _run(names)
+                _run(names, args.workers)
         elif args.functions:
-            _run([function_pattern(MODULES[short], f) for f in args.functions])
+            _run([function_pattern(MODULES[short], f) for f in args.functions], args.workers)
             _check_functions(short, args.functions)
         else:
-            _run([MODULES[short] + ".*"])
+            _run([MODULES[short] + ".*"], args.workers)
     print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)
 
 
@@ -306,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("modules", nargs="+", help=f"{', '.join(MODULES)} or all")
     p.add_argument("--survivors", action="store_true",
                    help="only the mutants that survived last time and are not listed as equivalent")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="mutmut worker processes (default 1; with more, re-check the timeouts by hand: a loaded "
+                        "machine turns slow tests into timeouts, which count as killed)")
     p.add_argument("--functions", nargs="+", metavar="NAME",
                    help="only these functions of the module (a method as Class.method); needs one module")
     p.set_defaults(func=cmd_run)

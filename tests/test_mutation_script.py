@@ -58,3 +58,18 @@ def test_a_function_without_mutants_is_refused_by_name(mutation, monkeypatch):
         mutation._check_functions("evaluation", ["predict", "predcit"])
     with pytest.raises(SystemExit, match="_start"):  # a method must be written Class.method
         mutation._check_functions("processor", ["_start"])
+
+
+def test_workers_reach_mutmut_and_bad_counts_are_refused(mutation, monkeypatch, capsys):
+    """``run --workers N`` hands N to mutmut's --max-children; 0, negatives and non-numbers are refused by name."""
+    calls = []
+    monkeypatch.setattr(mutation, "_prepare", lambda: None)
+    monkeypatch.setattr(mutation.subprocess, "call", lambda cmd, **kwargs: calls.append(cmd) or 0)
+    mutation._run(["a.*"], 2)
+    mutation._run(["b.*"])
+    assert [c[c.index("--max-children") + 1] for c in calls] == ["2", "1"]
+    assert calls[0][-1] == "a.*"
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(SystemExit):
+            mutation.main(["run", "formula", "--workers", bad])
+        assert f"expected a whole number of workers >= 1, got '{bad}'" in capsys.readouterr().err
