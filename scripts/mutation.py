@@ -12,11 +12,13 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
   ``scoring``, ``processor``, ``fused``, ``collator``, ``trainer``, ``shards``, ``evaluation``; ``all`` for all).
   Results accumulate in ``mutants/``, but a module named here is checked again in full (mutmut reruns every mutant
   it is given by name or pattern): an interrupted run of a big module starts over; ``--functions`` cuts it up.
+  The named modules run in one mutmut run, so its clean test run (minutes) is paid once.
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
   listed as equivalent (after adding tests).
-* ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions of one module
-  (``predict``; a method as ``Class.method``). ``--workers N``: N mutmut worker processes (default 1); a timeout
-  counts as killed, and a loaded machine makes them, so re-check a multi-worker run's timeouts by hand.
+* ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions (``predict``;
+  a method as ``Class.method``); with several modules, ``MODULE:NAME`` (a module none of whose functions is listed
+  runs whole). ``--workers N``: N mutmut worker processes (default 1); a timeout counts as killed, and a loaded
+  machine makes them, so re-check a multi-worker run's timeouts by hand.
 * ``python scripts/mutation.py sample`` -- the fixed mutant sample of ``tests/mutation/sample.txt`` (what
   ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
 * ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
@@ -232,28 +234,48 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def functions_by_module(modules: list[str], functions: list[str] | None) -> dict[str, list[str]]:
+    """``--functions`` per module: ``NAME`` when one module is named, ``MODULE:NAME`` for any of several. A module
+    with no name listed is run whole (an empty list)."""
+    by_module: dict[str, list[str]] = {m: [] for m in modules}
+    for entry in functions or []:
+        module, sep, name = entry.partition(":")
+        if not sep:
+            if len(modules) != 1:
+                raise SystemExit(f"--functions: with several modules write MODULE:NAME, got {entry!r}")
+            module, name = modules[0], entry
+        elif module not in by_module:
+            raise SystemExit(f"--functions {entry!r}: module {module!r} is not among the modules named {modules}")
+        by_module[module].append(name)
+    return by_module
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     modules = list(MODULES) if "all" in args.modules else args.modules
-    if args.functions and len(modules) != 1:
-        raise SystemExit(f"--functions needs exactly one module, got {modules}")
-    if args.functions and args.survivors:
-        _check_functions(modules[0], args.functions)
     for short in modules:
         if short not in MODULES:
             raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")
-        print(f"== {MODULES[short]}", flush=True)
-        if args.survivors:  # again, after adding tests: mutmut reruns mutants named explicitly
-            equivalent = read_list(EQUIVALENT_FILE)
-            names = [n for n, v in results().items()
-                     if module_of(n) == short and v == "survived" and n not in equivalent
-                     and (not args.functions or function_of(n) in args.functions)]
-            if names:
-                _run(names, args.workers)
-        elif args.functions:
-            _run([function_pattern(MODULES[short], f) for f in args.functions], args.workers)
-            _check_functions(short, args.functions)
-        else:
-            _run([MODULES[short] + ".*"], args.workers)
+    wanted = functions_by_module(modules, args.functions)
+    # one mutmut run for everything named: its clean test run (minutes) is paid once
+    names: list[str] = []
+    if args.survivors:  # again, after adding tests: mutmut reruns mutants named explicitly
+        for short, functions in wanted.items():
+            if functions:
+                _check_functions(short, functions)
+        equivalent = read_list(EQUIVALENT_FILE)
+        names = [n for n, v in results().items()
+                 if module_of(n) in wanted and v == "survived" and n not in equivalent
+                 and (not wanted[module_of(n)] or function_of(n) in wanted[module_of(n)])]
+    else:
+        for short, functions in wanted.items():
+            names += [function_pattern(MODULES[short], f) for f in functions] or [MODULES[short] + ".*"]
+    print(f"== {', '.join(MODULES[m] for m in modules)}", flush=True)
+    if names:
+        _run(names, args.workers)
+    if not args.survivors:
+        for short, functions in wanted.items():
+            if functions:
+                _check_functions(short, functions)
     print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)
 
 
@@ -323,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="mutmut worker processes (default 1; with more, re-check the timeouts by hand: a loaded "
                         "machine turns slow tests into timeouts, which count as killed)")
     p.add_argument("--functions", nargs="+", metavar="NAME",
-                   help="only these functions of the module (a method as Class.method); needs one module")
+                   help="only these functions (a method as Class.method); with several modules, MODULE:NAME; "
+                        "a module without any listed runs whole")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sample", help="the fixed sample of tests/mutation/sample.txt (CI)")
     p.add_argument("--file", default=str(SAMPLE_FILE), help="another list of mutants (default: %(default)s)")

@@ -73,3 +73,28 @@ def test_workers_reach_mutmut_and_bad_counts_are_refused(mutation, monkeypatch, 
         with pytest.raises(SystemExit):
             mutation.main(["run", "formula", "--workers", bad])
         assert f"expected a whole number of workers >= 1, got '{bad}'" in capsys.readouterr().err
+
+
+def test_functions_are_assigned_to_their_modules(mutation):
+    """``--functions``: bare names with one module, ``MODULE:NAME`` with several; a module without names runs whole;
+    a bare name among several modules, or a module that was not named, is refused."""
+    assert mutation.functions_by_module(["trainer"], ["compute_loss"]) == {"trainer": ["compute_loss"]}
+    assert mutation.functions_by_module(["scoring", "fused", "trainer"],
+                                        ["fused:_decode", "trainer:CounterfactualTrainer.compute_loss"]) == {
+        "scoring": [], "fused": ["_decode"], "trainer": ["CounterfactualTrainer.compute_loss"]}
+    assert mutation.functions_by_module(["scoring"], None) == {"scoring": []}
+    with pytest.raises(SystemExit, match="write MODULE:NAME, got '_decode'"):
+        mutation.functions_by_module(["scoring", "fused"], ["_decode"])
+    with pytest.raises(SystemExit, match="module 'evaluation' is not among the modules named"):
+        mutation.functions_by_module(["fused"], ["evaluation:predict"])
+
+
+def test_run_names_every_module_in_one_mutmut_run(mutation, monkeypatch):
+    """Several modules and functions go to mutmut together (one clean test run), with whole-module patterns for
+    modules without listed functions."""
+    runs = []
+    monkeypatch.setattr(mutation, "_run", lambda names, workers=1: runs.append((names, workers)))
+    monkeypatch.setattr(mutation, "results", lambda: dict.fromkeys(NAMES, "killed"))
+    monkeypatch.setattr(mutation, "print_score", lambda *a, **k: None)
+    mutation.main(["run", "scoring", "evaluation", "--functions", "evaluation:predict", "--workers", "2"])
+    assert runs == [(["scott_distill.teacher.scoring.*", "scott_distill.student.evaluation.x_predict__mutmut_*"], 2)]

@@ -507,3 +507,60 @@ def test_fused_prompt_mask_of_another_shape_is_refused_with_the_exact_message(to
         contrastive_generate(model, None, dict(con), {"input_ids": con.input_ids, "attention_mask": [[1]]},
                              pad_token_id=0)
     assert str(err.value).startswith("`contrast_prompts['attention_mask']` must have the shape")
+
+
+def test_all_padding_rows_error_lists_the_first_ten():
+    """Found by mutation testing (scoring.left_padded__mutmut_11): the list is cut at ten rows, not eleven."""
+    mask = torch.zeros(12, 3, dtype=torch.long)
+    mask[0] = 1
+    with pytest.raises(ValueError) as err:
+        left_padded(torch.ones(12, 3, dtype=torch.long), mask, name="contrast_input_ids")
+    assert str(err.value) == ("`contrast_input_ids` rows [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] are all padding "
+                              "(attention mask all zeros).")
+
+
+def test_left_padded_against_a_row_by_row_reference(caplog):
+    """Each row's tokens moved to the end, in order, pads before them: a hand-written loop as the reference. A row
+    one token shorter (padding in the last column only) must be re-padded too, and a batch that is already
+    left-padded comes back as it was, without the "right-padded" message (scoring.left_padded__mutmut_15 / _16 /
+    _17 let through a one-token gap or logged a false re-padding)."""
+    import logging
+
+    def reference(ids, mask):
+        out_ids, out_mask = [], []
+        for row, m in zip(ids.tolist(), mask.tolist()):
+            tokens = [t for t, k in zip(row, m) if k]
+            pads = [t for t, k in zip(row, m) if not k]
+            out_ids.append(pads + tokens)
+            out_mask.append([0] * len(pads) + [1] * len(tokens))
+        return torch.tensor(out_ids), torch.tensor(out_mask)
+
+    cases = {
+        "one short by one": ([[5, 6, 7, 8], [9, 10, 11, 0]], [[1, 1, 1, 1], [1, 1, 1, 0]]),
+        "right-padded": ([[5, 6, 0, 0], [9, 10, 11, 12], [13, 0, 0, 0]], [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]),
+        "holes": ([[5, 0, 6, 0], [7, 8, 9, 10]], [[1, 0, 1, 0], [1, 1, 1, 1]]),
+    }
+    for name, (ids, mask) in cases.items():
+        ids, mask = torch.tensor(ids), torch.tensor(mask)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="scott_distill.teacher.scoring"):
+            got_ids, got_mask = left_padded(ids, mask)
+        want_ids, want_mask = reference(ids, mask)
+        assert got_ids.tolist() == want_ids.tolist() and got_mask.tolist() == want_mask.tolist(), name
+        assert "right-padded" in caplog.text, name
+    ids, mask = torch.tensor([[0, 5, 6], [7, 8, 9]]), torch.tensor([[0, 1, 1], [1, 1, 1]])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scott_distill.teacher.scoring"):
+        got_ids, got_mask = left_padded(ids, mask)
+    assert got_ids.tolist() == ids.tolist() and got_mask.tolist() == mask.tolist()
+    assert caplog.text == ""
+
+
+def test_decoder_position_ids_by_hand():
+    """Left-padded rows count from 0 at their first token, and pads get position 0, as transformers' generate does
+    (scoring.decoder_position_ids__mutmut_13 gave pads 1)."""
+    from scott_distill.teacher.scoring import decoder_position_ids
+
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    assert decoder_position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
+    assert decoder_position_ids(mask.bool()).tolist() == decoder_position_ids(mask).tolist()
