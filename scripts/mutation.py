@@ -107,7 +107,10 @@ def _run(names: list[str], workers: int = 1) -> None:
     # mutants per second, but a loaded machine stretches every test toward mutmut's timeout (3x its clean time),
     # and a timeout counts as killed: check the timeouts of such a run by hand.
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers), *names]
-    rc = subprocess.call(cmd, cwd=ROOT, env=_env())
+    env = _env()
+    if workers > 1:  # one torch thread per worker: two workers of two threads each oversubscribe 2 cores
+        env["OMP_NUM_THREADS"] = "1"
+    rc = subprocess.call(cmd, cwd=ROOT, env=env)
     if rc != 0:
         raise SystemExit(f"mutmut run exited with {rc}")
 

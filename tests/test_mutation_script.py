@@ -64,11 +64,14 @@ def test_workers_reach_mutmut_and_bad_counts_are_refused(mutation, monkeypatch, 
     """``run --workers N`` hands N to mutmut's --max-children; 0, negatives and non-numbers are refused by name."""
     calls = []
     monkeypatch.setattr(mutation, "_prepare", lambda: None)
-    monkeypatch.setattr(mutation.subprocess, "call", lambda cmd, **kwargs: calls.append(cmd) or 0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(mutation.subprocess, "call", lambda cmd, **kwargs: calls.append((cmd, kwargs["env"])) or 0)
     mutation._run(["a.*"], 2)
     mutation._run(["b.*"])
-    assert [c[c.index("--max-children") + 1] for c in calls] == ["2", "1"]
-    assert calls[0][-1] == "a.*"
+    assert [c[c.index("--max-children") + 1] for c, _ in calls] == ["2", "1"]
+    assert calls[0][0][-1] == "a.*"
+    # several workers get one torch thread each (2 x 2 threads would oversubscribe the 2 cores)
+    assert [env.get("OMP_NUM_THREADS") for _, env in calls] == ["1", None]
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(SystemExit):
             mutation.main(["run", "formula", "--workers", bad])
