@@ -317,6 +317,23 @@ def test_perturb_token_ids_exact_share_and_never_a_no_op():
         perturb_token_ids([10], 1.5, rng, vocab)
 
 
+
+def test_perturb_token_ids_with_a_two_id_vocabulary_and_its_error():
+    """Two ids are enough to replace from (each replacement is the other id, so the result is known by hand); one
+    is refused with the exact message; nothing to change (no ids, or fraction 0) needs no vocabulary at all, which
+    is what the forced scoring passes when it does not perturb."""
+    from scott_distill.student.evaluation import perturb_token_ids
+
+    rng = random.Random(0)
+    assert perturb_token_ids([5, 5, 6, 6], 1.0, rng, [5, 6]) == [6, 6, 5, 5]
+    assert perturb_token_ids([5], 0.5, rng, [6, 5]) == [6]
+    for vocab in ([7], []):
+        with pytest.raises(ValueError) as err:
+            perturb_token_ids([5, 6], 0.5, rng, vocab)
+        assert str(err.value) == f"`vocabulary` needs at least 2 token ids to replace from, got {len(vocab)}."
+    assert perturb_token_ids([], 1.0, rng, []) == []
+    assert perturb_token_ids([5, 6], 0.0, rng, []) == [5, 6]
+
 # -- parsing -----------------------------------------------------------------------------------------------
 
 
@@ -499,6 +516,66 @@ def test_evaluation_config_bounds_and_metrics_without_rationale_columns(tokenize
     assert set(student_outcomes(model, tokenizer, with_rationale, answer_only, predictions=preds)) == {
         "accuracy", "unparseable"}
 
+
+
+@pytest.mark.parametrize("entry", ["evaluate_student", "student_outcomes"])
+def test_evaluation_settings_come_from_config_then_keywords_and_reach_every_call(tokenizer, monkeypatch, entry):
+    """``config`` gives the settings, a keyword overrides its field (``with_overrides``' documented rule), without
+    ``config`` the keywords override the defaults; the caller's format reaches every call. Seen where they act:
+    ``predict`` gets the batch size and budget, the perturbed forced scoring the share and the seed. Unknown
+    settings and a config of another type are refused naming the function called."""
+    from scott_distill.student.evaluation import EvaluationConfig
+
+    function = {"evaluate_student": evaluate_student, "student_outcomes": student_outcomes}[entry]
+    model = make_gpt2(len(tokenizer))
+    fmt = StudentFormat(answer_prefix="Hence the answer is")
+    rows = datasets.Dataset.from_list([ROW, {**ROW, "question": "Where is milk kept?"}])
+    predicted, scored = [], []
+    real_predict, real_score = evaluation_module.predict, evaluation_module.score_answers_given_rationales
+    monkeypatch.setattr(evaluation_module, "predict",
+                        lambda *a, **k: predicted.append(a[3:]) or real_predict(*a, **k, show_progress=False))
+    monkeypatch.setattr(evaluation_module, "score_answers_given_rationales",
+                        lambda *a, **k: scored.append((a[5], k.get("perturb_fraction"), k.get("seed")))
+                        or real_score(*a, **k))
+    config = EvaluationConfig(batch_size=2, max_new_tokens=3, perturb_fraction=0.25, seed=7)
+    for args, kwargs, expected in [
+        ((fmt, config), {}, ((fmt, 2, 3), (0.25, 7))),
+        ((fmt, config), {"seed": 9, "max_new_tokens": 2}, ((fmt, 2, 2), (0.25, 9))),
+        ((fmt,), {"config": config, "perturb_fraction": 1.0}, ((fmt, 2, 3), (1.0, 7))),
+        ((fmt,), {"batch_size": 1, "seed": 4, "max_new_tokens": 1}, ((fmt, 1, 1), (0.5, 4))),
+    ]:
+        predicted.clear()
+        scored.clear()
+        function(model, tokenizer, rows, *args, **kwargs)
+        (got_predict,) = predicted
+        assert got_predict[0] is fmt and got_predict[1:] == expected[0][1:], (kwargs, got_predict)
+        # gold rationale, own rationale (clean), own rationale (perturbed), counterfactual rationale
+        assert len(scored) == 4 and all(f is fmt for f, _, _ in scored)
+        assert [s[1:] for s in scored] == [(None, None), (None, None), expected[1], (None, None)], kwargs
+    with pytest.raises(TypeError) as err:
+        function(model, tokenizer, rows, fmt, config, temperature=0.5)
+    assert str(err.value) == (f"{entry}() got unknown settings ['temperature']; EvaluationConfig has "
+                              "['batch_size', 'max_new_tokens', 'perturb_fraction', 'seed'].")
+    with pytest.raises(TypeError) as err:
+        function(model, tokenizer, rows, fmt, {"seed": 1})
+    assert str(err.value) == f"{entry}(): `config` must be a EvaluationConfig, got dict."
+
+
+def test_evaluate_student_answer_only_format_and_missing_column_error(tokenizer):
+    """The caller's format decides the metrics (an answer-only student has no rationale to force or perturb: only
+    accuracy and unparseable, by the documented rule); a dataset without a required column is refused with the exact
+    message naming the column and the ones it has."""
+    model = make_gpt2(len(tokenizer))
+    rows = datasets.Dataset.from_list([ROW])
+    preds = [{"rationale": "", "answer": "oven"}]
+    answer_only = StudentFormat(without_rationale=True)
+    assert evaluate_student(model, tokenizer, rows, answer_only, predictions=preds) == {
+        "n": 1, "accuracy": 0.0, "unparseable": 0.0}
+    flat_rows = datasets.Dataset.from_list([{"question": ROW["question"], "choices": ROW["choices"]}])
+    for function in (evaluate_student, student_outcomes):
+        with pytest.raises(ValueError) as err:
+            function(model, tokenizer, flat_rows, predictions=preds)
+        assert str(err.value) == "`dataset` lacks column 'answer'; it has ['question', 'choices']."
 
 @pytest.mark.parametrize("kind", ["gpt2", "t5"])
 def test_inference_runs_every_forward_without_gradients(tokenizer, kind):
