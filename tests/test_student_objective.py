@@ -354,9 +354,13 @@ def test_train_logs_exact_part_losses_per_window(tokenizer, tmp_path):
     """learning_rate=0 keeps the weights, so each logged step's per-part loss is the token mean over that
     window's rows at the initial weights (a token mean over the window, not a mean of batch means)."""
     rows = RATIONALE_ROWS[:2] + [flat(RATIONALE_ROWS[2], False), flat(RATIONALE_ROWS[3], False)]
-    model, trainer = ours(tmp_path, "t5", tokenizer, rows, alpha=0.5, bs=1, ga=2, learning_rate=0.0, logging_steps=1)
+    model, trainer = ours(tmp_path, "t5", tokenizer, rows, alpha=0.5, bs=1, ga=2, learning_rate=0.0, logging_steps=1,
+                          include_num_input_tokens_seen="all")
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 2
+    # Trainer.log's own entries too: with include_num_input_tokens_seen, the token throughput since the start
+    # (needs the start time passed on)
+    assert all(h["num_input_tokens_seen"] > 0 and h["train_tokens_per_second"] > 0 for h in logged)
     f, cf = exact_part_means(model, tokenizer, rows[:2])
     assert logged[0]["loss_factual"] == pytest.approx(f, rel=1e-5)
     assert logged[0]["loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
