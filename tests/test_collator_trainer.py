@@ -416,3 +416,17 @@ def test_row_slice_of_another_collators_batch_and_of_values_not_one_per_example(
     assert piece["labels"].shape[1] < col(rows)["labels"].shape[1]  # the long target is cut off
     for k in alone:
         assert torch.equal(piece[k], alone[k]), k
+
+
+def test_rows_of_counts_dataset_rows_not_examples(tokenizer):
+    """The back-off splits a batch by dataset row (a rationale row gives two examples): hand-counted rows of a
+    rationale batch, a mixed one, another collator's batch (no ``row_index``: one example per row) and an empty
+    ``row_index`` (0 rows, not an error)."""
+    from scott_distill.student.trainer import _rows_of
+
+    col = CounterfactualDataCollator(tokenizer)
+    factual_only = {k: v for k, v in ROW2.items() if not k.startswith("counterfactual")}
+    assert _rows_of(col([ROW, ROW2])) == 2 and len(col([ROW, ROW2])["input_ids"]) == 4
+    assert _rows_of(col([ROW, factual_only, ROW])) == 3
+    assert _rows_of({"input_ids": torch.ones(5, 3, dtype=torch.long)}) == 5
+    assert _rows_of({"input_ids": torch.ones(0, 3, dtype=torch.long), "row_index": torch.tensor([], dtype=torch.long)}) == 0
