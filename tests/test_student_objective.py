@@ -276,6 +276,27 @@ def test_iterable_dataset_needs_the_token_share(tokenizer, tmp_path):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=1.0)
 
 
+
+def test_counting_refuses_a_torch_iterable_dataset_and_an_object_without_length(tokenizer, tmp_path):
+    """The token count indexes the dataset: a torch ``IterableDataset`` (even one with ``__len__``) and an object
+    without a length (a generator) are refused with the exact message, not a TypeError from ``len`` or indexing."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model("gpt2", len(tokenizer)), args=args, processing_class=tokenizer)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(RATIONALE_ROWS)
+
+        def __len__(self):
+            return len(RATIONALE_ROWS)
+
+    for dataset in (Stream(), (row for row in RATIONALE_ROWS)):
+        with pytest.raises(ValueError) as err:
+            trainer.count_label_tokens(dataset)
+        assert str(err.value) == ("train_dataset has no length, so the share of counterfactual label tokens cannot be "
+                                  "counted; pass `counterfactual_token_share` in CounterfactualTrainingArguments.")
+
+
 # -- label smoothing ----------------------------------------------------------------------------------------
 
 
