@@ -388,3 +388,45 @@ def test_padding_is_right_with_minus_100_labels_and_pad_to_multiple_of(tokenizer
             assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (batch["input_ids"].shape[1] - n)
             width = batch["labels"].shape[1]
             assert batch["labels"][i].tolist()[len(f["labels"]):] == [-100] * (width - len(f["labels"]))
+
+
+def test_row_slice_of_another_collators_batch_and_of_values_not_one_per_example(tokenizer):
+    """``row_slice`` (the out-of-memory back-off's pieces) on a batch without ``row_index`` (another collator's: one
+    example per row) cuts each per-example tensor to the rows asked for and passes on, untouched, what is not one
+    per example (a flag, a 0-d tensor, a tensor of another length). A ``decoder_attention_mask`` is cut to the
+    piece's target width with the labels."""
+    from scott_distill.student.trainer import row_slice
+
+    col = CounterfactualDataCollator(tokenizer, model=make_t5(len(tokenizer)))
+    batch = col([ROW, ROW2])  # 4 examples
+    per_example = {k: v for k, v in batch.items() if k != "row_index"}
+    extra = {"return_dict": True, "scale": torch.tensor(2.0), "per_batch": torch.arange(3)}
+    piece = row_slice({**per_example, **extra}, 1, 3, causal=False, trim=False)
+    assert piece.keys() == {**per_example, **extra}.keys()
+    for k, v in per_example.items():
+        assert torch.equal(piece[k], v[1:3]), k
+    assert all(piece[k] is v for k, v in extra.items())
+
+    def with_decoder_mask(b):
+        return {**b, "decoder_attention_mask": (b["labels"] != -100).long()}
+
+    rows = [ROW, {**ROW2, "rationale": ROW2["rationale"] + " It is made of steel and it is very sharp."}]
+    piece = row_slice(with_decoder_mask(col(rows)), 0, 1, causal=False)
+    alone = with_decoder_mask(col(rows[:1]))
+    assert piece["labels"].shape[1] < col(rows)["labels"].shape[1]  # the long target is cut off
+    for k in alone:
+        assert torch.equal(piece[k], alone[k]), k
+
+
+def test_rows_of_counts_dataset_rows_not_examples(tokenizer):
+    """The back-off splits a batch by dataset row (a rationale row gives two examples): hand-counted rows of a
+    rationale batch, a mixed one, another collator's batch (no ``row_index``: one example per row) and an empty
+    ``row_index`` (0 rows, not an error)."""
+    from scott_distill.student.trainer import _rows_of
+
+    col = CounterfactualDataCollator(tokenizer)
+    factual_only = {k: v for k, v in ROW2.items() if not k.startswith("counterfactual")}
+    assert _rows_of(col([ROW, ROW2])) == 2 and len(col([ROW, ROW2])["input_ids"]) == 4
+    assert _rows_of(col([ROW, factual_only, ROW])) == 3
+    assert _rows_of({"input_ids": torch.ones(5, 3, dtype=torch.long)}) == 5
+    assert _rows_of({"input_ids": torch.ones(0, 3, dtype=torch.long), "row_index": torch.tensor([], dtype=torch.long)}) == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from conftest import make_gpt2, make_t5
@@ -275,6 +276,27 @@ def test_iterable_dataset_needs_the_token_share(tokenizer, tmp_path):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=1.0)
 
 
+
+def test_counting_refuses_a_torch_iterable_dataset_and_an_object_without_length(tokenizer, tmp_path):
+    """The token count indexes the dataset: a torch ``IterableDataset`` (even one with ``__len__``) and an object
+    without a length (a generator) are refused with the exact message, not a TypeError from ``len`` or indexing."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model("gpt2", len(tokenizer)), args=args, processing_class=tokenizer)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(RATIONALE_ROWS)
+
+        def __len__(self):
+            return len(RATIONALE_ROWS)
+
+    for dataset in (Stream(), (row for row in RATIONALE_ROWS)):
+        with pytest.raises(ValueError) as err:
+            trainer.count_label_tokens(dataset)
+        assert str(err.value) == ("train_dataset has no length, so the share of counterfactual label tokens cannot be "
+                                  "counted; pass `counterfactual_token_share` in CounterfactualTrainingArguments.")
+
+
 # -- label smoothing ----------------------------------------------------------------------------------------
 
 
@@ -353,9 +375,13 @@ def test_train_logs_exact_part_losses_per_window(tokenizer, tmp_path):
     """learning_rate=0 keeps the weights, so each logged step's per-part loss is the token mean over that
     window's rows at the initial weights (a token mean over the window, not a mean of batch means)."""
     rows = RATIONALE_ROWS[:2] + [flat(RATIONALE_ROWS[2], False), flat(RATIONALE_ROWS[3], False)]
-    model, trainer = ours(tmp_path, "t5", tokenizer, rows, alpha=0.5, bs=1, ga=2, learning_rate=0.0, logging_steps=1)
+    model, trainer = ours(tmp_path, "t5", tokenizer, rows, alpha=0.5, bs=1, ga=2, learning_rate=0.0, logging_steps=1,
+                          include_num_input_tokens_seen="all")
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 2
+    # Trainer.log's own entries too: with include_num_input_tokens_seen, the token throughput since the start
+    # (needs the start time passed on)
+    assert all(h["num_input_tokens_seen"] > 0 and h["train_tokens_per_second"] > 0 for h in logged)
     f, cf = exact_part_means(model, tokenizer, rows[:2])
     assert logged[0]["loss_factual"] == pytest.approx(f, rel=1e-5)
     assert logged[0]["loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
@@ -383,6 +409,96 @@ def test_predict_with_generate_evaluates_a_seq2seq_student(tokenizer, tmp_path):
     assert metrics["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
     out = trainer.predict(as_dataset(RATIONALE_ROWS[:1]))
     assert out.predictions.shape[0] == 2  # one factual + one counterfactual example
+
+
+def test_eval_part_sums_are_kept_in_float64(tokenizer, tmp_path):
+    """A long evaluation's per-part sums pass float32's 24-bit mantissa (2**24 label tokens is about 100k rows of
+    170 tokens). Scripted logits make every label token's loss an exact integer: one token of the first factual
+    example costs 2**24 and one of the second 17, one counterfactual token 2**25 and another 19, the rest 0. The
+    sums 2**24 + 17 and 2**25 + 19 are exact in float64; float32 would round them (to 2**24 + 16, 2**25 + 20)."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    batch = trainer.data_collator(RATIONALE_ROWS[:2])
+    labels, is_cf = batch["labels"], batch["is_counterfactual"]
+    assert is_cf.tolist() == [False, True, False, True]
+    cost = torch.zeros(labels.shape)
+    first_label = [int((row != -100).nonzero()[0]) for row in labels]
+    for example, value in ((0, 2.0**24), (2, 17.0), (1, 2.0**25), (3, 19.0)):
+        cost[example, first_label[example]] = value
+
+    def scripted_logits(module, args, kwargs, output):
+        # label token: logit -cost, one other token 0, the rest -inf, so its cross-entropy is exactly the cost
+        assert torch.equal(kwargs["input_ids"], batch["input_ids"])
+        logits = torch.full_like(output.logits, float("-inf"))
+        target = labels.clamp(min=0)
+        logits.scatter_(2, target.unsqueeze(2), -cost.unsqueeze(2))
+        logits.scatter_(2, ((target + 1) % logits.shape[2]).unsqueeze(2), torch.where(cost > 0, 0.0, -torch.inf)
+                        .unsqueeze(2))
+        output.logits = logits.masked_fill((labels == -100).unsqueeze(2), 0.0)
+        return output
+
+    model.register_forward_hook(scripted_logits, with_kwargs=True)
+    metrics = trainer.evaluate(as_dataset(RATIONALE_ROWS[:2]))
+    n_f, n_cf = int((labels[~is_cf] != -100).sum()), int((labels[is_cf] != -100).sum())
+    assert metrics["eval_loss_factual"] == (2**24 + 17) / n_f
+    assert metrics["eval_loss_counterfactual"] == (2**25 + 19) / n_cf
+
+
+def test_predict_passes_on_ignore_keys_and_metric_key_prefix(tokenizer, tmp_path):
+    """What ``Trainer.predict`` documents holds through the overrides: ``ignore_keys`` drops model outputs from the
+    predictions (T5's are the logits and the encoder's last hidden state; the cache is ignored by default) and
+    ``metric_key_prefix`` (``test``) names every metric, transformers' loss as well as the per-part ones."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    data = as_dataset(RATIONALE_ROWS[:2])  # 4 examples
+    every_output = trainer.predict(data).predictions
+    assert isinstance(every_output, tuple) and len(every_output) == 2
+    out = trainer.predict(data, ignore_keys=["encoder_last_hidden_state", "cache"])
+    assert isinstance(out.predictions, np.ndarray) and out.predictions.shape[0] == 4
+    assert out.predictions.shape[2] == model.config.vocab_size  # the logits alone
+    assert {"test_loss", "test_loss_factual", "test_loss_counterfactual"} <= out.metrics.keys()
+    assert not any(k.startswith("eval") for k in out.metrics)
+
+
+def test_loss_only_loops_and_batch_eval_metrics_predictions(tokenizer, tmp_path):
+    """``evaluation_loop(..., prediction_loss_only=True)`` gathers no predictions (``args.prediction_loss_only`` is
+    False); a direct ``compute_loss`` call after a loop records nothing and returns the batch's loss; with
+    ``batch_eval_metrics`` a *prediction* loop (``predict``) still returns its predictions, as in ``Trainer``."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    data = as_dataset(RATIONALE_ROWS[:2])  # one batch of 4 examples
+    loop = trainer.evaluation_loop(trainer.get_eval_dataloader(data), "Evaluation", prediction_loss_only=True)
+    assert loop.predictions is None and loop.label_ids is None and "eval_loss_factual" in loop.metrics
+    batch = trainer.data_collator(RATIONALE_ROWS[:2])
+    assert float(trainer.compute_loss(model, batch)) == pytest.approx(loop.metrics["eval_loss"], rel=1e-5)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[],
+                                           batch_eval_metrics=True)
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    out = trainer.predict(data)
+    assert out.predictions is not None and out.predictions[0].shape[0] == 4
+
+
+def test_prediction_step_passes_generate_kwargs(tokenizer, tmp_path):
+    """``prediction_step(..., **gen_kwargs)`` (Seq2SeqTrainer's API) generates with the caller's settings: the same
+    tokens as ``Seq2SeqTrainer.prediction_step`` with the same arguments (2 new tokens, pad and EOS suppressed: the
+    untrained student would write padding only)."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), predict_with_generate=True, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    batch = trainer.data_collator(RATIONALE_ROWS[:1])
+    settings = dict(max_new_tokens=2, suppress_tokens=[tokenizer.pad_token_id, tokenizer.eos_token_id])
+    loss, tokens, labels = trainer.prediction_step(model, batch, prediction_loss_only=False, **settings)
+    reference = Seq2SeqTrainer(model=model, args=Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path), predict_with_generate=True, report_to=[]), processing_class=tokenizer)
+    plain_batch = {k: v for k, v in batch.items() if k not in BOOKKEEPING}
+    _, want, want_labels = reference.prediction_step(model, plain_batch, prediction_loss_only=False, **settings)
+    assert torch.equal(tokens, want) and torch.equal(labels, want_labels)
+    # padded to the generation config's max_length (20): the start token, 2 new tokens, then padding
+    assert tokens.shape[1] == 20 and (tokens[:, 1:3] != tokenizer.pad_token_id).all()
+    assert (tokens[:, 3:] == tokenizer.pad_token_id).all()
 
 
 def test_predict_with_generate_is_refused_for_decoder_only(tokenizer, tmp_path):

@@ -82,20 +82,29 @@ def max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+@pytest.mark.parametrize("multiple", [None, 8])
 @pytest.mark.parametrize("kind", ["t5", "gpt2"])
-def test_row_slice_equals_collating_those_rows_alone(kind, tokenizer, tmp_path):
+def test_row_slice_equals_collating_those_rows_alone(kind, multiple, tokenizer, tmp_path):
+    """With ``pad_to_multiple_of``, each piece is padded to the multiple its own rows need (not the batch's
+    width, nor its unpadded width)."""
+    from scott_distill import CounterfactualDataCollator
     from scott_distill.student.trainer import row_slice
 
     model = make_student(kind, tokenizer)
-    trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "unused", 4, 1), processing_class=tokenizer)
+    collator = CounterfactualDataCollator(tokenizer, model=model if kind == "t5" else None,
+                                          pad_to_multiple_of=multiple)
     data = rows(5).to_list()
-    batch = trainer.data_collator(data)
+    batch = collator(data)
+    widths = set()
     for start, stop in ((0, 1), (1, 3), (3, 5), (0, 5)):
-        piece = row_slice(batch, start, stop, causal=kind == "gpt2")
-        alone = trainer.data_collator(data[start:stop])
+        piece = row_slice(batch, start, stop, causal=kind == "gpt2", pad_to_multiple_of=multiple)
+        alone = collator(data[start:stop])
         assert piece.keys() == alone.keys()
         for k in alone:
             assert torch.equal(piece[k], alone[k]), (k, start, stop)
+        widths |= {alone["input_ids"].shape[1], alone["labels"].shape[1]}
+    # the pieces have widths of their own (else the comparison would hold for the batch's width too)
+    assert len(widths) > 1 and (multiple is None or all(w % multiple == 0 for w in widths))
 
 
 @pytest.mark.parametrize("kind", ["t5", "gpt2"])
