@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 import warnings
 import weakref
 
@@ -80,6 +81,82 @@ def test_encoder_decoder_contrast_batch_dividing_the_gold_batch_is_refused(token
         greedy(model, tokenizer, gold, proc)
     # the hook that counts generate's encoder rows is gone after the block
     assert not model.get_encoder()._forward_pre_hooks
+
+
+def _encoded_rows_error(encoded: int, expanded: int) -> str:
+    """The documented refusal, written out: one contrast row here, ``encoded`` input rows seen by the encoder."""
+    return re.escape(
+        f"`contrast_input_ids` has 1 rows but generate() encoded {encoded} input rows ({expanded} after expansion); "
+        "it needs one contrast row per input row of generate() (generate expands them by num_beams / "
+        "num_return_sequences itself)."
+    )
+
+
+def test_encoder_row_check_sees_every_way_the_encoder_is_called(tokenizer):
+    """One contrast row for two T5 inputs: the decoder rows (two start tokens) look like an expansion of one row,
+    so only the encoder's row count tells. It is read however the encoder gets its input: ``inputs_embeds`` given to
+    ``generate``, or encoder outputs computed by the user (ids positional, by keyword, embeddings after a positional
+    ``None``) and given to ``generate``. The message names both counts (found by mutation testing: each of these
+    calls slipped past the check, and a changed message went unseen)."""
+    model = make_t5(len(tokenizer))
+    two = encode(tokenizer, GOLD[:2], "right")
+    proc = ContrastiveRationaleLogitsProcessor(model, encode(tokenizer, CONTRAST[:1], "right").input_ids)
+    kw = dict(max_new_tokens=2, do_sample=False, pad_token_id=0)
+    encoder = model.get_encoder()
+    with torch.no_grad():
+        embeds = encoder.embed_tokens(two.input_ids)
+    calls = {
+        "inputs_embeds to generate": lambda: model.generate(inputs_embeds=embeds, attention_mask=two.attention_mask,
+                                                            **proc.generate_kwargs(), **kw),
+    }
+    for name, encode_call in {
+        "positional ids": lambda: encoder(two.input_ids),
+        "keyword ids": lambda: encoder(input_ids=two.input_ids),
+        "keyword embeddings": lambda: encoder(inputs_embeds=embeds),
+        "positional None, keyword embeddings": lambda: encoder(None, inputs_embeds=embeds),
+    }.items():
+        def call(encode_call=encode_call):
+            with torch.no_grad():
+                encoded = encode_call()
+            return model.generate(encoder_outputs=encoded, attention_mask=two.attention_mask,
+                                  **proc.generate_kwargs(), **kw)
+        calls[f"encoder_outputs from {name}"] = call
+    for name, call in calls.items():
+        with proc, pytest.raises(ValueError, match=f"^{_encoded_rows_error(2, 2)}$"):
+            call()
+            pytest.fail(name)
+    # the same calls with one input row are accepted
+    with proc:
+        model.generate(inputs_embeds=embeds[:1], attention_mask=two.attention_mask[:1], **proc.generate_kwargs(), **kw)
+
+
+def test_with_blocks_hook_only_an_encoder_and_leave_the_processor_reusable(tokenizer):
+    """The row-counting hook: none on a decoder-only model (whose ``get_encoder()`` is the model itself), exactly one
+    on a T5 encoder however often the block is entered, none after it; a second ``with`` block still checks the rows,
+    and the processor still works outside any block afterwards (found by mutation testing)."""
+    def hooks(model):
+        return sum(len(m._forward_pre_hooks) for m in model.modules())
+
+    gpt2 = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(gpt2, con.input_ids, con.attention_mask)
+    with proc:
+        assert hooks(gpt2) == 0
+
+    t5 = make_t5(len(tokenizer))
+    one, two = encode(tokenizer, GOLD[:1], "right"), encode(tokenizer, GOLD[:2], "right")
+    proc = ContrastiveRationaleLogitsProcessor(t5, encode(tokenizer, CONTRAST[:1], "right").input_ids)
+    kw = dict(max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    with proc, proc:
+        assert hooks(t5) == 1 and len(t5.get_encoder()._forward_pre_hooks) == 1
+    assert hooks(t5) == 0
+    with proc:
+        inside = t5.generate(**one, **proc.generate_kwargs(), **kw)
+    with proc, pytest.raises(ValueError, match=f"^{_encoded_rows_error(2, 2)}$"):
+        t5.generate(**two, **proc.generate_kwargs(), **kw)
+    outside = t5.generate(**one, **proc.generate_kwargs(), **kw)  # no block: no row count, no stale one either
+    assert torch.equal(inside, outside)
+    assert hooks(t5) == 0
 
 
 @pytest.mark.parametrize("factory", [make_positional_gpt2, make_llama], ids=["gpt2", "llama"])
