@@ -347,9 +347,18 @@ def test_new_call_on_prefix_plus_one_token_says_reset(tokenizer):
     length = gold.input_ids.shape[1] + 2  # the old prompt plus two of its generated tokens
     follow_up = {"input_ids": out[:, :length], "attention_mask": torch.ones_like(out[:, :length])}
     follow_up["attention_mask"][:, : gold.input_ids.shape[1]] = gold.attention_mask
-    with pytest.raises(ValueError, match=r"reset\(\)") as info:
+    # generate called the processor last with the prompt plus MAX_NEW - 1 tokens; the follow-up's first call is
+    # the old prompt plus one generated token (its prefix), plus one more
+    seen, back = gold.input_ids.shape[1] + MAX_NEW - 1, gold.input_ids.shape[1] + 1
+    expected = (
+        f"ContrastiveRationaleLogitsProcessor: the sequence moved back to an earlier prefix (length {back} of the "
+        f"{seen} tokens it last saw) plus one token. Either this is a new generate() call whose prompt is a prefix of "
+        "an earlier output plus one token: call `proc.reset()` before it, or run each call inside `with proc:` (both "
+        "fix it). Or it is assisted / speculative generation (assistant_model, prompt_lookup_num_tokens), which rolls "
+        "sequences back and is not supported."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
-    assert "prefix" in str(info.value) and "generate() call" in str(info.value)
     proc.reset()
     a = model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
     fresh = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
