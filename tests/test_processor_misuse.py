@@ -313,6 +313,22 @@ def test_reset_frees_cache_without_with_block(tokenizer):
     assert grab.refs[0]() is None
 
 
+def test_a_refused_new_call_leaves_no_cache_and_the_next_call_works(tokenizer):
+    """The processor held a cache from a first call; a second call with four prompts for three contrast rows is a
+    new call (the cache is dropped) and is refused. Afterwards the processor holds no cache and a correct third call
+    decodes what a fresh processor decodes (found by mutation testing: a non-``None`` placeholder left as the
+    state made ``holds_cache`` say True after the refusal)."""
+    model = make_gpt2(len(tokenizer))
+    gold, con = encode(tokenizer, GOLD), encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    first = greedy(model, tokenizer, gold, proc)
+    assert proc.holds_cache
+    with pytest.raises(ValueError, match="one contrast row per input row"):
+        greedy(model, tokenizer, encode(tokenizer, FOUR_GOLD), proc)
+    assert not proc.holds_cache
+    assert torch.equal(greedy(model, tokenizer, gold, proc), first)
+
+
 def test_generate_rationales_processor_path_leaves_no_cache(tokenizer, monkeypatch):
     """generate_rationales (use_fused=False) runs each batch inside `with proc:`."""
     import datasets
