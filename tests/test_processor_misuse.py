@@ -22,6 +22,7 @@ from test_processor import (
     MAX_NEW,
     encode,
     make_positional_gpt2,
+    reference_scores,
     scott_reference_loop,
     trim,
 )
@@ -468,6 +469,25 @@ def test_alpha_at_least_one_without_plausibility_warns(tokenizer):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.0,
                                             plausibility_threshold=0.1)
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.9)
+
+
+def test_processor_called_outside_generate_returns_the_dtype_of_its_scores(tokenizer):
+    """``generate`` hands processors float32 scores, but the processor is a public ``LogitsProcessor``: a custom
+    loop over a bfloat16 teacher calls it with bfloat16 logits and gets bfloat16 scores back, the element-wise
+    reference rounded to bfloat16 (found by mutation testing: the cast back was dropped and no test saw it)."""
+    model = make_gpt2(len(tokenizer)).to(torch.bfloat16)
+    gold = tokenizer(GOLD[0], return_tensors="pt").input_ids
+    con = tokenizer(CONTRAST[0], return_tensors="pt").input_ids
+    proc = ContrastiveRationaleLogitsProcessor(model, con, alpha=0.3)
+    with torch.no_grad():
+        scores = model(input_ids=gold).logits[:, -1]
+        contrast = model(input_ids=con).logits[:, -1]
+    assert scores.dtype == torch.bfloat16
+    with proc:
+        out = proc(gold, scores)
+    assert out.dtype == torch.bfloat16
+    ref = torch.tensor(reference_scores(scores.float(), contrast.float(), 0.3)).to(torch.bfloat16)
+    torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
 
 
 def test_nan_in_contrast_logits_falls_back_to_gold_for_that_row():
