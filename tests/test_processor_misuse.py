@@ -147,7 +147,7 @@ def test_with_blocks_hook_only_an_encoder_and_leave_the_processor_reusable(token
     t5 = make_t5(len(tokenizer))
     one, two = encode(tokenizer, GOLD[:1], "right"), encode(tokenizer, GOLD[:2], "right")
     proc = ContrastiveRationaleLogitsProcessor(t5, encode(tokenizer, CONTRAST[:1], "right").input_ids)
-    kw = dict(max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=0)
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
     with proc, proc:
         assert hooks(t5) == 1 and len(t5.get_encoder()._forward_pre_hooks) == 1
     assert hooks(t5) == 0
