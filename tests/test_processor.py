@@ -331,6 +331,29 @@ def test_processor_reused_for_second_generate_resets(tokenizer):
     assert torch.equal(a, b)
 
 
+def test_new_call_continuing_only_some_rows_restarts_the_contrast_branch(tokenizer):
+    """A second ``generate`` (no ``with``, no reset) whose prompts are the first call's output for row 0 and another
+    row 1: row 0 looks like one more step of the cached run, row 1 does not. One row without a parent means a new
+    call, so every row restarts from its contrast prompt: the tokens equal the no-cache reference's for that call
+    (found by mutation testing: "some row has a parent" in place of "every row has one" stepped row 1's stale
+    cache)."""
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config.eos_token_id = None  # no end token: both sides run every step
+    gold, con = encode(tokenizer, GOLD[:2]), encode(tokenizer, CONTRAST[:2])
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3)
+    kw = dict(do_sample=False, pad_token_id=0)
+    first = model.generate(**gold, logits_processor=[proc], max_new_tokens=4, **kw)
+    second = first.clone()
+    second[1, gold.input_ids.shape[1]:] = first[1, gold.input_ids.shape[1]:].flip(0)  # not a continuation of row 1
+    assert not torch.equal(second[1, :-1], first[1, :-1])
+    mask = torch.cat([gold.attention_mask, torch.ones(2, 4, dtype=torch.long)], dim=1)
+    got = model.generate(input_ids=second, attention_mask=mask, logits_processor=[proc], max_new_tokens=3, **kw)
+    rows = [tokenizer(t)["input_ids"] for t in CONTRAST[:2]]
+    reference = NoCacheContrastProcessor(model, rows, 0.3, second.shape[1], set())
+    ref = model.generate(input_ids=second, attention_mask=mask, logits_processor=[reference], max_new_tokens=3, **kw)
+    assert torch.equal(got, ref)
+
+
 def test_padded_vocabulary_and_earlier_inf_scores(tokenizer):
     model = make_gpt2(len(tokenizer) + 40)  # embedding padded beyond the tokenizer
     gold = encode(tokenizer, GOLD)
@@ -531,6 +554,23 @@ def test_fused_sampling_equals_generate_warpers(tokenizer, sampling):
     applied after the processor, seed for seed."""
     model = make_positional_gpt2(len(tokenizer))
     for seed in range(3):
+        via_generate, fused = sampled_pair(model, tokenizer, seed, **sampling)
+        assert fused == via_generate, seed
+
+
+# temperature 2 with top-k 3: over this tiny model's nearly flat top 50 a temperature of 2 hardly moves a seeded
+# draw (the same tokens as temperature 1 for seeds 0 and 1); over three tokens it does (seed 0)
+BOUNDARY_SAMPLINGS = [{"temperature": 2.0, "top_k": 3}, {"top_k": 0}, {"top_k": 1}, {"top_p": 1.5}]
+
+
+@pytest.mark.parametrize("sampling", BOUNDARY_SAMPLINGS, ids=["temperature_2", "top_k_0", "top_k_1", "top_p_1.5"])
+def test_fused_sampling_equals_generate_at_the_warpers_boundaries(tokenizer, sampling):
+    """The values where ``generate`` switches a warper on or off: temperature 2 (on), top-k 0 (off: no filter, not an
+    error), top-k 1 (on: only the best token), top-p above 1 (off, accepted without an error). The fused path samples
+    what ``generate`` samples, seed for seed (found by mutation testing: thresholds moved to 2.0 / 1 / 2.0 and an
+    `or` for an `and` passed the other sampling tests)."""
+    model = make_positional_gpt2(len(tokenizer))
+    for seed in range(2):
         via_generate, fused = sampled_pair(model, tokenizer, seed, **sampling)
         assert fused == via_generate, seed
 

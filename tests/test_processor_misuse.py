@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 import warnings
 import weakref
 
@@ -21,6 +22,7 @@ from test_processor import (
     MAX_NEW,
     encode,
     make_positional_gpt2,
+    reference_scores,
     scott_reference_loop,
     trim,
 )
@@ -80,6 +82,82 @@ def test_encoder_decoder_contrast_batch_dividing_the_gold_batch_is_refused(token
         greedy(model, tokenizer, gold, proc)
     # the hook that counts generate's encoder rows is gone after the block
     assert not model.get_encoder()._forward_pre_hooks
+
+
+def _encoded_rows_error(encoded: int, expanded: int) -> str:
+    """The documented refusal, written out: one contrast row here, ``encoded`` input rows seen by the encoder."""
+    return re.escape(
+        f"`contrast_input_ids` has 1 rows but generate() encoded {encoded} input rows ({expanded} after expansion); "
+        "it needs one contrast row per input row of generate() (generate expands them by num_beams / "
+        "num_return_sequences itself)."
+    )
+
+
+def test_encoder_row_check_sees_every_way_the_encoder_is_called(tokenizer):
+    """One contrast row for two T5 inputs: the decoder rows (two start tokens) look like an expansion of one row,
+    so only the encoder's row count tells. It is read however the encoder gets its input: ``inputs_embeds`` given to
+    ``generate``, or encoder outputs computed by the user (ids positional, by keyword, embeddings after a positional
+    ``None``) and given to ``generate``. The message names both counts (found by mutation testing: each of these
+    calls slipped past the check, and a changed message went unseen)."""
+    model = make_t5(len(tokenizer))
+    two = encode(tokenizer, GOLD[:2], "right")
+    proc = ContrastiveRationaleLogitsProcessor(model, encode(tokenizer, CONTRAST[:1], "right").input_ids)
+    kw = dict(max_new_tokens=2, do_sample=False, pad_token_id=0)
+    encoder = model.get_encoder()
+    with torch.no_grad():
+        embeds = encoder.embed_tokens(two.input_ids)
+    calls = {
+        "inputs_embeds to generate": lambda: model.generate(inputs_embeds=embeds, attention_mask=two.attention_mask,
+                                                            **proc.generate_kwargs(), **kw),
+    }
+    for name, encode_call in {
+        "positional ids": lambda: encoder(two.input_ids),
+        "keyword ids": lambda: encoder(input_ids=two.input_ids),
+        "keyword embeddings": lambda: encoder(inputs_embeds=embeds),
+        "positional None, keyword embeddings": lambda: encoder(None, inputs_embeds=embeds),
+    }.items():
+        def call(encode_call=encode_call):
+            with torch.no_grad():
+                encoded = encode_call()
+            return model.generate(encoder_outputs=encoded, attention_mask=two.attention_mask,
+                                  **proc.generate_kwargs(), **kw)
+        calls[f"encoder_outputs from {name}"] = call
+    for name, call in calls.items():
+        with proc, pytest.raises(ValueError, match=f"^{_encoded_rows_error(2, 2)}$"):
+            call()
+            pytest.fail(name)
+    # the same calls with one input row are accepted
+    with proc:
+        model.generate(inputs_embeds=embeds[:1], attention_mask=two.attention_mask[:1], **proc.generate_kwargs(), **kw)
+
+
+def test_with_blocks_hook_only_an_encoder_and_leave_the_processor_reusable(tokenizer):
+    """The row-counting hook: none on a decoder-only model (whose ``get_encoder()`` is the model itself), exactly one
+    on a T5 encoder however often the block is entered, none after it; a second ``with`` block still checks the rows,
+    and the processor still works outside any block afterwards (found by mutation testing)."""
+    def hooks(model):
+        return sum(len(m._forward_pre_hooks) for m in model.modules())
+
+    gpt2 = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(gpt2, con.input_ids, con.attention_mask)
+    with proc:
+        assert hooks(gpt2) == 0
+
+    t5 = make_t5(len(tokenizer))
+    one, two = encode(tokenizer, GOLD[:1], "right"), encode(tokenizer, GOLD[:2], "right")
+    proc = ContrastiveRationaleLogitsProcessor(t5, encode(tokenizer, CONTRAST[:1], "right").input_ids)
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with proc, proc:
+        assert hooks(t5) == 1 and len(t5.get_encoder()._forward_pre_hooks) == 1
+    assert hooks(t5) == 0
+    with proc:
+        inside = t5.generate(**one, **proc.generate_kwargs(), **kw)
+    with proc, pytest.raises(ValueError, match=f"^{_encoded_rows_error(2, 2)}$"):
+        t5.generate(**two, **proc.generate_kwargs(), **kw)
+    outside = t5.generate(**one, **proc.generate_kwargs(), **kw)  # no block: no row count, no stale one either
+    assert torch.equal(inside, outside)
+    assert hooks(t5) == 0
 
 
 @pytest.mark.parametrize("factory", [make_positional_gpt2, make_llama], ids=["gpt2", "llama"])
@@ -236,6 +314,22 @@ def test_reset_frees_cache_without_with_block(tokenizer):
     assert grab.refs[0]() is None
 
 
+def test_a_refused_new_call_leaves_no_cache_and_the_next_call_works(tokenizer):
+    """The processor held a cache from a first call; a second call with four prompts for three contrast rows is a
+    new call (the cache is dropped) and is refused. Afterwards the processor holds no cache and a correct third call
+    decodes what a fresh processor decodes (found by mutation testing: a non-``None`` placeholder left as the
+    state made ``holds_cache`` say True after the refusal)."""
+    model = make_gpt2(len(tokenizer))
+    gold, con = encode(tokenizer, GOLD), encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
+    first = greedy(model, tokenizer, gold, proc)
+    assert proc.holds_cache
+    with pytest.raises(ValueError, match="one contrast row per input row"):
+        greedy(model, tokenizer, encode(tokenizer, FOUR_GOLD), proc)
+    assert not proc.holds_cache
+    assert torch.equal(greedy(model, tokenizer, gold, proc), first)
+
+
 def test_generate_rationales_processor_path_leaves_no_cache(tokenizer, monkeypatch):
     """generate_rationales (use_fused=False) runs each batch inside `with proc:`."""
     import datasets
@@ -270,9 +364,18 @@ def test_new_call_on_prefix_plus_one_token_says_reset(tokenizer):
     length = gold.input_ids.shape[1] + 2  # the old prompt plus two of its generated tokens
     follow_up = {"input_ids": out[:, :length], "attention_mask": torch.ones_like(out[:, :length])}
     follow_up["attention_mask"][:, : gold.input_ids.shape[1]] = gold.attention_mask
-    with pytest.raises(ValueError, match=r"reset\(\)") as info:
+    # generate called the processor last with the prompt plus MAX_NEW - 1 tokens; the follow-up's first call is
+    # the old prompt plus one generated token (its prefix), plus one more
+    seen, back = gold.input_ids.shape[1] + MAX_NEW - 1, gold.input_ids.shape[1] + 1
+    expected = (
+        f"ContrastiveRationaleLogitsProcessor: the sequence moved back to an earlier prefix (length {back} of the "
+        f"{seen} tokens it last saw) plus one token. Either this is a new generate() call whose prompt is a prefix of "
+        "an earlier output plus one token: call `proc.reset()` before it, or run each call inside `with proc:` (both "
+        "fix it). Or it is assisted / speculative generation (assistant_model, prompt_lookup_num_tokens), which rolls "
+        "sequences back and is not supported."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
-    assert "prefix" in str(info.value) and "generate() call" in str(info.value)
     proc.reset()
     a = model.generate(**follow_up, logits_processor=[proc], max_new_tokens=3, do_sample=False, pad_token_id=0)
     fresh = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)
@@ -366,6 +469,25 @@ def test_alpha_at_least_one_without_plausibility_warns(tokenizer):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.0,
                                             plausibility_threshold=0.1)
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.9)
+
+
+def test_processor_called_outside_generate_returns_the_dtype_of_its_scores(tokenizer):
+    """``generate`` hands processors float32 scores, but the processor is a public ``LogitsProcessor``: a custom
+    loop over a bfloat16 teacher calls it with bfloat16 logits and gets bfloat16 scores back, the element-wise
+    reference rounded to bfloat16 (found by mutation testing: the cast back was dropped and no test saw it)."""
+    model = make_gpt2(len(tokenizer)).to(torch.bfloat16)
+    gold = tokenizer(GOLD[0], return_tensors="pt").input_ids
+    con = tokenizer(CONTRAST[0], return_tensors="pt").input_ids
+    proc = ContrastiveRationaleLogitsProcessor(model, con, alpha=0.3)
+    with torch.no_grad():
+        scores = model(input_ids=gold).logits[:, -1]
+        contrast = model(input_ids=con).logits[:, -1]
+    assert scores.dtype == torch.bfloat16
+    with proc:
+        out = proc(gold, scores)
+    assert out.dtype == torch.bfloat16
+    ref = torch.tensor(reference_scores(scores.float(), contrast.float(), 0.3)).to(torch.bfloat16)
+    torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
 
 
 def test_nan_in_contrast_logits_falls_back_to_gold_for_that_row():

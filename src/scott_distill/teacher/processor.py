@@ -221,7 +221,8 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
             seen, self._encoder_rows = self._encoder_rows, None
             if seen is not None and seen != n:
                 raise ValueError(
-                    wrong.replace("generate() runs", f"generate() encoded {seen} input rows ({rows} after expansion)")
+                    wrong.replace(f"generate() runs {rows} rows",
+                                  f"generate() encoded {seen} input rows ({rows} after expansion)")
                 )
         elif group > 1:
             # an expansion group holds copies of one prompt; different prompts mean the rows do not match
