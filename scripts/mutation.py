@@ -270,7 +270,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                  if module_of(n) in wanted and v == "survived" and n not in equivalent
                  and (not wanted[module_of(n)] or function_of(n) in wanted[module_of(n)])]
     else:
+        # mutmut generates every module's mutants in any run: once mutants/ holds results, a misspelt name is refused
+        # before the run, not after hours of the other names' mutants
+        checked_first = any(wanted.values()) and (ROOT / "mutants").is_dir() and bool(results())
         for short, functions in wanted.items():
+            if functions and checked_first:
+                _check_functions(short, functions)
             names += [function_pattern(MODULES[short], f) for f in functions] or [MODULES[short] + ".*"]
     print(f"== {', '.join(MODULES[m] for m in modules)}", flush=True)
     if names:
