@@ -4,7 +4,7 @@
 mutmut copies ``src/`` and ``tests/`` into ``mutants/``, rewrites every function of the modules listed in
 ``[tool.mutmut] only_mutate`` (pyproject.toml) so that one mutant can be switched on by name, records which test
 executed which function (one run of the test files in ``pytest_add_cli_args_test_selection``), and then runs each
-mutant against only the tests that executed the mutated function, with ``-x`` and one worker here.
+mutant against only the tests that executed the mutated function, with ``-x`` and one worker unless ``--workers``.
 
 Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /tmp/scott-cpu.lock``):
 
@@ -12,7 +12,8 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
   ``scoring``, ``processor``, ``fused``, ``collator``, ``trainer``, ``shards``, ``evaluation``; ``all`` for all).
   Results accumulate in ``mutants/``, but a module named here is checked again in full (mutmut reruns every mutant
   it is given by name or pattern): an interrupted run of a big module starts over; ``--functions`` cuts it up.
-  The named modules run in one mutmut run, so its clean test run (minutes) is paid once.
+  The named modules run in one mutmut run, so its clean test run (minutes) is paid once. (With ``--functions`` that
+  clean run is the whole test selection: mutmut maps only module patterns and exact mutant names to their tests.)
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
   listed as equivalent (after adding tests).
 * ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions (``predict``;
