@@ -4,7 +4,7 @@
 mutmut copies ``src/`` and ``tests/`` into ``mutants/``, rewrites every function of the modules listed in
 ``[tool.mutmut] only_mutate`` (pyproject.toml) so that one mutant can be switched on by name, records which test
 executed which function (one run of the test files in ``pytest_add_cli_args_test_selection``), and then runs each
-mutant against only the tests that executed the mutated function, with ``-x`` and one worker here.
+mutant against only the tests that executed the mutated function, with ``-x`` and one worker unless ``--workers``.
 
 Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /tmp/scott-cpu.lock``):
 
@@ -12,7 +12,8 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
   ``scoring``, ``processor``, ``fused``, ``collator``, ``trainer``, ``shards``, ``evaluation``; ``all`` for all).
   Results accumulate in ``mutants/``, but a module named here is checked again in full (mutmut reruns every mutant
   it is given by name or pattern): an interrupted run of a big module starts over; ``--functions`` cuts it up.
-  The named modules run in one mutmut run, so its clean test run (minutes) is paid once.
+  The named modules run in one mutmut run, so its clean test run (minutes) is paid once. (With ``--functions`` that
+  clean run is the whole test selection: mutmut maps only module patterns and exact mutant names to their tests.)
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
   listed as equivalent (after adding tests).
 * ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions (``predict``;
@@ -270,7 +271,12 @@ def cmd_run(args: argparse.Namespace) -> None:
                  if module_of(n) in wanted and v == "survived" and n not in equivalent
                  and (not wanted[module_of(n)] or function_of(n) in wanted[module_of(n)])]
     else:
+        # mutmut generates every module's mutants in any run: once mutants/ holds results, a misspelt name is refused
+        # before the run, not after hours of the other names' mutants
+        checked_first = any(wanted.values()) and (ROOT / "mutants").is_dir() and bool(results())
         for short, functions in wanted.items():
+            if functions and checked_first:
+                _check_functions(short, functions)
             names += [function_pattern(MODULES[short], f) for f in functions] or [MODULES[short] + ".*"]
     print(f"== {', '.join(MODULES[m] for m in modules)}", flush=True)
     if names:

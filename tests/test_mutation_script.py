@@ -101,3 +101,19 @@ def test_run_names_every_module_in_one_mutmut_run(mutation, monkeypatch):
     monkeypatch.setattr(mutation, "print_score", lambda *a, **k: None)
     mutation.main(["run", "scoring", "evaluation", "--functions", "evaluation:predict", "--workers", "2"])
     assert runs == [(["scott_distill.teacher.scoring.*", "scott_distill.student.evaluation.x_predict__mutmut_*"], 2)]
+
+
+def test_a_misspelt_function_is_refused_before_the_run_when_results_exist(mutation, monkeypatch, tmp_path):
+    """With results in mutants/ (mutmut generates every module's mutants in any run), a misspelt name among several
+    modules is refused before mutmut runs the other names' mutants (hours for a whole module), not after."""
+    runs = []
+    (tmp_path / "mutants").mkdir()
+    monkeypatch.setattr(mutation, "ROOT", tmp_path)
+    monkeypatch.setattr(mutation, "_run", lambda names, workers=1: runs.append(names))
+    monkeypatch.setattr(mutation, "results", lambda: dict.fromkeys(NAMES, "killed"))
+    monkeypatch.setattr(mutation, "print_score", lambda *a, **k: None)
+    with pytest.raises(SystemExit, match=r"no mutants of \['chek_alpha'\] in scott_distill.teacher.scoring"):
+        mutation.main(["run", "evaluation", "scoring", "--functions", "evaluation:predict", "scoring:chek_alpha"])
+    assert runs == []
+    mutation.main(["run", "evaluation", "scoring", "--functions", "evaluation:predict", "scoring:check_alpha"])
+    assert runs == [["scott_distill.student.evaluation.x_predict__mutmut_*", "scott_distill.teacher.scoring.x_check_alpha__mutmut_*"]]
