@@ -255,7 +255,11 @@ def functions_by_module(modules: list[str], functions: list[str] | None) -> dict
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    modules = list(MODULES) if "all" in args.modules else args.modules
+    if "all" in args.modules and args.functions:
+        # every module without a listed function would run whole: hours, for a request that named a few functions
+        raise SystemExit("--functions cannot be combined with 'all': name the modules, e.g. "
+                         "`run trainer scoring --functions trainer:NAME`")
+    modules = list(MODULES) if "all" in args.modules else list(dict.fromkeys(args.modules))
     for short in modules:
         if short not in MODULES:
             raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")

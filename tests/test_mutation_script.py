@@ -117,3 +117,16 @@ def test_a_misspelt_function_is_refused_before_the_run_when_results_exist(mutati
     assert runs == []
     mutation.main(["run", "evaluation", "scoring", "--functions", "evaluation:predict", "scoring:check_alpha"])
     assert runs == [["scott_distill.student.evaluation.x_predict__mutmut_*", "scott_distill.teacher.scoring.x_check_alpha__mutmut_*"]]
+
+
+def test_all_with_functions_is_refused_and_a_module_named_twice_runs_once(mutation, monkeypatch):
+    """``all`` with ``--functions`` would run every other module whole (hours); a module named twice is one module."""
+    runs = []
+    monkeypatch.setattr(mutation, "_run", lambda names, workers=1: runs.append(names))
+    monkeypatch.setattr(mutation, "results", lambda: dict.fromkeys(NAMES, "killed"))
+    monkeypatch.setattr(mutation, "print_score", lambda *a, **k: None)
+    with pytest.raises(SystemExit, match="--functions cannot be combined with 'all'"):
+        mutation.main(["run", "all", "--functions", "evaluation:predict"])
+    assert runs == []
+    mutation.main(["run", "evaluation", "evaluation", "--functions", "predict"])
+    assert runs == [["scott_distill.student.evaluation.x_predict__mutmut_*"]]
