@@ -297,6 +297,68 @@ def test_counting_refuses_a_torch_iterable_dataset_and_an_object_without_length(
                                   "counted; pass `counterfactual_token_share` in CounterfactualTrainingArguments.")
 
 
+class LengthCollator:
+    """A user's own collator: row ``n`` becomes ``n`` label tokens (all scored, padding -100), no prompt masking,
+    so a decoder-only student's first label token is a real token that no logit predicts."""
+
+    def __call__(self, rows):
+        width = max(r["n"] for r in rows)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            labels[i, :r["n"]] = 7
+        return {"input_ids": labels.clamp(min=0), "labels": labels,
+                "is_counterfactual": torch.tensor([r["cf"] for r in rows])}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_count_label_tokens_sums_every_chunk_of_a_list_and_of_a_dataset(tokenizer, tmp_path, kind):
+    """Hand count: a row of ``n`` label tokens is ``n`` loss tokens for T5 and ``n - 1`` for a decoder-only student
+    (token t predicts t+1: the first label is never a target). 8 rows in chunks of 3 (the last one short), as a
+    plain list (indexed row by row) and as a ``datasets.Dataset`` (sliced)."""
+    rows = [{"n": n, "cf": cf} for n, cf in [(3, False), (5, True), (2, False), (4, False), (6, True), (1, True),
+                                              (7, False), (9, True)]]
+    shift = 1 if kind == "gpt2" else 0
+    want = [sum(r["n"] - shift for r in rows if not r["cf"]), sum(r["n"] - shift for r in rows if r["cf"])]
+    assert want == ([16 - 4, 21 - 4] if kind == "gpt2" else [16, 21])
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model(kind, len(tokenizer)), args=args, data_collator=LengthCollator(),
+                                    processing_class=tokenizer)
+    for dataset in (rows, datasets.Dataset.from_list(rows)):
+        counts = trainer.count_label_tokens(dataset, batch_rows=3)
+        assert counts.tolist() == want, type(dataset).__name__
+    assert trainer.count_label_tokens(rows).tolist() == want  # one chunk (the default 256 rows)
+
+
+def test_count_label_tokens_is_exact_past_float32(tokenizer, tmp_path):
+    """A training set of more than 2**24 label tokens (e.g. 100k rows of 170 tokens) is counted exactly: float32
+    would round 2**24 + 1 to 2**24."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model("t5", len(tokenizer)), args=args, data_collator=LengthCollator(),
+                                    processing_class=tokenizer)
+    counts = trainer.count_label_tokens([{"n": 2**24, "cf": False}, {"n": 1, "cf": False}, {"n": 3, "cf": True}],
+                                        batch_rows=1)
+    assert counts.tolist() == [2**24 + 1, 3]
+
+
+def test_token_cross_entropy_and_part_weights_follow_their_documented_rules():
+    """``token_cross_entropy`` without ``label_smoothing`` is plain per-token cross-entropy (a hand-written
+    log-softmax), 0 at -100 labels; ``counterfactual_part_weights`` is ``((1 - alpha) / pi_f, alpha / pi_cf)`` with
+    weight 0 for a part of share 0."""
+    from scott_distill.student.trainer import counterfactual_part_weights, token_cross_entropy
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [1.0, -2.0, 0.0]]])
+    labels = torch.tensor([[0, -100, 2]])
+    for causal, (lg, lb) in ((False, (logits, labels)), (True, (logits[:, :-1], labels[:, 1:]))):
+        ce, valid = token_cross_entropy(logits, labels, causal)
+        logp = lg - lg.exp().sum(-1, keepdim=True).log()
+        want = [[-float(logp[0, t, y]) if y != -100 else 0.0 for t, y in enumerate(lb[0].tolist())]]
+        torch.testing.assert_close(ce, torch.tensor(want))
+        assert valid.tolist() == [[y != -100 for y in lb[0].tolist()]]
+    assert counterfactual_part_weights(0.25, 0.2) == pytest.approx((0.75 / 0.8, 0.25 / 0.2))
+    assert counterfactual_part_weights(0.5, 1.0) == (0.0, 0.5)  # no factual tokens
+    assert counterfactual_part_weights(0.5, 0.0) == (0.5, 0.0)  # no counterfactual tokens
+
+
 # -- label smoothing ----------------------------------------------------------------------------------------
 
 
