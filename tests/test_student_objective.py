@@ -131,16 +131,19 @@ def _token_ce(model, batch, causal, eps):
     return ce, mask & ~cf, mask & cf
 
 
-def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps=0.0, per_part_means=False):
+def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps=0.0, per_part_means=False,
+                       collator=None):
     """SGD over windows of ``ga`` micro-batches of ``bs`` rows, in order; no scott_distill loss code.
 
     ``per_part_means=True``: each window's loss is (1 - alpha) * mean over its factual label tokens +
     alpha * mean over its counterfactual ones. Otherwise the documented token weights:
     ((1 - alpha) / pi_f or alpha / pi_cf) / (label tokens in the window), pi the dataset's token shares.
+    ``collator``: another collator than ours (it must give ``is_counterfactual``).
     """
     model = make_model(kind, len(tokenizer)).train()
     causal = kind != "t5"
-    collator = CounterfactualDataCollator(tokenizer, model=model if not causal else None)
+    if collator is None:
+        collator = CounterfactualDataCollator(tokenizer, model=model if not causal else None)
     batches = [collator(rows[i : i + bs]) for i in range(0, len(rows), bs)]
 
     def counts(batch):
@@ -219,6 +222,56 @@ def test_training_with_uneven_windows_equals_reference_token_weights(tokenizer, 
     a, _ = ours(tmp_path, "t5", tokenizer, rows, alpha=alpha, epochs=2)
     b = reference_training("t5", tokenizer, rows, alpha=alpha, bs=2, ga=2, epochs=2)
     assert_same_weights(a, b)
+
+
+class WholeSequenceCollator:
+    """A user's own decoder-only collator that trains on every token (labels = input ids, right padding -100):
+    unlike ours, its first label is a real token, which a causal LM never predicts."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows):
+        ids = [self.tokenizer(r["text"])["input_ids"] for r in rows]
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, seq in enumerate(ids):
+            input_ids[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq), 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100),
+                "is_counterfactual": torch.zeros(len(ids), dtype=torch.bool)}
+
+
+def test_decoder_only_window_count_skips_the_first_label_of_a_collator_that_scores_it(tokenizer, tmp_path):
+    """Windows of 2 rows then 1 (one row per micro-batch, rows of different lengths) against the
+    hand-written loop: the window's token count must skip each row's first label (token t predicts t+1), or every
+    step's scale is off. (Seq2SeqTrainer is no reference here: for a GPT-2 built from a config its model has no
+    ``loss_type``, so transformers 5.x counts ``labels`` unshifted; one step of its logged loss is 8/9 of the
+    hand-computed token mean on a 9-token row.)"""
+    rows = [{"text": r["rationale"]} for r in RATIONALE_ROWS[:3]]
+    assert len({len(tokenizer(r["text"])["input_ids"]) for r in rows}) == 3
+    model = make_model("gpt2", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "ours"), counterfactual_alpha=0.0,
+                                           per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                                           num_train_epochs=1, **SGD)
+    CounterfactualTrainer(model=model, args=args, train_dataset=rows, data_collator=WholeSequenceCollator(tokenizer),
+                          processing_class=tokenizer).train()
+    reference = reference_training("gpt2", tokenizer, rows, alpha=0.0, bs=1, ga=2, epochs=1,
+                                   collator=WholeSequenceCollator(tokenizer))
+    assert_same_weights(model, reference)
+
+
+def test_window_token_count_is_none_without_batches_or_labels_as_in_transformers(tokenizer, tmp_path):
+    """``_get_num_items_in_batch`` keeps transformers' contract: ``None`` for an empty window (an iterable dataset
+    that ends inside a window) and for batches without labels."""
+    from transformers import Trainer
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model("gpt2", len(tokenizer)), args=args, processing_class=tokenizer)
+    no_labels = [{"input_ids": torch.ones(1, 3, dtype=torch.long), "is_counterfactual": torch.zeros(1)}]
+    for samples in ([], no_labels):
+        assert Trainer._get_num_items_in_batch(trainer, samples, torch.device("cpu")) is None
+        assert trainer._get_num_items_in_batch(samples, torch.device("cpu")) is None
 
 
 # -- alpha whatever the batch holds -------------------------------------------------------------------------
