@@ -226,7 +226,7 @@ def test_training_with_uneven_windows_equals_reference_token_weights(tokenizer, 
 
 class WholeSequenceCollator:
     """A user's own decoder-only collator that trains on every token (labels = input ids, right padding -100):
-    unlike ours, its first label is a real token, which a causal LM never predicts."""
+    unlike ours, its first label is a real token, which a causal LM never predicts; no ``row_index``."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -239,7 +239,7 @@ class WholeSequenceCollator:
         for i, seq in enumerate(ids):
             input_ids[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq), 1
         return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100),
-                "is_counterfactual": torch.zeros(len(ids), dtype=torch.bool)}
+                "is_counterfactual": torch.tensor([bool(r.get("cf")) for r in rows])}
 
 
 def test_decoder_only_window_count_skips_the_first_label_of_a_collator_that_scores_it(tokenizer, tmp_path):
@@ -461,6 +461,23 @@ def exact_part_means(model, tokenizer, rows, causal=False):
     with torch.no_grad():
         ce, fact, cf = _token_ce(model, collator(rows), causal, 0.0)
     return tuple(float((ce * m).sum() / m.sum()) if m.any() else None for m in (fact, cf))
+
+
+def test_eval_part_losses_are_exact_with_a_collator_without_row_index(tokenizer, tmp_path):
+    """A user's collator without ``row_index`` (one example per row): 3 rows, eval batches of 2 (the last one
+    partial), against the token means of all rows collated at once, by hand."""
+    rows = [{"text": RATIONALE_ROWS[0]["rationale"]}, {"text": RATIONALE_ROWS[1]["rationale"], "cf": True},
+            {"text": RATIONALE_ROWS[2]["counterfactual_rationale"]}]
+    model = make_model("gpt2", len(tokenizer))
+    collator = WholeSequenceCollator(tokenizer)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer)
+    metrics = trainer.evaluate(rows)
+    model.eval()
+    with torch.no_grad():
+        ce, fact, cf = _token_ce(model, collator(rows), True, 0.0)
+    assert metrics["eval_loss_factual"] == pytest.approx(float((ce * fact).sum() / fact.sum()), rel=1e-5)
+    assert metrics["eval_loss_counterfactual"] == pytest.approx(float((ce * cf).sum() / cf.sum()), rel=1e-5)
 
 
 def test_eval_part_losses_are_exact_and_predict_does_not_leak(tokenizer, tmp_path):
