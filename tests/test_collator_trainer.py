@@ -129,6 +129,10 @@ def test_alpha_weighted_loss_matches_manual(tokenizer, tmp_path, kind):
     got = trainer.compute_loss(model, batch).detach()
     expect = manual_loss(model, batch, 0.3, causal=kind == "gpt2")
     assert float(got) == pytest.approx(float(expect), rel=1e-5)
+    # with the outputs, as Trainer.compute_loss gives them: their `loss` is the objective, not the model's (None:
+    # the model gets no labels)
+    _, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+    assert float(outputs.loss) == pytest.approx(float(expect), rel=1e-5)
 
 
 def test_one_kind_only_batch_keeps_alpha(tokenizer, tmp_path):
