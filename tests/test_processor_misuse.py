@@ -493,8 +493,10 @@ def test_processor_called_outside_generate_returns_the_dtype_of_its_scores(token
 def test_nan_in_contrast_logits_falls_back_to_gold_for_that_row():
     scores = torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0]])
     contrast = torch.tensor([[0.0, float("nan"), 0.0], [0.5, 0.0, 1.0]])
-    with pytest.warns(RuntimeWarning, match="NaN"):
+    with pytest.warns(RuntimeWarning, match="NaN") as record:
         out = contrastive_scores(scores, contrast, 0.5)
+    assert str(record[0].message) == ("The contrast branch produced NaN logits in 1 row(s); those rows use the gold "
+                                      "branch alone at this step (check the teacher's dtype / the contrast prompts).")
     assert not torch.isnan(out).any()
     assert torch.allclose(out[0], torch.log_softmax(scores[0], -1))  # gold branch alone
     expect = torch.log_softmax(scores[1], -1) - 0.5 * torch.log_softmax(contrast[1], -1)
