@@ -129,6 +129,10 @@ def test_alpha_weighted_loss_matches_manual(tokenizer, tmp_path, kind):
     got = trainer.compute_loss(model, batch).detach()
     expect = manual_loss(model, batch, 0.3, causal=kind == "gpt2")
     assert float(got) == pytest.approx(float(expect), rel=1e-5)
+    # with the outputs, as Trainer.compute_loss gives them: their `loss` is the objective, not the model's (None:
+    # the model gets no labels)
+    _, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+    assert float(outputs.loss) == pytest.approx(float(expect), rel=1e-5)
 
 
 def test_one_kind_only_batch_keeps_alpha(tokenizer, tmp_path):
@@ -430,3 +434,22 @@ def test_rows_of_counts_dataset_rows_not_examples(tokenizer):
     assert _rows_of(col([ROW, factual_only, ROW])) == 3
     assert _rows_of({"input_ids": torch.ones(5, 3, dtype=torch.long)}) == 5
     assert _rows_of({"input_ids": torch.ones(0, 3, dtype=torch.long), "row_index": torch.tensor([], dtype=torch.long)}) == 0
+
+
+@pytest.mark.parametrize("counterfactual", [True, False])
+def test_loss_of_a_batch_with_one_label_token(tokenizer, tmp_path, counterfactual):
+    """Batch size 1 with a single label token (a one-token answer, the rest teacher-forced), in a trainer that
+    counted no training data: the batch's own shares are 1 and 0, so the loss is alpha (or 1 - alpha) times that
+    token's cross-entropy, computed here by hand; the same with the model in training mode (a direct call, outside
+    a training step: no window count, so the batch's own)."""
+    model = make_gpt2(len(tokenizer), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.3, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    ids = torch.tensor([[5, 9, 11]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([[-100, -100, 11]]),
+             "is_counterfactual": torch.tensor([counterfactual])}
+    with torch.no_grad():
+        ce = -torch.log_softmax(model(input_ids=ids).logits[0, 1].float(), -1)[11]
+    for training in (False, True):
+        loss = trainer.compute_loss(model.train(training), batch)
+        assert float(loss) == pytest.approx((0.3 if counterfactual else 0.7) * float(ce), rel=1e-5), training

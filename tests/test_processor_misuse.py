@@ -493,8 +493,10 @@ def test_processor_called_outside_generate_returns_the_dtype_of_its_scores(token
 def test_nan_in_contrast_logits_falls_back_to_gold_for_that_row():
     scores = torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0]])
     contrast = torch.tensor([[0.0, float("nan"), 0.0], [0.5, 0.0, 1.0]])
-    with pytest.warns(RuntimeWarning, match="NaN"):
+    with pytest.warns(RuntimeWarning, match="NaN") as record:
         out = contrastive_scores(scores, contrast, 0.5)
+    assert str(record[0].message) == ("The contrast branch produced NaN logits in 1 row(s); those rows use the gold "
+                                      "branch alone at this step (check the teacher's dtype / the contrast prompts).")
     assert not torch.isnan(out).any()
     assert torch.allclose(out[0], torch.log_softmax(scores[0], -1))  # gold branch alone
     expect = torch.log_softmax(scores[1], -1) - 0.5 * torch.log_softmax(contrast[1], -1)
@@ -686,3 +688,27 @@ def test_decoder_position_ids_by_hand():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
     assert decoder_position_ids(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
     assert decoder_position_ids(mask.bool()).tolist() == decoder_position_ids(mask).tolist()
+
+
+def test_nan_in_the_gold_scores_gives_minus_inf_never_nan():
+    """A gold row holding a NaN (an fp16 teacher that overflowed) has no usable distribution: the whole row is
+    excluded (-inf) for every alpha, never NaN; the other rows are the plain formula."""
+    scores = torch.tensor([[0.0, float("nan"), 1.0], [0.0, 1.0, 2.0]])
+    contrast = torch.tensor([[0.5, 0.0, 1.0], [1.0, 0.0, 0.5]])
+    for alpha in (0.0, 0.5):
+        out = contrastive_scores(scores, contrast, alpha)
+        assert torch.isneginf(out[0]).all(), alpha
+        expect = torch.log_softmax(scores[1], -1) - alpha * torch.log_softmax(contrast[1], -1)
+        torch.testing.assert_close(out[1], expect)
+
+
+def test_plausibility_threshold_zero_is_off_and_one_keeps_the_top_tokens():
+    """``plausibility_threshold`` 0 keeps every token (as None does); 1 keeps only the tokens at the gold maximum
+    (p >= 1 * max p), ties included: the rule is ``p >= threshold * max p``."""
+    scores = torch.tensor([[2.0, 0.0, 2.0, 1.0], [0.0, 3.0, 1.0, 1.0]])
+    contrast = torch.tensor([[0.0, 1.0, 3.0, 0.5], [2.0, 0.0, 0.0, 1.0]])
+    free = contrastive_scores(scores, contrast, 0.5)
+    assert torch.equal(contrastive_scores(scores, contrast, 0.5, plausibility_threshold=0.0), free)
+    top = contrastive_scores(scores, contrast, 0.5, plausibility_threshold=1.0)
+    keep = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    assert torch.equal(top[keep], free[keep]) and torch.isneginf(top[~keep]).all()

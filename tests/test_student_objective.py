@@ -131,16 +131,19 @@ def _token_ce(model, batch, causal, eps):
     return ce, mask & ~cf, mask & cf
 
 
-def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps=0.0, per_part_means=False):
+def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps=0.0, per_part_means=False,
+                       collator=None):
     """SGD over windows of ``ga`` micro-batches of ``bs`` rows, in order; no scott_distill loss code.
 
     ``per_part_means=True``: each window's loss is (1 - alpha) * mean over its factual label tokens +
     alpha * mean over its counterfactual ones. Otherwise the documented token weights:
     ((1 - alpha) / pi_f or alpha / pi_cf) / (label tokens in the window), pi the dataset's token shares.
+    ``collator``: another collator than ours (it must give ``is_counterfactual``).
     """
     model = make_model(kind, len(tokenizer)).train()
     causal = kind != "t5"
-    collator = CounterfactualDataCollator(tokenizer, model=model if not causal else None)
+    if collator is None:
+        collator = CounterfactualDataCollator(tokenizer, model=model if not causal else None)
     batches = [collator(rows[i : i + bs]) for i in range(0, len(rows), bs)]
 
     def counts(batch):
@@ -221,6 +224,56 @@ def test_training_with_uneven_windows_equals_reference_token_weights(tokenizer, 
     assert_same_weights(a, b)
 
 
+class WholeSequenceCollator:
+    """A user's own decoder-only collator that trains on every token (labels = input ids, right padding -100):
+    unlike ours, its first label is a real token, which a causal LM never predicts; no ``row_index``."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows):
+        ids = [self.tokenizer(r["text"])["input_ids"] for r in rows]
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, seq in enumerate(ids):
+            input_ids[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq), 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100),
+                "is_counterfactual": torch.tensor([bool(r.get("cf")) for r in rows])}
+
+
+def test_decoder_only_window_count_skips_the_first_label_of_a_collator_that_scores_it(tokenizer, tmp_path):
+    """Windows of 2 rows then 1 (one row per micro-batch, rows of different lengths) against the
+    hand-written loop: the window's token count must skip each row's first label (token t predicts t+1), or every
+    step's scale is off. (Seq2SeqTrainer is no reference here: for a GPT-2 built from a config its model has no
+    ``loss_type``, so transformers 5.x counts ``labels`` unshifted; one step of its logged loss is 8/9 of the
+    hand-computed token mean on a 9-token row.)"""
+    rows = [{"text": r["rationale"]} for r in RATIONALE_ROWS[:3]]
+    assert len({len(tokenizer(r["text"])["input_ids"]) for r in rows}) == 3
+    model = make_model("gpt2", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "ours"), counterfactual_alpha=0.0,
+                                           per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                                           num_train_epochs=1, **SGD)
+    CounterfactualTrainer(model=model, args=args, train_dataset=rows, data_collator=WholeSequenceCollator(tokenizer),
+                          processing_class=tokenizer).train()
+    reference = reference_training("gpt2", tokenizer, rows, alpha=0.0, bs=1, ga=2, epochs=1,
+                                   collator=WholeSequenceCollator(tokenizer))
+    assert_same_weights(model, reference)
+
+
+def test_window_token_count_is_none_without_batches_or_labels_as_in_transformers(tokenizer, tmp_path):
+    """``_get_num_items_in_batch`` keeps transformers' contract: ``None`` for an empty window (an iterable dataset
+    that ends inside a window) and for batches without labels."""
+    from transformers import Trainer
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model("gpt2", len(tokenizer)), args=args, processing_class=tokenizer)
+    no_labels = [{"input_ids": torch.ones(1, 3, dtype=torch.long), "is_counterfactual": torch.zeros(1)}]
+    for samples in ([], no_labels):
+        assert Trainer._get_num_items_in_batch(trainer, samples, torch.device("cpu")) is None
+        assert trainer._get_num_items_in_batch(samples, torch.device("cpu")) is None
+
+
 # -- alpha whatever the batch holds -------------------------------------------------------------------------
 
 FLAT_ROWS = [flat(RATIONALE_ROWS[0], False), flat(RATIONALE_ROWS[0], True),
@@ -297,6 +350,68 @@ def test_counting_refuses_a_torch_iterable_dataset_and_an_object_without_length(
                                   "counted; pass `counterfactual_token_share` in CounterfactualTrainingArguments.")
 
 
+class LengthCollator:
+    """A user's own collator: row ``n`` becomes ``n`` label tokens (all scored, padding -100), no prompt masking,
+    so a decoder-only student's first label token is a real token that no logit predicts."""
+
+    def __call__(self, rows):
+        width = max(r["n"] for r in rows)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            labels[i, :r["n"]] = 7
+        return {"input_ids": labels.clamp(min=0), "labels": labels,
+                "is_counterfactual": torch.tensor([r["cf"] for r in rows])}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_count_label_tokens_sums_every_chunk_of_a_list_and_of_a_dataset(tokenizer, tmp_path, kind):
+    """Hand count: a row of ``n`` label tokens is ``n`` loss tokens for T5 and ``n - 1`` for a decoder-only student
+    (token t predicts t+1: the first label is never a target). 8 rows in chunks of 3 (the last one short), as a
+    plain list (indexed row by row) and as a ``datasets.Dataset`` (sliced)."""
+    rows = [{"n": n, "cf": cf} for n, cf in [(3, False), (5, True), (2, False), (4, False), (6, True), (1, True),
+                                              (7, False), (9, True)]]
+    shift = 1 if kind == "gpt2" else 0
+    want = [sum(r["n"] - shift for r in rows if not r["cf"]), sum(r["n"] - shift for r in rows if r["cf"])]
+    assert want == ([16 - 4, 21 - 4] if kind == "gpt2" else [16, 21])
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model(kind, len(tokenizer)), args=args, data_collator=LengthCollator(),
+                                    processing_class=tokenizer)
+    for dataset in (rows, datasets.Dataset.from_list(rows)):
+        counts = trainer.count_label_tokens(dataset, batch_rows=3)
+        assert counts.tolist() == want, type(dataset).__name__
+    assert trainer.count_label_tokens(rows).tolist() == want  # one chunk (the default 256 rows)
+
+
+def test_count_label_tokens_is_exact_past_float32(tokenizer, tmp_path):
+    """A training set of more than 2**24 label tokens (e.g. 100k rows of 170 tokens) is counted exactly: float32
+    would round 2**24 + 1 to 2**24."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    trainer = CounterfactualTrainer(model=make_model("t5", len(tokenizer)), args=args, data_collator=LengthCollator(),
+                                    processing_class=tokenizer)
+    counts = trainer.count_label_tokens([{"n": 2**24, "cf": False}, {"n": 1, "cf": False}, {"n": 3, "cf": True}],
+                                        batch_rows=1)
+    assert counts.tolist() == [2**24 + 1, 3]
+
+
+def test_token_cross_entropy_and_part_weights_follow_their_documented_rules():
+    """``token_cross_entropy`` without ``label_smoothing`` is plain per-token cross-entropy (a hand-written
+    log-softmax), 0 at -100 labels; ``counterfactual_part_weights`` is ``((1 - alpha) / pi_f, alpha / pi_cf)`` with
+    weight 0 for a part of share 0."""
+    from scott_distill.student.trainer import counterfactual_part_weights, token_cross_entropy
+
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [1.0, -2.0, 0.0]]])
+    labels = torch.tensor([[0, -100, 2]])
+    for causal, (lg, lb) in ((False, (logits, labels)), (True, (logits[:, :-1], labels[:, 1:]))):
+        ce, valid = token_cross_entropy(logits, labels, causal)
+        logp = lg - lg.exp().sum(-1, keepdim=True).log()
+        want = [[-float(logp[0, t, y]) if y != -100 else 0.0 for t, y in enumerate(lb[0].tolist())]]
+        torch.testing.assert_close(ce, torch.tensor(want))
+        assert valid.tolist() == [[y != -100 for y in lb[0].tolist()]]
+    assert counterfactual_part_weights(0.25, 0.2) == pytest.approx((0.75 / 0.8, 0.25 / 0.2))
+    assert counterfactual_part_weights(0.5, 1.0) == (0.0, 0.5)  # no factual tokens
+    assert counterfactual_part_weights(0.5, 0.0) == (0.5, 0.0)  # no counterfactual tokens
+
+
 # -- label smoothing ----------------------------------------------------------------------------------------
 
 
@@ -346,6 +461,23 @@ def exact_part_means(model, tokenizer, rows, causal=False):
     with torch.no_grad():
         ce, fact, cf = _token_ce(model, collator(rows), causal, 0.0)
     return tuple(float((ce * m).sum() / m.sum()) if m.any() else None for m in (fact, cf))
+
+
+def test_eval_part_losses_are_exact_with_a_collator_without_row_index(tokenizer, tmp_path):
+    """A user's collator without ``row_index`` (one example per row): 3 rows, eval batches of 2 (the last one
+    partial), against the token means of all rows collated at once, by hand."""
+    rows = [{"text": RATIONALE_ROWS[0]["rationale"]}, {"text": RATIONALE_ROWS[1]["rationale"], "cf": True},
+            {"text": RATIONALE_ROWS[2]["counterfactual_rationale"]}]
+    model = make_model("gpt2", len(tokenizer))
+    collator = WholeSequenceCollator(tokenizer)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer)
+    metrics = trainer.evaluate(rows)
+    model.eval()
+    with torch.no_grad():
+        ce, fact, cf = _token_ce(model, collator(rows), True, 0.0)
+    assert metrics["eval_loss_factual"] == pytest.approx(float((ce * fact).sum() / fact.sum()), rel=1e-5)
+    assert metrics["eval_loss_counterfactual"] == pytest.approx(float((ce * cf).sum() / cf.sum()), rel=1e-5)
 
 
 def test_eval_part_losses_are_exact_and_predict_does_not_leak(tokenizer, tmp_path):
