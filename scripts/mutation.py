@@ -15,17 +15,19 @@ Commands (run from anywhere; on the shared 2-core machine wrap them in ``flock /
   The named modules run in one mutmut run, so its clean test run (minutes) is paid once. (With ``--functions`` that
   clean run is the whole test selection: mutmut maps only module patterns and exact mutant names to their tests.)
 * ``python scripts/mutation.py run --survivors MODULE ...`` -- again, only the mutants that survived and are not
-  listed as equivalent (after adding tests).
+  listed as equivalent (after adding tests); with ``--timeouts``, the timeouts too.
 * ``python scripts/mutation.py run MODULE --functions NAME ...`` -- only the mutants of these functions (``predict``;
   a method as ``Class.method``); with several modules, ``MODULE:NAME`` (a module none of whose functions is listed
   runs whole). ``--workers N``: N mutmut worker processes (default 1); a timeout counts as killed, and a loaded
-  machine makes them, so re-check a multi-worker run's timeouts by hand.
+  machine makes them, so re-check a multi-worker run's timeouts (``--survivors --timeouts``).
 * ``python scripts/mutation.py sample`` -- the fixed mutant sample of ``tests/mutation/sample.txt`` (what
   ``.ci/run`` runs); exits 1 if a sampled mutant survives that ``tests/mutation/equivalent.txt`` does not name.
 * ``python scripts/mutation.py make-sample --seed 0 --per-module 3`` -- rewrite ``sample.txt``: a seeded draw of
   mutants per module from those already generated (needs one ``run`` or ``sample`` before, so ``mutants/`` exists).
   With ``--output FILE``: write the draw there instead (a random sample that *estimates* a module's score when its
   full set takes too long: ``sample --file FILE`` runs it, ``score --file FILE`` scores it with an interval).
+  ``sample --file FILE`` also finishes a partly measured set: list the mutants not checked yet, one name per line
+  (exact names are mapped to their tests, so mutmut's clean run covers only those tests). ``--workers`` as for ``run``.
 * ``python scripts/mutation.py score [--markdown] [--file FILE]`` -- killed / survived / equivalent / timeout per
   module from the results in ``mutants/`` and the equivalent list; the percentage is killed over checked
   non-equivalent mutants. ``--file``: only the mutants listed there, with a 95 % Wilson interval of the percentage.
@@ -105,8 +107,9 @@ def _prepare() -> None:
 def _run(names: list[str], workers: int = 1) -> None:
     _prepare()
     # one worker by default: the machine has 2 cores and torch uses both inside a test. More workers check more
-    # mutants per second, but a loaded machine stretches every test toward mutmut's timeout (3x its clean time),
-    # and a timeout counts as killed: check the timeouts of such a run by hand.
+    # mutants per second, but a loaded machine stretches every test toward mutmut's timeout ((clean time of the
+    # mutant's tests + timeout_constant) x 3 in mutmut 3.8), and a timeout counts as killed: re-check the timeouts of
+    # such a run (`run --survivors --timeouts`).
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers), *names]
     env = _env()
     if workers > 1:  # one torch thread per worker: two workers of two threads each oversubscribe 2 cores
@@ -218,10 +221,10 @@ def function_of(name: str) -> str:
     return mangled[2:]
 
 
-def _check_functions(short: str, functions: list[str]) -> None:
+def _check_functions(short: str, functions: list[str], status: dict[str, str]) -> None:
     """Refuse function names with no mutant in the module (misspelt, or a decorated function mutmut skips): mutmut
-    itself only refuses when none of the names matches."""
-    found = {function_of(n) for n in results() if module_of(n) == short}
+    itself only refuses when none of the names matches. ``status``: :func:`results`."""
+    found = {function_of(n) for n in status if module_of(n) == short}
     missing = [f for f in functions if f not in found]
     if missing:
         raise SystemExit(f"--functions: no mutants of {missing} in {MODULES[short]} (misspelt, a method not written "
@@ -264,38 +267,40 @@ def cmd_run(args: argparse.Namespace) -> None:
         if short not in MODULES:
             raise SystemExit(f"module must be one of {sorted(MODULES)} or 'all', got {short!r}")
     wanted = functions_by_module(modules, args.functions)
+    # mutmut generates every module's mutants in any run, so once mutants/ holds results the names are checked before
+    # the run (a misspelt name is refused before hours of the other names' mutants), else after it
+    status = results() if (ROOT / "mutants").is_dir() else {}
+    checked = bool(status)
+    if checked:
+        for short, functions in wanted.items():
+            if functions:
+                _check_functions(short, functions, status)
     # one mutmut run for everything named: its clean test run (minutes) is paid once
     names: list[str] = []
     if args.survivors:  # again, after adding tests: mutmut reruns mutants named explicitly
-        for short, functions in wanted.items():
-            if functions:
-                _check_functions(short, functions)
+        rerun = {"survived"} | (TIMEOUT if args.timeouts else set())
         equivalent = read_list(EQUIVALENT_FILE)
-        names = [n for n, v in results().items()
-                 if module_of(n) in wanted and v == "survived" and n not in equivalent
+        names = [n for n, v in status.items()
+                 if module_of(n) in wanted and v in rerun and n not in equivalent
                  and (not wanted[module_of(n)] or function_of(n) in wanted[module_of(n)])]
     else:
-        # mutmut generates every module's mutants in any run: once mutants/ holds results, a misspelt name is refused
-        # before the run, not after hours of the other names' mutants
-        checked_first = any(wanted.values()) and (ROOT / "mutants").is_dir() and bool(results())
         for short, functions in wanted.items():
-            if functions and checked_first:
-                _check_functions(short, functions)
             names += [function_pattern(MODULES[short], f) for f in functions] or [MODULES[short] + ".*"]
     print(f"== {', '.join(MODULES[m] for m in modules)}", flush=True)
     if names:
         _run(names, args.workers)
-    if not args.survivors:
+        status = results()
+    if not checked:
         for short, functions in wanted.items():
             if functions:
-                _check_functions(short, functions)
-    print_score(score(results(), read_list(EQUIVALENT_FILE)), markdown=False)
+                _check_functions(short, functions, status)
+    print_score(score(status, read_list(EQUIVALENT_FILE)), markdown=False)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     sample = list(read_list(Path(args.file)))
     equivalent = read_list(EQUIVALENT_FILE)
-    _run(sample)
+    _run(sample, args.workers)
     status = results()
     missing = [n for n in sample if n not in status]
     if missing:
@@ -354,15 +359,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("modules", nargs="+", help=f"{', '.join(MODULES)} or all")
     p.add_argument("--survivors", action="store_true",
                    help="only the mutants that survived last time and are not listed as equivalent")
+    p.add_argument("--timeouts", action="store_true",
+                   help="with --survivors: the timeouts too (a loaded machine turns slow tests into timeouts, which "
+                        "count as killed)")
     p.add_argument("--workers", type=_positive_int, default=1,
-                   help="mutmut worker processes (default 1; with more, re-check the timeouts by hand: a loaded "
-                        "machine turns slow tests into timeouts, which count as killed)")
+                   help="mutmut worker processes (default 1; with more, re-check the timeouts with --survivors "
+                        "--timeouts: a loaded machine turns slow tests into timeouts, which count as killed)")
     p.add_argument("--functions", nargs="+", metavar="NAME",
                    help="only these functions (a method as Class.method); with several modules, MODULE:NAME; "
                         "a module without any listed runs whole")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sample", help="the fixed sample of tests/mutation/sample.txt (CI)")
     p.add_argument("--file", default=str(SAMPLE_FILE), help="another list of mutants (default: %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="mutmut worker processes, as for `run`")
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("make-sample", help="draw a new fixed sample")
     p.add_argument("--seed", type=int, default=0)

@@ -52,12 +52,12 @@ def test_function_filter_selects_exactly_that_functions_mutants(mutation):
 
 def test_a_function_without_mutants_is_refused_by_name(mutation, monkeypatch):
     """mutmut only refuses a filter when no name matches; one misspelt name among several must not pass silently."""
-    monkeypatch.setattr(mutation, "results", lambda: dict.fromkeys(NAMES, "killed"))
-    mutation._check_functions("evaluation", ["predict", "predict_batch"])
+    status = dict.fromkeys(NAMES, "killed")
+    mutation._check_functions("evaluation", ["predict", "predict_batch"], status)
     with pytest.raises(SystemExit, match=r"no mutants of \['predcit'\] in scott_distill.student.evaluation"):
-        mutation._check_functions("evaluation", ["predict", "predcit"])
+        mutation._check_functions("evaluation", ["predict", "predcit"], status)
     with pytest.raises(SystemExit, match="_start"):  # a method must be written Class.method
-        mutation._check_functions("processor", ["_start"])
+        mutation._check_functions("processor", ["_start"], status)
 
 
 def test_workers_reach_mutmut_and_bad_counts_are_refused(mutation, monkeypatch, capsys):
@@ -130,3 +130,42 @@ def test_all_with_functions_is_refused_and_a_module_named_twice_runs_once(mutati
     assert runs == []
     mutation.main(["run", "evaluation", "evaluation", "--functions", "predict"])
     assert runs == [["scott_distill.student.evaluation.x_predict__mutmut_*"]]
+
+
+def test_run_asks_mutmut_for_results_once_before_and_once_after(mutation, monkeypatch, tmp_path):
+    """``mutmut results`` is a subprocess over every mutant: the names are checked once (before the run when mutants/
+    holds results, after it otherwise) and the score reuses the results read after the run."""
+    calls, runs, scored = [], [], []
+    monkeypatch.setattr(mutation, "ROOT", tmp_path)
+    monkeypatch.setattr(mutation, "_run", lambda names, workers=1: runs.append(names))
+    monkeypatch.setattr(mutation, "results", lambda: calls.append(1) or dict.fromkeys(NAMES, "killed"))
+    monkeypatch.setattr(mutation, "print_score", lambda table, **k: scored.append(table))
+    mutation.main(["run", "scoring", "--functions", "check_alpha"])  # no mutants/ yet: checked after the run
+    assert (len(calls), len(runs)) == (1, 1)
+    assert scored[-1]["scoring"]["killed"] == 1
+    with pytest.raises(SystemExit, match="no mutants of"):  # a misspelt name is still refused after the run
+        mutation.main(["run", "scoring", "--functions", "chek_alpha"])
+    (tmp_path / "mutants").mkdir()
+    calls.clear()
+    mutation.main(["run", "scoring", "--functions", "check_alpha"])
+    assert len(calls) == 2
+
+
+def test_survivors_rerun_timeouts_only_when_asked(mutation, monkeypatch, tmp_path):
+    """``--survivors`` reruns survived mutants; ``--timeouts`` adds the timeouts, which a loaded machine makes and
+    which count as killed; killed and equivalent mutants are never rerun."""
+    (tmp_path / "mutants").mkdir()
+    (tmp_path / "tests" / "mutation").mkdir(parents=True)
+    equivalent = tmp_path / "tests" / "mutation" / "equivalent.txt"
+    equivalent.write_text(NAMES[4] + "  # listed\n")
+    status = dict(zip(NAMES, ["survived", "timeout", "killed", "segfault", "survived"]))
+    runs = []
+    monkeypatch.setattr(mutation, "ROOT", tmp_path)
+    monkeypatch.setattr(mutation, "EQUIVALENT_FILE", equivalent)
+    monkeypatch.setattr(mutation, "_run", lambda names, workers=1: runs.append(sorted(names)))
+    monkeypatch.setattr(mutation, "results", lambda: status)
+    monkeypatch.setattr(mutation, "print_score", lambda *a, **k: None)
+    mutation.main(["run", "--survivors", "evaluation", "processor"])
+    assert runs == [[NAMES[0]]]
+    mutation.main(["run", "--survivors", "--timeouts", "evaluation", "processor"])
+    assert runs[-1] == sorted([NAMES[0], NAMES[1], NAMES[3]])
