@@ -9,14 +9,19 @@ a linear read-out of the summed gradients, so a wrong token weight or normaliser
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
 from conftest import make_gpt2, make_t5
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from scott_distill import (
     CounterfactualDataCollator,
@@ -132,13 +137,18 @@ def _token_ce(model, batch, causal, eps):
 
 
 def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps=0.0, per_part_means=False,
-                       collator=None):
+                       collator=None, world=1, average_tokens=True):
     """SGD over windows of ``ga`` micro-batches of ``bs`` rows, in order; no scott_distill loss code.
 
     ``per_part_means=True``: each window's loss is (1 - alpha) * mean over its factual label tokens +
     alpha * mean over its counterfactual ones. Otherwise the documented token weights:
     ((1 - alpha) / pi_f or alpha / pi_cf) / (label tokens in the window), pi the dataset's token shares.
     ``collator``: another collator than ours (it must give ``is_counterfactual``).
+
+    ``world`` > 1: DDP as written in its documentation, in one process. Micro-batch i goes to process i % world
+    (accelerate's batch sharding); each process's loss is normalised by the label tokens of the window on all
+    processes (``average_tokens``) or on its own, and the processes' gradients are averaged (DDP) after scaling
+    the first kind by ``world`` (transformers' ``average_tokens_across_devices``).
     """
     model = make_model(kind, len(tokenizer)).train()
     causal = kind != "t5"
@@ -155,21 +165,25 @@ def reference_training(kind, tokenizer, rows, alpha, bs, ga, epochs, lr=0.5, eps
     n_cf = sum(counts(b)[1] for b in batches)
     pi_f, pi_cf = n_f / (n_f + n_cf), n_cf / (n_f + n_cf)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    windows = [batches[i : i + ga] for i in range(0, len(batches), ga)]
+    per_process = [batches[r::world] for r in range(world)]
+    steps = [[mine[i : i + ga] for mine in per_process] for i in range(0, len(per_process[0]), ga)]
     for _ in range(epochs):
-        for window in windows:
-            w_f = sum(counts(b)[0] for b in window)
-            w_cf = sum(counts(b)[1] for b in window)
+        for windows in steps:  # one optimizer step: each process's window of micro-batches
+            everywhere = sum(sum(counts(b)) for window in windows for b in window)
             opt.zero_grad()
-            for b in window:
-                ce, fact, cf = _token_ce(model, b, causal, eps)
-                if per_part_means:
-                    loss = (1 - alpha) * (ce * fact).sum() / max(w_f, 1) + alpha * (ce * cf).sum() / max(w_cf, 1)
-                else:
-                    c_f = (1 - alpha) / pi_f if pi_f else 0.0
-                    c_cf = alpha / pi_cf if pi_cf else 0.0
-                    loss = (c_f * (ce * fact).sum() + c_cf * (ce * cf).sum()) / (w_f + w_cf)
-                loss.backward()
+            for window in windows:
+                w_f = sum(counts(b)[0] for b in window)
+                w_cf = sum(counts(b)[1] for b in window)
+                for b in window:
+                    ce, fact, cf = _token_ce(model, b, causal, eps)
+                    if per_part_means:
+                        loss = (1 - alpha) * (ce * fact).sum() / max(w_f, 1) + alpha * (ce * cf).sum() / max(w_cf, 1)
+                    else:
+                        c_f = (1 - alpha) / pi_f if pi_f else 0.0
+                        c_cf = alpha / pi_cf if pi_cf else 0.0
+                        loss = (c_f * (ce * fact).sum() + c_cf * (ce * cf).sum()) / (
+                            everywhere / world if average_tokens else w_f + w_cf)
+                    (loss / world).backward()
             opt.step()
     return model
 
@@ -222,6 +236,78 @@ def test_training_with_uneven_windows_equals_reference_token_weights(tokenizer, 
     a, _ = ours(tmp_path, "t5", tokenizer, rows, alpha=alpha, epochs=2)
     b = reference_training("t5", tokenizer, rows, alpha=alpha, bs=2, ga=2, epochs=2)
     assert_same_weights(a, b)
+
+
+DDP_WORKER = Path(__file__).parent / "ddp_objective_worker.py"
+
+
+def _all_keys(rows: list[dict]) -> list[dict]:
+    return as_dataset(rows).to_list()
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("average_tokens", [False, True])
+def test_torchrun_training_and_evaluation_equal_one_process_references(tokenizer, tmp_path, average_tokens):
+    """Two processes through the Python API against one-process references written by hand.
+
+    Training: 6 rows, one per process and micro-batch, windows of 2 then 1 micro-batch, alpha=0.5, with
+    ``average_tokens_across_devices`` on (the window's tokens on both processes normalise the loss) and off (each
+    process its own, as transformers does; DDP averages the gradients). Evaluation: 7 rows in per-process batches
+    of 2, so that the last step holds 3 rows and ``gather_for_metrics`` drops the row that evened it out; the
+    per-part losses equal the token means over the 7 rows."""
+    init = tmp_path / "init"
+    make_model("t5", len(tokenizer)).save_pretrained(init)
+    tokenizer.save_pretrained(init)
+    train_rows = [RATIONALE_ROWS[0], flat(RATIONALE_ROWS[1], False), RATIONALE_ROWS[2], flat(RATIONALE_ROWS[3], True),
+                  RATIONALE_ROWS[1], flat(RATIONALE_ROWS[0], True)]
+    eval_rows = [RATIONALE_ROWS[3], flat(RATIONALE_ROWS[2], True), RATIONALE_ROWS[0], flat(RATIONALE_ROWS[1], False),
+                 RATIONALE_ROWS[2], flat(RATIONALE_ROWS[0], True), RATIONALE_ROWS[1]]
+    (tmp_path / "train.json").write_text(json.dumps(_all_keys(train_rows)))
+    (tmp_path / "eval.json").write_text(json.dumps(_all_keys(eval_rows)))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29541 + average_tokens), str(DDP_WORKER), str(init), str(tmp_path / "train.json"),
+         str(tmp_path / "eval.json"), str(out), "--average_tokens_across_devices", str(average_tokens).lower(),
+         "--gradient_accumulation_steps", "2"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = reference_training("t5", tokenizer, train_rows, alpha=0.5, bs=1, ga=2, epochs=1, world=2,
+                                   average_tokens=average_tokens)
+    assert_same_weights(AutoModelForSeq2SeqLM.from_pretrained(out), reference)
+    metrics = json.loads((out / "eval.json").read_text())
+    f, cf = exact_part_means(AutoModelForSeq2SeqLM.from_pretrained(init), tokenizer, eval_rows)
+    assert metrics["eval_loss_factual"] == pytest.approx(f, rel=1e-5)
+    assert metrics["eval_loss_counterfactual"] == pytest.approx(cf, rel=1e-5)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_train_undoes_an_evaluation_only_prepare_under_several_processes(tokenizer, tmp_path, monkeypatch, bf16):
+    """In process, the state ``train`` needs (the torchrun test above shows the effect on the weights): after
+    ``evaluate``, accelerate's evaluation-mode mark, the mixed-precision forward wrapper and the registered model are
+    undone when the run has several processes, and left alone with one."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=bf16,
+                                           per_device_eval_batch_size=2)
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    trainer.evaluate(as_dataset(RATIONALE_ROWS[:2]))
+    assert model._is_accelerate_prepared and trainer.accelerator._models == [model]
+    assert ("_original_forward" in model.__dict__) == bf16
+    trainer._unprepare_evaluation_only_model()  # one process: nothing to undo
+    assert model._is_accelerate_prepared and trainer.accelerator._models == [model]
+    monkeypatch.setattr(type(args), "world_size", property(lambda self: 2))
+    trainer._unprepare_evaluation_only_model()
+    assert "_is_accelerate_prepared" not in model.__dict__ and trainer.accelerator._models == []
+    assert "_original_forward" not in model.__dict__
+    # the forward is the model's own again: no autocast wrapper left for a second prepare to stack another on
+    assert getattr(model.forward, "__func__", None) is type(model).forward
+    trainer._unprepare_evaluation_only_model()  # nothing left to undo: no error
+    wrapped = torch.nn.Linear(2, 2)
+    trainer.model_wrapped = wrapped  # a wrapped model (DDP, FSDP, DeepSpeed) is left to the Trainer
+    model._is_accelerate_prepared = True
+    trainer._unprepare_evaluation_only_model()
+    assert model._is_accelerate_prepared
 
 
 class WholeSequenceCollator:

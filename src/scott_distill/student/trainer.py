@@ -442,6 +442,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                 raise ValueError(f"No complete checkpoint in output_dir={self.args.output_dir!r} to resume from "
                                  "(resume_from_checkpoint=True); start without it or pass a checkpoint folder.")
         check_train_run(self, str(resume_from_checkpoint) if resume_from_checkpoint else None)
+        self._unprepare_evaluation_only_model()
         output_dir = self.args.output_dir or "."
         hint = (f"Resume from the newest complete checkpoint in {output_dir}: `resume_from_checkpoint=True`, or run "
                 "the same `scott-distill train` / `scott-distill run` command again.")
@@ -464,6 +465,28 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                 "`scott-distill train` and `scott-distill run` commands resume from it by themselves."),
                 checkpoint=checkpoint)
         return result
+
+    def _unprepare_evaluation_only_model(self) -> None:
+        """Let ``train`` wrap a model that ``evaluate`` or ``predict`` prepared first, under several processes.
+
+        transformers 5.24's evaluation loop prepares a model not yet trained with accelerate 1.15's
+        ``prepare_model(evaluation_mode=True)``, which marks it prepared without putting it in
+        ``DistributedDataParallel``. ``train`` then gets the bare model back from ``prepare``: each process trains on
+        its own rows, gradients are never all-reduced and process 0 saves only its own updates, silently. Undoing the
+        mark (and the mixed-precision forward wrapper that prepare adds) lets ``train`` prepare it for training.
+        """
+        model = self.model
+        if (self.args.world_size <= 1 or self.model_wrapped is not model
+                or not model.__dict__.get("_is_accelerate_prepared", False)
+                or getattr(self, "is_distributed_loading_by_transformers", False)):
+            return
+        logger.info("train: the model was prepared for evaluation only (evaluate or predict before train); "
+                    "preparing it again for training under %d processes", self.args.world_size)
+        del model._is_accelerate_prepared
+        original_forward = model.__dict__.pop("_original_forward", None)
+        if original_forward is not None:
+            model.forward = original_forward
+        self.accelerator._models = [m for m in self.accelerator._models if m is not model]
 
     # -- out of memory ----------------------------------------------------------------------------------
 
