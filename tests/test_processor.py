@@ -468,7 +468,7 @@ def test_clear_errors(tokenizer):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, alpha=-0.1)
     short = con.attention_mask[:, :-1]
     expected = (f"`contrast_attention_mask` must be a tensor with the shape of `contrast_input_ids` "
-                f"{tuple(con.input_ids.shape)}, got {tuple(short.shape)}.")
+                f"{tuple(con.input_ids.shape)}, got Tensor of shape {tuple(short.shape)}.")
     with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, short)
     proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask)

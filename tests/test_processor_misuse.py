@@ -28,7 +28,7 @@ from test_processor import (
 )
 from transformers import LogitsProcessor
 
-from scott_distill import ContrastiveRationaleLogitsProcessor, contrastive_generate
+from scott_distill import ContrastiveRationaleLogitsProcessor, SharedPrefix, contrastive_generate
 from scott_distill.teacher.scoring import contrastive_scores, left_padded, stop_token_ids_for
 
 FOUR_GOLD = GOLD + ["Q: What do bees make? A: The answer is honey."]
@@ -192,8 +192,10 @@ def test_all_padding_row_is_refused(tokenizer):
     con = encode(tokenizer, CONTRAST)
     mask = con.attention_mask.clone()
     mask[1] = 0
-    with pytest.raises(ValueError, match=r"contrast_input_ids.*rows \[1\].*all padding"):
+    with pytest.raises(ValueError) as err:
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, mask)
+    # exact: the regex passed a misspelt argument name (processor.__init__ mutants: the name given to left_padded)
+    assert str(err.value) == "`contrast_input_ids` rows [1] are all padding (attention mask all zeros)."
 
 
 class _FirstScores(LogitsProcessor):
@@ -712,3 +714,86 @@ def test_plausibility_threshold_zero_is_off_and_one_keeps_the_top_tokens():
     top = contrastive_scores(scores, contrast, 0.5, plausibility_threshold=1.0)
     keep = torch.tensor([[True, False, True, False], [False, True, False, False]])
     assert torch.equal(top[keep], free[keep]) and torch.isneginf(top[~keep]).all()
+
+
+# -- the constructor's argument checks, found by mutation testing (processor.__init__): exact messages ---------------
+
+
+def test_alpha_defaults_to_the_reference_codes_half(tokenizer):
+    """SCOTT's reference code uses alpha 0.5; the docstring promises it as the default (and 0.5 < 1 warns nothing)."""
+    con = encode(tokenizer, CONTRAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        proc = ContrastiveRationaleLogitsProcessor(make_gpt2(len(tokenizer)), con.input_ids)
+    assert proc.alpha == 0.5
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda enc, n: (enc.input_ids.tolist(), "list"),  # token ids as Python lists
+        lambda enc, n: (enc, "BatchEncoding"),  # the tokenizer's whole output instead of its input_ids
+        lambda enc, n: (enc.input_ids[0], f"Tensor of shape ({n},)"),  # one prompt without its batch dimension
+        lambda enc, n: (enc.input_ids[None], f"Tensor of shape (1, 3, {n})"),
+    ],
+    ids=["list", "batch-encoding", "1-d", "3-d"],
+)
+def test_contrast_ids_that_are_not_a_2d_tensor_are_refused_with_the_exact_message(tokenizer, wrong):
+    con = encode(tokenizer, CONTRAST)
+    ids, got = wrong(con, con.input_ids.shape[1])
+    with pytest.raises(ValueError) as err:
+        ContrastiveRationaleLogitsProcessor(make_gpt2(len(tokenizer)), ids)
+    assert str(err.value) == f"`contrast_input_ids` must be a 2-D LongTensor of shape (batch_size, length), got {got}."
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool, torch.complex64], ids=["float", "bool", "complex"])
+def test_contrast_ids_of_a_non_integer_dtype_are_refused_with_the_exact_message(tokenizer, dtype):
+    """A boolean tensor (e.g. an attention mask passed as the ids) is no token ids either."""
+    con = encode(tokenizer, CONTRAST)
+    with pytest.raises(ValueError) as err:
+        ContrastiveRationaleLogitsProcessor(make_gpt2(len(tokenizer)), con.input_ids.to(dtype), con.attention_mask)
+    assert str(err.value) == (f"`contrast_input_ids` must hold integer token ids, got dtype {dtype} "
+                              "(tokenize the prompts; do not pass embeddings or probabilities).")
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        # a list has no shape: the message said "got ()", as if it were a 0-d tensor, before `_described`
+        lambda enc, n: (enc.attention_mask.tolist(), "list"),
+        lambda enc, n: (enc.attention_mask[:, :-1], f"Tensor of shape (3, {n - 1})"),
+        lambda enc, n: (enc.attention_mask[0], f"Tensor of shape ({n},)"),
+    ],
+    ids=["list", "shorter", "1-d"],
+)
+def test_contrast_mask_of_another_shape_is_refused_with_the_exact_message(tokenizer, wrong):
+    con = encode(tokenizer, CONTRAST)
+    width = con.input_ids.shape[1]
+    mask, got = wrong(con, width)
+    with pytest.raises(ValueError) as err:
+        ContrastiveRationaleLogitsProcessor(make_gpt2(len(tokenizer)), con.input_ids, mask)
+    assert str(err.value) == ("`contrast_attention_mask` must be a tensor with the shape of `contrast_input_ids` "
+                              f"(3, {width}), got {got}.")
+
+
+def test_shared_prefix_with_an_encoder_decoder_model_is_refused_with_the_exact_message(tokenizer):
+    ids = tokenizer(["Q: where is the cat now", "Q: where is the dog now"])["input_ids"]
+    prefix = SharedPrefix.of(make_gpt2(len(tokenizer)), ids)  # built on a decoder-only model, given with a T5
+    assert prefix is not None
+    con = tokenizer(["Q: where is the cat now"], return_tensors="pt")
+    with pytest.raises(ValueError) as err:
+        ContrastiveRationaleLogitsProcessor(make_t5(len(tokenizer)), con.input_ids, shared_prefix=prefix)
+    assert str(err.value) == "`shared_prefix` needs a decoder-only model: an encoder is bidirectional."
+
+
+def test_contrast_rows_without_the_shared_prefix_are_refused_naming_the_argument(tokenizer):
+    model = make_gpt2(len(tokenizer))
+    ids = tokenizer(["Q: where is the cat now", "Q: where is the dog now"])["input_ids"]
+    prefix = SharedPrefix.of(model, ids)
+    assert prefix is not None
+    con = tokenizer(["Q: where is the cat now", "A: something else entirely"], return_tensors="pt",
+                    padding=True, padding_side="left")
+    with pytest.raises(ValueError) as err:
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, shared_prefix=prefix)
+    assert str(err.value) == (f"`contrast_input_ids` rows [1] do not start with the shared prefix's {len(prefix)} "
+                              "tokens.")
