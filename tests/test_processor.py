@@ -278,9 +278,9 @@ def test_fused_path_falls_back_to_the_model_configs_decoder_start(tokenizer):
 
 
 def test_fused_path_runs_a_model_without_a_generation_config(tokenizer):
-    """``generation_config`` ``None`` (what transformers gives a model class that cannot ``generate``): the unset
-    sampling switch is transformers' default (greedy), and the tokens are the one-row SCOTT loop's (found by mutation
-    testing: reading the setting without a default raised ``AttributeError`` and no test noticed)."""
+    """A teacher whose ``generation_config`` was cleared (``None``), with the tokenizer's pad id: the unset sampling
+    switch falls back to transformers' default (greedy), and the tokens are the one-row SCOTT loop's (found by
+    mutation testing: reading the setting without a default raised ``AttributeError`` and no test noticed)."""
     model = make_positional_gpt2(len(tokenizer))
     model.generation_config = None
     stop = [tokenizer.convert_tokens_to_ids(".")]
