@@ -263,6 +263,52 @@ def test_fused_path_starts_the_decoder_where_generate_does(tokenizer):
     assert plain[0, 0] == 5 and torch.equal(got, plain[:, 1:])
 
 
+def test_fused_path_falls_back_to_the_model_configs_decoder_start(tokenizer):
+    """A generation config without a decoder start (``None``): the fused path starts the decoder at the model
+    config's, as the one-row SCOTT loop does (found by mutation testing: a mutant that dropped the fallback, and
+    then failed on a ``None`` start, survived)."""
+    model = make_t5(len(tokenizer))
+    model.generation_config.decoder_start_token_id = None
+    assert model.config.decoder_start_token_id == 0
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    got = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
+                               stop_token_ids=stop, do_sample=False)
+    assert trim(got, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+
+
+def test_fused_path_runs_a_model_without_a_generation_config(tokenizer):
+    """A teacher whose ``generation_config`` was cleared (``None``), with the tokenizer's pad id: the unset sampling
+    switch falls back to transformers' default (greedy), and the tokens are the one-row SCOTT loop's (found by
+    mutation testing: reading the setting without a default raised ``AttributeError`` and no test noticed)."""
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config = None
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    got = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
+                               stop_token_ids=stop)
+    assert trim(got, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+
+
+def test_fused_encoder_decoder_prompts_stay_right_padded(tokenizer):
+    """An encoder-decoder teacher with *absolute* positions (BART; T5's relative positions hide the padding side):
+    string prompts are tokenized with right padding and right-padded tensors are kept as given, so every row decodes
+    what it decodes alone, unpadded (found by mutation testing: left padding for encoders too passed every T5
+    test). Left-padded tensors really change BART's rows, so the check can fail."""
+    from test_student_prompts import make_bart
+
+    model = make_bart(len(tokenizer))
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    kw = dict(alpha=0.3, max_new_tokens=MAX_NEW, stop_token_ids=stop, do_sample=False)
+    ref = scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+    assert trim(contrastive_generate(model, tokenizer, GOLD, CONTRAST, **kw), end) == ref
+    right = [dict(encode(tokenizer, texts, "right")) for texts in (GOLD, CONTRAST)]
+    assert trim(contrastive_generate(model, None, *right, pad_token_id=0, **kw), end) == ref
+    left = [dict(encode(tokenizer, texts, "left")) for texts in (GOLD, CONTRAST)]
+    assert trim(contrastive_generate(model, None, *left, pad_token_id=0, **kw), end) != ref
+
+
 def reference_processor(model, tokenizer, alpha, end):
     enc_dec = model.config.is_encoder_decoder
     gold = encode(tokenizer, GOLD, "right" if enc_dec else "left")
@@ -706,6 +752,36 @@ def test_fused_rows_end_at_their_end_token_and_are_padded_after_it(tokenizer, ca
     assert got == out[:, enc.input_ids.shape[1]:].tolist()
     assert got[0][:3] == free[0][:3] and got[0][3:] == [pad] * (len(got[0]) - 3)  # row 0 ended where it wrote `end`
     assert got != free
+
+
+def test_fused_output_stops_at_the_last_end_and_runs_one_forward_per_token(tokenizer):
+    """The output is as wide as the step where the last row wrote its end token (every row holding one, pads after
+    it), not the budget, and equals the processor inside ``generate``, which stops there too; the loop runs exactly
+    one forward per new token (the prefill gives the first): none after the last token, whether the rows end or
+    the budget does (found by mutation testing: a loop that ran on to the budget, an extra column of padding, and a
+    wasted forward after the last token all passed)."""
+    model = make_positional_gpt2(len(tokenizer))
+    model.generation_config.eos_token_id = None
+    kw = dict(alpha=0.3, max_new_tokens=MAX_NEW, do_sample=False, shared_prefix=None)
+    calls, hook = count_forwards(model)
+    free = contrastive_generate(model, tokenizer, GOLD, CONTRAST, **kw).tolist()
+    hook.remove()
+    assert len(free[0]) == MAX_NEW and len(calls) == MAX_NEW and calls[1:] == [1] * (MAX_NEW - 1)
+
+    stop = sorted({row[2] for row in free})  # each row's third token: every row ends by its third step
+    calls, hook = count_forwards(model)
+    got = contrastive_generate(model, tokenizer, GOLD, CONTRAST, stop_token_ids=stop, **kw).tolist()
+    hook.remove()
+    ends = [next(i for i, token in enumerate(row) if token in stop) for row in got]  # by hand
+    assert max(ends) < 3 and len(got[0]) == max(ends) + 1 and len(calls) == len(got[0])
+    assert all(row[end + 1:] == [0] * (len(row) - end - 1) for row, end in zip(got, ends))
+    enc, con = encode(tokenizer, GOLD), encode(tokenizer, CONTRAST)
+    proc = ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.3,
+                                               stop_token_ids=stop)
+    with proc:
+        out = model.generate(**enc, **proc.generate_kwargs(), max_new_tokens=MAX_NEW, do_sample=False,
+                             pad_token_id=0)
+    assert got == out[:, enc.input_ids.shape[1]:].tolist()
 
 
 def test_fused_plausibility_threshold_matches_the_processor_and_matters(tokenizer):

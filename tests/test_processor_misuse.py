@@ -175,15 +175,18 @@ def test_right_padded_contrast_prompts_are_repadded(tokenizer, factory):
     assert got == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
 
 
+@pytest.mark.parametrize("shared_prefix", ["auto", None])
 @pytest.mark.parametrize("factory", [make_positional_gpt2, make_llama], ids=["gpt2", "llama"])
-def test_fused_right_padded_tensor_prompts_are_repadded(tokenizer, factory):
+def test_fused_right_padded_tensor_prompts_are_repadded(tokenizer, factory, shared_prefix):
+    """With a shared prefix (``"auto"``) and without one: the prefix split re-pads on its own, so only the run without
+    it shows whether the prompts themselves are re-padded (found by mutation testing: dropping that passed)."""
     model = factory(len(tokenizer))
     stop = [tokenizer.convert_tokens_to_ids(".")]
     end = {1, *stop}
     gold = dict(encode(tokenizer, GOLD, "right"))
     con = dict(encode(tokenizer, CONTRAST, "right"))
     out = contrastive_generate(model, None, gold, con, alpha=0.3, max_new_tokens=MAX_NEW, stop_token_ids=stop,
-                               pad_token_id=0, do_sample=False)
+                               pad_token_id=0, do_sample=False, shared_prefix=shared_prefix)
     assert trim(out, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
 
 
@@ -633,6 +636,39 @@ def test_fused_prompt_mask_of_another_shape_is_refused_with_the_exact_message(to
         contrastive_generate(model, None, dict(con), {"input_ids": con.input_ids, "attention_mask": [[1]]},
                              pad_token_id=0)
     assert str(err.value).startswith("`contrast_prompts['attention_mask']` must have the shape")
+
+
+def test_fused_prompt_errors_name_the_argument_and_what_was_given(tokenizer):
+    """The exact text of every prompt error of the fused path (found by mutation testing: messages replaced by
+    ``None``, the wrong object described, a boolean or 1-D id tensor let through, a string or a list with a number
+    not refused, the argument's name dropped from the all-padding error all passed)."""
+    model = make_gpt2(len(tokenizer))
+    con = dict(encode(tokenizer, CONTRAST))
+    width = con["input_ids"].shape[1]
+
+    def message(gold, contrast=con, tok=None, **kw):
+        with pytest.raises(ValueError) as err:
+            contrastive_generate(model, tok, gold, contrast, max_new_tokens=1, **kw)
+        return str(err.value)
+
+    assert message({"attention_mask": con["attention_mask"]}, pad_token_id=0) == (
+        "`gold_prompts` given as a mapping must contain `input_ids`.")
+    ids_error = "`gold_prompts['input_ids']` must be a 2-D tensor of integer token ids, got "
+    for ids, given in [(con["input_ids"].float(), f"Tensor torch.float32 (3, {width})"),
+                       (con["input_ids"].bool(), f"Tensor torch.bool (3, {width})"),
+                       (con["input_ids"][0], f"Tensor torch.int64 ({width},)"),
+                       ([[5, 6, 7]], "list  ()")]:  # an object without dtype or shape: both left empty
+        assert message({"input_ids": ids}, pad_token_id=0) == ids_error + given + "."
+    mask = con["attention_mask"].clone()
+    mask[1] = 0
+    assert message({"input_ids": con["input_ids"], "attention_mask": mask}, pad_token_id=0) == (
+        "`gold_prompts['input_ids']` rows [1] are all padding (attention mask all zeros).")
+    strings_error = "`gold_prompts` must be a list of strings or a mapping with `input_ids`."
+    assert message(GOLD[0], CONTRAST[0], tokenizer) == strings_error  # one string, not a list of them
+    assert message([GOLD[0], 5], CONTRAST[:2], tokenizer) == strings_error
+    model.generation_config.pad_token_id = None
+    assert message(dict(encode(tokenizer, GOLD))) == (
+        "No pad token: pass `pad_token_id` or a tokenizer with `pad_token` set.")
 
 
 def test_all_padding_rows_error_lists_the_first_ten():
