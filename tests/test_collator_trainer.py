@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import pytest
 import torch
@@ -270,7 +272,7 @@ def _checkpoint(folder, step, complete=True):
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if complete:
-        (path / "trainer_state.json").write_text('{"global_step": %d}' % step)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return str(path)
 
 
