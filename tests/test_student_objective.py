@@ -739,6 +739,27 @@ def test_every_save_writes_the_student_format(tokenizer, tmp_path):
         assert student.format == expected, folder
 
 
+def test_save_writes_the_state_dict_it_is_given_and_defaults_to_output_dir(tokenizer, tmp_path):
+    """``Trainer.save_model`` hands ``_save`` the gathered weights under FSDP and DeepSpeed (``state_dict=``):
+    those are the weights to write, not the local model's. ``_save()`` with no folder writes into ``output_dir``,
+    as ``Trainer._save`` does; the student format goes with the weights either way."""
+    from safetensors.torch import load_file
+
+    model = make_model("gpt2", len(tokenizer))
+    out = tmp_path / "out"
+    trainer = CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+        output_dir=str(out), report_to=[], answer_prefix="Hence"), processing_class=tokenizer)
+    gathered = {k: torch.full_like(v, 0.25) for k, v in model.state_dict().items()}
+    trainer._save(str(tmp_path / "gathered"), state_dict=dict(gathered))  # save_pretrained empties the dict
+    saved = load_file(tmp_path / "gathered" / "model.safetensors")
+    assert gathered and all(torch.equal(saved[k], v) for k, v in gathered.items())
+    assert RationaleStudent.from_pretrained(tmp_path / "gathered").format.answer_prefix == "Hence"
+    trainer._save()
+    saved = load_file(out / "model.safetensors")
+    assert saved and all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+    assert RationaleStudent.from_pretrained(out).format.answer_prefix == "Hence"
+
+
 def test_a_custom_collators_format_is_the_one_saved(tokenizer, tmp_path):
     model = make_model("gpt2", len(tokenizer))
     collator = CounterfactualDataCollator(tokenizer, format=StudentFormat(answer_prefix="Hence"))
