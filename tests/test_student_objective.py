@@ -818,3 +818,23 @@ def test_train_warns_with_truncation_counts_over_the_training_set(tokenizer, tmp
     with caplog.at_level(logging.WARNING, logger="scott_distill"):
         ours(tmp_path, "t5", tokenizer, [short, long, short], alpha=0.0, max_steps=1, max_source_length=limit)
     assert any("1 of 3 sources" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_truncation_warning_counts_only_the_training_set_after_an_evaluation(tokenizer, tmp_path, caplog):
+    """The collator's truncation counts are running totals: an ``evaluate()`` before ``train()`` collates the
+    eval rows with the same collator. The warning names the training set's cuts only (1 of 3 sources), not the
+    totals (3 of 5)."""
+    short = factual_only(RATIONALE_ROWS[:1])[0]
+    long = {**short, "choices": short["choices"] + ["a very long last choice that nobody ever picks at all"]}
+    limit = len(tokenizer(StudentFormat().source(long["question"], long["choices"]))["input_ids"]) - 3
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "out"), counterfactual_alpha=0.0, max_steps=1,
+                                           max_source_length=limit, per_device_eval_batch_size=2, **SGD)
+    trainer = CounterfactualTrainer(model=make_model("t5", len(tokenizer)), args=args,
+                                    train_dataset=as_dataset([short, long, short]),
+                                    eval_dataset=as_dataset([long, long]), processing_class=tokenizer)
+    trainer.evaluate()
+    assert trainer.data_collator.truncation_counts["sources_cut"] == 2
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        trainer.train()
+    cuts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Truncation over train_dataset")]
+    assert len(cuts) == 1 and cuts[0].startswith("Truncation over train_dataset: 1 of 3 sources lost their end"), cuts
