@@ -360,6 +360,25 @@ def test_args_validation(tmp_path):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
 
 
+def test_args_accept_the_closed_alpha_range_and_the_open_share_range(tmp_path):
+    """alpha in [0, 1] (0 = plain fine-tuning, 1 = counterfactual rows only, both documented); the token share in
+    (0, 1) or None (a share of 0 or 1 leaves one part without tokens: no share to give it). Exact messages."""
+    for alpha in (0, 0.0, 0.5, 1, 1.0):
+        assert CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=alpha,
+                                               report_to=[]).counterfactual_alpha == alpha
+    for alpha in (-0.01, 1.01, 2, float("nan")):
+        with pytest.raises(ValueError) as err:
+            CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=alpha, report_to=[])
+        assert str(err.value) == f"`counterfactual_alpha` must be in [0, 1], got {alpha!r}."
+    for share in (None, 0.001, 0.25, 0.999):
+        assert CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=share,
+                                               report_to=[]).counterfactual_token_share == share
+    for share in (0, 0.0, 1, 1.0, 1.5, -0.25):
+        with pytest.raises(ValueError) as err:
+            CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=share, report_to=[])
+        assert str(err.value) == f"`counterfactual_token_share` must be in (0, 1) or None, got {share!r}."
+
+
 def test_nan_alpha_and_a_custom_loss_function_are_refused(tokenizer, tmp_path):
     """A NaN alpha fails the range check; a `compute_loss_func` (accepted by Trainer) would be silently ignored
     by the counterfactual objective's compute_loss, so it is refused."""
