@@ -536,6 +536,28 @@ def test_dataset_without_counterfactual_columns_warns(tokenizer, tmp_path, caplo
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+def test_counterfactual_columns_warning_reads_the_columns_the_format_needs(tokenizer, tmp_path, caplog):
+    """Rationale rows with both counterfactual columns train both parts: no warning. The answer-only baseline
+    (``without_rationale``) needs only ``counterfactual_answer``; without it, the warning names just that column."""
+    model = make_model("t5", len(tokenizer))
+    answers_only = [{k: v for k, v in r.items() if k != "counterfactual_rationale"} for r in RATIONALE_ROWS]
+
+    def warnings_for(rows, **kw):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="scott_distill"):
+            CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+                output_dir=str(tmp_path), report_to=[], **kw), train_dataset=as_dataset(rows),
+                processing_class=tokenizer)
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert warnings_for(RATIONALE_ROWS) == []
+    assert warnings_for(answers_only, without_rationale=True) == []
+    [message] = warnings_for(factual_only(RATIONALE_ROWS), without_rationale=True, counterfactual_alpha=0.25)
+    assert message.startswith("counterfactual_alpha=0.25 but train_dataset has no counterfactual rows: it lacks the "
+                              "columns ['counterfactual_answer'] (and `is_counterfactual`). Only the factual part is "
+                              "trained, weighted by (1 - alpha) = 0.75,"), message
+
+
 # -- per-part metrics ---------------------------------------------------------------------------------------
 
 
