@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import pytest
 import torch
@@ -266,6 +268,79 @@ def test_resume_true_without_a_complete_checkpoint_is_refused(tokenizer, tmp_pat
         trainer.train(resume_from_checkpoint=True)
 
 
+def _checkpoint(folder, step, complete=True):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if complete:
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return str(path)
+
+
+def test_last_complete_checkpoint_is_the_highest_step_not_the_last_name(tmp_path, caplog):
+    """The newest complete checkpoint by its step number (``checkpoint-10`` after ``checkpoint-9``, though
+    ``"checkpoint-10" < "checkpoint-9"`` as text), skipping what is not a ``checkpoint-N`` folder: other folders
+    (``runs``, ``checkpoint-best``), a file named like a checkpoint (no warning: it is no cut-short save) and a
+    checkpoint without its trainer state (skipped with a warning). A missing ``output_dir`` has none."""
+    from scott_distill.student.trainer import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    assert last_complete_checkpoint(tmp_path) is None
+    _checkpoint(tmp_path, 2)
+    _checkpoint(tmp_path, 9)
+    newest = _checkpoint(tmp_path, 10)
+    _checkpoint(tmp_path, 11, complete=False)
+    for other in ("runs", "checkpoint-best", "checkpoint-", "checkpoint-12x"):
+        (tmp_path / other).mkdir()
+        (tmp_path / other / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-13").write_text("not a folder")
+    with caplog.at_level("WARNING", logger="scott_distill.student.trainer"):
+        assert last_complete_checkpoint(tmp_path) == newest
+        assert last_complete_checkpoint(str(tmp_path)) == newest
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all(m.startswith(str(tmp_path / "checkpoint-11") + " is incomplete") for m in warned)
+
+
+@pytest.mark.parametrize("value,want", [
+    (None, "newest"), (True, "newest"), ("true", "newest"), (" TRUE ", "newest"), ("Yes", "newest"), ("1", "newest"),
+    (False, None), ("false", None), (" False\n", None), ("NO", None), ("0", None),
+    ("some/checkpoint-3", "some/checkpoint-3"), ("True-run/checkpoint-1", "True-run/checkpoint-1"),
+])
+def test_resume_checkpoint_reads_every_spelling_of_the_setting(value, want, tmp_path, monkeypatch, caplog):
+    """``resume_from_checkpoint`` as the CLI and a YAML config give it: unset or a true spelling (any case,
+    spaces around) takes the newest complete checkpoint in ``output_dir``; a false spelling starts over; any other
+    text is the checkpoint path itself."""
+    from scott_distill.student.trainer import resume_checkpoint
+
+    out = tmp_path / "out"
+    _checkpoint(out, 1)
+    newest = _checkpoint(out, 2)
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path, 5)  # the working directory's own checkpoint: not the run's
+    args = CounterfactualTrainingArguments(output_dir=str(out), report_to=[])
+    args.resume_from_checkpoint = value
+    with caplog.at_level("INFO", logger="scott_distill.student.trainer"):
+        got = resume_checkpoint(args)
+    assert got == (newest if want == "newest" else want)
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Resuming from")]
+    assert resumed == ([f"Resuming from {newest}, the newest complete checkpoint in {out} "
+                        "(resume_from_checkpoint=false starts over)."] if want == "newest" else [])
+
+
+def test_resume_checkpoint_without_a_checkpoint_and_with_an_empty_output_dir(tmp_path, monkeypatch, caplog):
+    """No complete checkpoint: a fresh start (``None``, nothing logged). ``output_dir=""`` is the working
+    directory, as it is for ``os.listdir``'s callers."""
+    from scott_distill.student.trainer import resume_checkpoint
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    with caplog.at_level("INFO", logger="scott_distill.student.trainer"):
+        assert resume_checkpoint(args) is None
+    assert not [r for r in caplog.records if r.getMessage().startswith("Resuming from")]
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path, 4)
+    args = CounterfactualTrainingArguments(output_dir="", report_to=[])
+    assert resume_checkpoint(args) == "./checkpoint-4"
+
+
 def test_lora_student_trains(tokenizer, tmp_path):
     peft = pytest.importorskip("peft")
     model = make_gpt2(len(tokenizer))
@@ -283,6 +358,25 @@ def test_lora_student_trains(tokenizer, tmp_path):
 def test_args_validation(tmp_path):
     with pytest.raises(ValueError, match="counterfactual_alpha"):
         CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=1.5)
+
+
+def test_args_accept_the_closed_alpha_range_and_the_open_share_range(tmp_path):
+    """alpha in [0, 1] (0 = plain fine-tuning, 1 = counterfactual rows only, both documented); the token share in
+    (0, 1) or None (a share of 0 or 1 leaves one part without tokens: no share to give it). Exact messages."""
+    for alpha in (0, 0.0, 0.5, 1, 1.0):
+        assert CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=alpha,
+                                               report_to=[]).counterfactual_alpha == alpha
+    for alpha in (-0.01, 1.01, 2, float("nan")):
+        with pytest.raises(ValueError) as err:
+            CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=alpha, report_to=[])
+        assert str(err.value) == f"`counterfactual_alpha` must be in [0, 1], got {alpha!r}."
+    for share in (None, 0.001, 0.25, 0.999):
+        assert CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=share,
+                                               report_to=[]).counterfactual_token_share == share
+    for share in (0, 0.0, 1, 1.0, 1.5, -0.25):
+        with pytest.raises(ValueError) as err:
+            CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_token_share=share, report_to=[])
+        assert str(err.value) == f"`counterfactual_token_share` must be in (0, 1) or None, got {share!r}."
 
 
 def test_nan_alpha_and_a_custom_loss_function_are_refused(tokenizer, tmp_path):

@@ -536,6 +536,28 @@ def test_dataset_without_counterfactual_columns_warns(tokenizer, tmp_path, caplo
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+def test_counterfactual_columns_warning_reads_the_columns_the_format_needs(tokenizer, tmp_path, caplog):
+    """Rationale rows with both counterfactual columns train both parts: no warning. The answer-only baseline
+    (``without_rationale``) needs only ``counterfactual_answer``; without it, the warning names just that column."""
+    model = make_model("t5", len(tokenizer))
+    answers_only = [{k: v for k, v in r.items() if k != "counterfactual_rationale"} for r in RATIONALE_ROWS]
+
+    def warnings_for(rows, **kw):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="scott_distill"):
+            CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+                output_dir=str(tmp_path), report_to=[], **kw), train_dataset=as_dataset(rows),
+                processing_class=tokenizer)
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert warnings_for(RATIONALE_ROWS) == []
+    assert warnings_for(answers_only, without_rationale=True) == []
+    [message] = warnings_for(factual_only(RATIONALE_ROWS), without_rationale=True, counterfactual_alpha=0.25)
+    assert message.startswith("counterfactual_alpha=0.25 but train_dataset has no counterfactual rows: it lacks the "
+                              "columns ['counterfactual_answer'] (and `is_counterfactual`). Only the factual part is "
+                              "trained, weighted by (1 - alpha) = 0.75,"), message
+
+
 # -- per-part metrics ---------------------------------------------------------------------------------------
 
 
@@ -739,6 +761,27 @@ def test_every_save_writes_the_student_format(tokenizer, tmp_path):
         assert student.format == expected, folder
 
 
+def test_save_writes_the_state_dict_it_is_given_and_defaults_to_output_dir(tokenizer, tmp_path):
+    """``Trainer.save_model`` hands ``_save`` the gathered weights under FSDP and DeepSpeed (``state_dict=``):
+    those are the weights to write, not the local model's. ``_save()`` with no folder writes into ``output_dir``,
+    as ``Trainer._save`` does; the student format goes with the weights either way."""
+    from safetensors.torch import load_file
+
+    model = make_model("gpt2", len(tokenizer))
+    out = tmp_path / "out"
+    trainer = CounterfactualTrainer(model=model, args=CounterfactualTrainingArguments(
+        output_dir=str(out), report_to=[], answer_prefix="Hence"), processing_class=tokenizer)
+    gathered = {k: torch.full_like(v, 0.25) for k, v in model.state_dict().items()}
+    trainer._save(str(tmp_path / "gathered"), state_dict=dict(gathered))  # save_pretrained empties the dict
+    saved = load_file(tmp_path / "gathered" / "model.safetensors")
+    assert gathered and all(torch.equal(saved[k], v) for k, v in gathered.items())
+    assert RationaleStudent.from_pretrained(tmp_path / "gathered").format.answer_prefix == "Hence"
+    trainer._save()
+    saved = load_file(out / "model.safetensors")
+    assert saved and all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+    assert RationaleStudent.from_pretrained(out).format.answer_prefix == "Hence"
+
+
 def test_a_custom_collators_format_is_the_one_saved(tokenizer, tmp_path):
     model = make_model("gpt2", len(tokenizer))
     collator = CounterfactualDataCollator(tokenizer, format=StudentFormat(answer_prefix="Hence"))
@@ -797,3 +840,23 @@ def test_train_warns_with_truncation_counts_over_the_training_set(tokenizer, tmp
     with caplog.at_level(logging.WARNING, logger="scott_distill"):
         ours(tmp_path, "t5", tokenizer, [short, long, short], alpha=0.0, max_steps=1, max_source_length=limit)
     assert any("1 of 3 sources" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_truncation_warning_counts_only_the_training_set_after_an_evaluation(tokenizer, tmp_path, caplog):
+    """The collator's truncation counts are running totals: an ``evaluate()`` before ``train()`` collates the
+    eval rows with the same collator. The warning names the training set's cuts only (1 of 3 sources), not the
+    totals (3 of 5)."""
+    short = factual_only(RATIONALE_ROWS[:1])[0]
+    long = {**short, "choices": short["choices"] + ["a very long last choice that nobody ever picks at all"]}
+    limit = len(tokenizer(StudentFormat().source(long["question"], long["choices"]))["input_ids"]) - 3
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / "out"), counterfactual_alpha=0.0, max_steps=1,
+                                           max_source_length=limit, per_device_eval_batch_size=2, **SGD)
+    trainer = CounterfactualTrainer(model=make_model("t5", len(tokenizer)), args=args,
+                                    train_dataset=as_dataset([short, long, short]),
+                                    eval_dataset=as_dataset([long, long]), processing_class=tokenizer)
+    trainer.evaluate()
+    assert trainer.data_collator.truncation_counts["sources_cut"] == 2
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        trainer.train()
+    cuts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Truncation over train_dataset")]
+    assert len(cuts) == 1 and cuts[0].startswith("Truncation over train_dataset: 1 of 3 sources lost their end"), cuts

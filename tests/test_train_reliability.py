@@ -198,6 +198,146 @@ def test_out_of_memory_at_one_row_and_other_errors_are_raised(tokenizer, tmp_pat
     assert calls["n"] == 1 and trainer.rows_per_forward is None  # not retried
 
 
+class Shapes:
+    """A forward pre-hook that records the shape of every tensor input of every forward (failed ones too)."""
+
+    def __init__(self, model):
+        self.calls: list[dict[str, tuple[int, ...]]] = []
+        model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        self.calls.append({k: tuple(v.shape) for k, v in kwargs.items() if isinstance(v, torch.Tensor)})
+
+
+def test_out_of_memory_backs_off_to_two_rows_per_forward_and_logs_the_smaller_batchs_loss(tokenizer, tmp_path):
+    """A card that fits 2 rows (4 examples): 4-row micro-batches are done 2 rows at a time, each row once. The
+    weights and the logged losses equal a run at batch 2 x 2 accumulation steps (the first test backs off down to
+    1 row, where pieces one row apart and pieces ``rows_per_forward`` apart are the same)."""
+    data = rows(8)
+    model = make_student("t5", tokenizer)
+    card = SmallCard(model, max_examples=4)
+    trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "oom", 4, 1, max_steps=2), train_dataset=data,
+                                    processing_class=tokenizer)
+    trainer.train()
+    assert trainer.rows_per_forward == 2 and card.sizes == [4] * 4
+    reference = make_student("t5", tokenizer)
+    ref = CounterfactualTrainer(model=reference, args=train_args(tmp_path, "ref", 2, 2, max_steps=2), train_dataset=data,
+                                processing_class=tokenizer)
+    ref.train()
+    assert max_abs_difference(weights(model), weights(reference)) == 0.0
+    got = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    want = [h["loss"] for h in ref.state.log_history if "loss" in h]
+    assert len(got) == 2 and got == pytest.approx(want, rel=1e-6) and all(x > 0 for x in got)
+
+
+def test_out_of_memory_backoff_pads_each_piece_as_the_collator_pads_its_rows_alone(tokenizer, tmp_path):
+    """With ``pad_to_multiple_of=8`` (tensor-core friendly widths), the one-row pieces have the shapes the collator
+    gives each row alone: multiples of 8 and no wider, source and target (T5) alike; the weights equal batch 1 x 4."""
+    from scott_distill import CounterfactualDataCollator
+
+    data = rows(8)
+    model = make_student("t5", tokenizer)
+    shapes = Shapes(model)  # before the card: it sees the forwards the card fails too
+    SmallCard(model, max_examples=2)
+    collator = CounterfactualDataCollator(tokenizer, model=model, pad_to_multiple_of=8)
+    trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "oom", 4, 1, max_steps=2), train_dataset=data,
+                                    data_collator=collator, processing_class=tokenizer)
+    trainer.train()
+    assert trainer.rows_per_forward == 1
+    reference = make_student("t5", tokenizer)
+    want = Shapes(reference)
+    CounterfactualTrainer(model=reference, args=train_args(tmp_path, "ref", 1, 4, max_steps=2), train_dataset=data,
+                          data_collator=CounterfactualDataCollator(tokenizer, model=reference, pad_to_multiple_of=8),
+                          processing_class=tokenizer).train()
+    pieces = shapes.calls[2:]  # after the failed 4-row and 2-row forwards
+    assert len(pieces) == 8 and pieces == want.calls
+    assert all(s[k][1] % 8 == 0 for s in pieces for k in ("input_ids", "decoder_input_ids"))
+    assert len({(s["input_ids"][1], s["decoder_input_ids"][1]) for s in pieces}) > 1  # not all one width
+    assert max_abs_difference(weights(model), weights(reference)) == 0.0
+
+
+def test_out_of_memory_backoff_keeps_a_custom_collators_padding(tokenizer, tmp_path):
+    """A collator that is not `CounterfactualDataCollator` (here a plain function) has no rule for a piece's
+    padding: the pieces keep their batch's width (``row_slice(trim=False)``) and each row is trained once."""
+    from scott_distill import CounterfactualDataCollator
+
+    data = rows(8)
+    model = make_student("t5", tokenizer)
+    inner = CounterfactualDataCollator(tokenizer, model=model)
+    batches = []
+
+    def collate(features):
+        batches.append(inner(features))
+        return batches[-1]
+
+    shapes = Shapes(model)  # before the card: it sees the forwards the card fails too
+    card = SmallCard(model, max_examples=2)
+    trainer = CounterfactualTrainer(model=model, args=train_args(tmp_path, "oom", 4, 1, max_steps=2), train_dataset=data,
+                                    data_collator=collate, processing_class=tokenizer)
+    trainer.train()
+    assert trainer.rows_per_forward == 1 and card.sizes == [2] * 8
+    steps = batches[-2:]  # the training batches (the token count collates train_dataset first)
+    pieces = shapes.calls[2:]
+    assert len(pieces) == 8
+    for step, batch in enumerate(steps):
+        for s in pieces[4 * step: 4 * step + 4]:
+            assert s["input_ids"] == (2, batch["input_ids"].shape[1])
+            assert s["decoder_input_ids"] == (2, batch["labels"].shape[1])
+    # the rows of a batch differ in length: trimming would have given other widths
+    assert any(inner(data.select([i]).to_list())["input_ids"].shape[1] < steps[0]["input_ids"].shape[1]
+               for i in range(8))
+
+
+def test_training_step_outside_the_training_loop(tokenizer, tmp_path):
+    """``training_step`` called directly (no ``train``, so no accumulation window): one forward and backward
+    with the batch's own token mean, as ``Trainer.training_step`` does. Out of memory there is raised, not retried:
+    there is no window to redo. Inside a window, a step without its window's token count (``num_items_in_batch``
+    None) is raised too: pieces normalised by their own tokens would not add up to the batch's loss."""
+    from scott_distill import CounterfactualDataCollator
+
+    model = make_student("t5", tokenizer)
+    args = train_args(tmp_path, "direct", 4, 1, counterfactual_token_share=0.5)  # alpha 0.5: every token weight 1
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=rows(4), processing_class=tokenizer)
+    batch = CounterfactualDataCollator(tokenizer, model=model)(rows(4).to_list())
+    model.train()
+    loss = trainer.training_step(model, batch)
+    plain = {k: v for k, v in batch.items() if k not in ("is_counterfactual", "row_index")}
+    with torch.no_grad():
+        want = model(**plain).loss  # T5's own mean cross-entropy over the label tokens
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    SmallCard(model, max_examples=2)
+    n = (batch["labels"] != -100).sum()
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.training_step(model, batch, n)
+    assert trainer.rows_per_forward is None
+    samples, counted = trainer.get_batch_samples(iter([batch]), 1, torch.device("cpu"))  # the loop's window
+    assert samples[0] is batch and int(counted) == int(n)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.training_step(model, batch, None)
+    assert trainer.rows_per_forward is None
+
+
+def test_out_of_memory_under_several_processes_is_raised(tokenizer, tmp_path, monkeypatch):
+    """Under DDP a process that redid its step alone would run backwards the others do not match (their gradient
+    all-reduces would wait for it or pair with the wrong step): with ``world_size`` 2 an out-of-memory error in a
+    window is raised, not retried. One process stands for one of two (``world_size`` patched; a real two-process
+    out of memory cannot be made on one CPU)."""
+    from scott_distill import CounterfactualDataCollator
+
+    model = make_student("t5", tokenizer)
+    args = train_args(tmp_path, "ddp", 4, 1, counterfactual_token_share=0.5)
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=rows(4), processing_class=tokenizer)
+    batch = CounterfactualDataCollator(tokenizer, model=model)(rows(4).to_list())
+    model.train()
+    SmallCard(model, max_examples=2)
+    monkeypatch.setattr(CounterfactualTrainingArguments, "world_size", property(lambda self: 2))
+    _, counted = trainer.get_batch_samples(iter([batch]), 1, torch.device("cpu"))
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.training_step(model, batch, counted)
+    assert trainer.rows_per_forward is None
+
+
 def test_signal_after_the_last_step_still_leaves_the_checkpoint_it_names(tokenizer, tmp_path):
     """SIGTERM once the training loop is over (here in ``on_train_end``), with ``save_strategy="no"``: no step end
     is left to save at, so the checkpoint named by `RunInterrupted` is saved before it is raised."""
