@@ -200,6 +200,31 @@ def test_signal_during_a_checkpoint_save_stops_at_that_checkpoint(tokenizer, tmp
     assert (Path(stopped.value.checkpoint) / "trainer_state.json").exists()
 
 
+def test_signal_during_a_training_step_stops_after_that_step_with_its_checkpoint(tokenizer, tmp_path):
+    """SIGTERM while optimizer step 1 runs (no evaluation, no scheduled save): the run finishes that step, saves
+    ``checkpoint-1`` and stops, in process (the CLI's subprocess test cannot be seen by mutmut)."""
+    import os
+    import signal
+
+    from transformers import TrainerCallback
+
+    from scott_distill import RunInterrupted
+
+    class SignalInStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    args = train_args(tmp_path, "step-signal", 2, 1)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0), args=args,
+                                    train_dataset=rows(6), processing_class=tokenizer, callbacks=[SignalInStep()])
+    with pytest.raises(RunInterrupted) as stopped:
+        trainer.train()
+    assert trainer.state.global_step == 1, f"trained on to step {trainer.state.global_step} after the signal"
+    assert stopped.value.checkpoint == str(tmp_path / "step-signal" / "checkpoint-1")
+    assert (Path(stopped.value.checkpoint) / "trainer_state.json").exists()
+
+
 def test_train_command_initialises_new_weights_from_its_seed(tokenizer, tmp_path):
     """A student whose checkpoint lacks some weights (a base ``LlamaModel`` trained as a causal LM with an untied
     head: ``lm_head`` is newly initialised) must get them from ``--seed``, as transformers' example scripts do
