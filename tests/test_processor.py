@@ -476,7 +476,9 @@ def test_end_token_ids_independent_of_order_and_type(gpt2):
     gpt2.generation_config.eos_token_id = [7, 1]
     assert end_token_ids(gpt2, (x for x in [9, 1])).tolist() == [1, 7, 9]
     gpt2.generation_config.eos_token_id = None
-    assert end_token_ids(gpt2).tolist() == []
+    none = end_token_ids(gpt2)
+    # long even when empty (torch.tensor([]) is float32): the ids index the vocabulary, and a float index raises
+    assert none.tolist() == [] and none.dtype == torch.long and torch.zeros(2, 5)[:, none].shape == (2, 0)
     # a model-like object without a generation config (a wrapper, a stub) has only the given stop ids
     assert end_token_ids(object(), [5]).tolist() == [5]
     del gpt2.generation_config.eos_token_id

@@ -7,10 +7,12 @@ from scratch, one unpadded row at a time (tests/test_processor.py).
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 import re
 import warnings
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from test_processor import (
 )
 from transformers import LogitsProcessor
 
+import scott_distill
 from scott_distill import ContrastiveRationaleLogitsProcessor, SharedPrefix, contrastive_generate
 from scott_distill.teacher.scoring import contrastive_scores, left_padded, stop_token_ids_for
 
@@ -446,6 +449,47 @@ def test_scalar_tensors_for_alpha_and_plausibility_threshold():
         check_plausibility_threshold(torch.tensor(True))
 
 
+def test_check_alpha_boundaries_and_exact_messages():
+    """``alpha`` >= 0 with 0 allowed; the warning starts at exactly 1 without a threshold (documented rule) and its
+    whole text is given; a non-number is refused naming its type and value."""
+    from scott_distill.teacher.scoring import check_alpha
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_alpha(0) == 0.0 and check_alpha(0.999) == 0.999 and check_alpha(1, 0.1) == 1.0
+    for alpha in (1, 2.5):
+        with pytest.warns(UserWarning) as caught:
+            assert check_alpha(alpha) == float(alpha)
+        assert [str(w.message) for w in caught] == [
+            f"alpha={float(alpha)} >= 1 without `plausibility_threshold`: the contrastive score then favours tokens "
+            "that are unlikely under both prompts. Set e.g. plausibility_threshold=0.1 (or alpha < 1)."]
+    for alpha, given in [("0.5", "str '0.5'"), (1j, "complex 1j"), ([0.5], "list [0.5]")]:
+        with pytest.raises(ValueError) as err:
+            check_alpha(alpha)
+        assert str(err.value) == f"`alpha` must be a real number >= 0, got {given}."
+    with pytest.raises(ValueError) as err:
+        check_alpha(math.inf)
+    assert str(err.value) == "`alpha` must be finite, got inf."
+    with pytest.raises(ValueError) as err:
+        check_alpha(-0.5)
+    assert str(err.value) == "`alpha` must be >= 0, got -0.5."
+
+
+def test_check_plausibility_threshold_is_the_closed_interval_zero_one():
+    """Both ends of [0, 1] are allowed (0: off, 1: only the gold maximum) and come back as floats; anything outside,
+    NaN, a string or a bool is refused with the exact message."""
+    from scott_distill.teacher.scoring import check_plausibility_threshold
+
+    assert check_plausibility_threshold(None) is None
+    for value in (0, 0.0, 0.5, 1, 1.0, np.float64(1.0), torch.tensor(0.0)):
+        got = check_plausibility_threshold(value)
+        assert type(got) is float and got == float(value), value
+    for value in (-0.1, -1e-9, 1.0000001, 1.5, 2, math.nan, "0.5", True):
+        with pytest.raises(ValueError) as err:
+            check_plausibility_threshold(value)
+        assert str(err.value) == f"`plausibility_threshold` must be a number in [0, 1] or None, got {value!r}."
+
+
 def test_negative_alpha_message_says_negative(tokenizer):
     model = make_gpt2(len(tokenizer))
     con = encode(tokenizer, CONTRAST)
@@ -474,6 +518,24 @@ def test_alpha_at_least_one_without_plausibility_warns(tokenizer):
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.0,
                                             plausibility_threshold=0.1)
         ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=0.9)
+
+
+@pytest.mark.skipif("mutants" in Path(scott_distill.__file__).parts,
+                    reason="mutmut's trampolines add frames to every call: the warning's location moves under mutmut")
+def test_alpha_warning_points_at_the_line_that_built_the_processor(tokenizer):
+    """The alpha >= 1 warning names the user's line (``stacklevel``), for the processor and for the fused path, not
+    the check inside the library (which would make every warning point at scott_distill/teacher/scoring.py)."""
+    model = make_gpt2(len(tokenizer))
+    con = encode(tokenizer, CONTRAST)
+    with pytest.warns(UserWarning, match="plausibility_threshold") as caught:
+        line = inspect.currentframe().f_lineno + 1
+        ContrastiveRationaleLogitsProcessor(model, con.input_ids, con.attention_mask, alpha=1.0)
+    with pytest.warns(UserWarning, match="plausibility_threshold") as fused:
+        fused_line = inspect.currentframe().f_lineno + 1
+        contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=1.5, max_new_tokens=1)
+    assert [(w.filename, w.lineno) for w in caught if "plausibility_threshold" in str(w.message)] == [(__file__, line)]
+    assert [(w.filename, w.lineno) for w in fused if "plausibility_threshold" in str(w.message)] == [
+        (__file__, fused_line)]
 
 
 def test_processor_called_outside_generate_returns_the_dtype_of_its_scores(tokenizer):
