@@ -502,6 +502,10 @@ def test_signals_during_train_log_the_safe_point_and_name_the_checkpoint_and_how
         assert [r.getMessage() for r in caplog.records if r.name == "scott_distill.interrupts"] == [first]
         if count == 1:
             assert os.path.abspath(stopped.value.checkpoint) == str(tmp_path / "checkpoint-1")
+            assert str(stopped.value) == (
+                "train: stopped by SIGTERM after optimizer step 1 of 3; checkpoint saved to ./checkpoint-1. Resume "
+                "from it with `resume_from_checkpoint='./checkpoint-1'` (or `True`: the newest complete checkpoint); "
+                "the `scott-distill train` and `scott-distill run` commands resume from it by themselves.")
             assert (tmp_path / "checkpoint-1" / "trainer_state.json").is_file()
         else:
             assert str(stopped.value) == (
@@ -591,6 +595,66 @@ def test_train_passes_the_eval_ignore_keys_to_the_evaluations_during_training(to
     trainer.train(ignore_keys_for_eval=["encoder_last_hidden_state", "cache"])
     assert len(predictions) == 1 and isinstance(predictions[0], np.ndarray)
     assert predictions[0].shape[0] == 4 and predictions[0].shape[2] == len(tokenizer)
+
+
+def test_train_refuses_a_keyword_that_trainer_train_does_not_take(tokenizer, tmp_path):
+    """An unknown keyword (here ``Trainer.evaluate``'s ``ignore_keys``) is refused as ``Trainer.train`` refuses
+    it, not silently dropped."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no",
+                                           disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, train_dataset=tiny_dataset(2),
+                                    processing_class=tokenizer)
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'ignore_keys'"):
+        trainer.train(ignore_keys=["encoder_last_hidden_state"])
+
+
+def test_trainer_set_up_errors_name_the_argument_and_what_to_do(tokenizer, tmp_path):
+    """Every refusal of ``CounterfactualTrainer(...)``, word for word."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    t5 = make_t5(len(tokenizer))
+    cases = [
+        (dict(model=t5, args=Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[]),
+              processing_class=tokenizer),
+         "`args` must be a CounterfactualTrainingArguments, got Seq2SeqTrainingArguments."),
+        (dict(model=t5, args=args, processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0),
+         "`compute_loss_func` is not supported: CounterfactualTrainer's loss is SCOTT's objective "
+         "(counterfactual_alpha, label_smoothing_factor). Subclass it and override `compute_loss` for another "
+         "objective."),
+        (dict(model=t5, args=args), "Pass `processing_class=tokenizer` (or a `data_collator`)."),
+        (dict(model=make_gpt2(len(tokenizer)), processing_class=tokenizer, args=CounterfactualTrainingArguments(
+            output_dir=str(tmp_path), predict_with_generate=True, report_to=[])),
+         "`predict_with_generate=True` is not supported for decoder-only students: their batches hold the target "
+         "after the prompt, so `generate` would continue the answer. Evaluate them with "
+         "`scott_distill.student.evaluation.evaluate_student` (or `predict`), which generates from the prompt."),
+        (dict(model=t5, args=CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[],
+                                                             answer_prefix="Thus"),
+              data_collator=CounterfactualDataCollator(tokenizer, model=t5, format=StudentFormat(
+                  answer_prefix="Hence"))),
+         f"The data_collator's format {StudentFormat(answer_prefix='Hence')} differs from the one in `args` "
+         f"{StudentFormat(answer_prefix='Thus')}; set the tags and answer prefix in one place."),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as refused:
+            CounterfactualTrainer(**kwargs)
+        assert str(refused.value) == message
+
+
+def test_trainer_tags_the_student_for_its_model_card(tokenizer, tmp_path):
+    """The student gets the trainer's tags (shown on the model card of a push, as TRL's trainers do); a model
+    without ``add_model_tags`` (a plain ``torch.nn.Module``) is trained untagged."""
+    model = make_t5(len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    assert model.model_tags == ["scott-distill", "counterfactual-training"]
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+    trainer = CounterfactualTrainer(model=Plain(), args=args, data_collator=lambda rows: rows)
+    # no config: not an encoder-decoder model, so its batches would be read as decoder-only ones
+    assert trainer._is_causal(trainer.model) is True
 
 def test_lora_student_trains(tokenizer, tmp_path):
     peft = pytest.importorskip("peft")
