@@ -608,6 +608,44 @@ def test_train_refuses_a_keyword_that_trainer_train_does_not_take(tokenizer, tmp
         trainer.train(ignore_keys=["encoder_last_hidden_state"])
 
 
+def test_trainer_hands_its_tokenizer_and_logits_preprocessing_to_the_trainer(tokenizer, tmp_path):
+    """As for ``Seq2SeqTrainer``: ``processing_class`` is saved with the student, and ``preprocess_logits_for_metrics``
+    turns the logits before ``compute_metrics`` sees them (here into token ids: 2 rows x 2 examples, no vocabulary
+    axis)."""
+    from transformers import AutoTokenizer
+
+    seen = []
+
+    def compute_metrics(prediction):
+        seen.append(prediction.predictions)
+        return {}
+
+    def token_ids(logits, labels):
+        return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[])
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, processing_class=tokenizer,
+                                    compute_metrics=compute_metrics, preprocess_logits_for_metrics=token_ids)
+    trainer.evaluate(tiny_dataset(2))
+    assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].ndim == 2 and seen[0].shape[0] == 4
+    trainer.save_model(str(tmp_path / "saved"))
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved").get_vocab() == tokenizer.get_vocab()
+
+
+def test_trainer_trains_with_the_optimizer_and_scheduler_it_is_given(tokenizer, tmp_path):
+    """``optimizers=(optimizer, scheduler)`` as for ``Trainer``: those two make the steps (not the AdamW and linear
+    schedule the Trainer makes from ``args`` when none are given)."""
+    model = make_t5(len(tokenizer), dropout_rate=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1,
+                                           report_to=[], save_strategy="no", max_grad_norm=0.0, disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2), processing_class=tokenizer,
+                                    optimizers=(optimizer, scheduler))
+    trainer.train()
+    assert trainer.lr_scheduler is scheduler and getattr(trainer.optimizer, "optimizer", trainer.optimizer) is optimizer
+
+
 def test_trainer_set_up_errors_name_the_argument_and_what_to_do(tokenizer, tmp_path):
     """Every refusal of ``CounterfactualTrainer(...)``, word for word."""
     args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
