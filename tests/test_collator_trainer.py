@@ -203,6 +203,42 @@ def test_gradient_accumulation_is_token_normalised(tokenizer, tmp_path):
         torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("accepts_loss_kwargs", [True, False])
+def test_gradient_accumulation_is_token_normalised_whatever_the_model_declares(accepts_loss_kwargs, tokenizer,
+                                                                               tmp_path):
+    """The same for a model that declares ``accepts_loss_kwargs = False`` (Trainer would then divide a loss by the
+    accumulation steps, as for a per-micro-batch mean): our loss is already normalised by the window's tokens."""
+    grads = []
+    for bs, acc in ((2, 1), (1, 2)):
+        model = make_t5(len(tokenizer), dropout_rate=0.0)
+        model.accepts_loss_kwargs = accepts_loss_kwargs
+        args = CounterfactualTrainingArguments(
+            output_dir=str(tmp_path / f"{bs}"), per_device_train_batch_size=bs, gradient_accumulation_steps=acc,
+            max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", report_to=[],
+            counterfactual_alpha=0.5, save_strategy="no", dataloader_drop_last=True, disable_tqdm=True,
+            max_grad_norm=0.0,  # no clipping: a clipped step would hide a gradient scaled by a constant
+        )
+        trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2),
+                                        processing_class=tokenizer)
+        before = [p.detach().clone() for p in model.parameters()]
+        trainer.train()
+        grads.append([b - p.detach() for b, p in zip(before, model.parameters())])  # lr=1 SGD: delta = grad
+    for ga, gb in zip(*grads):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+
+
+def test_a_given_token_share_is_used_not_counted(tokenizer, tmp_path, caplog):
+    """``counterfactual_token_share`` in the arguments is the share training uses: the data is not counted."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no",
+                                           counterfactual_token_share=0.25, disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, train_dataset=tiny_dataset(2),
+                                    processing_class=tokenizer)
+    with caplog.at_level(logging.INFO, logger="scott_distill"):
+        trainer.train()
+    assert trainer.counterfactual_token_share == 0.25
+    assert not [r for r in caplog.records if r.getMessage().startswith("label tokens in train_dataset")]
+
+
 def test_trainer_logs_parts_and_resumes(tokenizer, tmp_path):
     model = make_t5(len(tokenizer), dropout_rate=0.0)
     args = CounterfactualTrainingArguments(
@@ -623,8 +659,11 @@ def test_trainer_hands_its_tokenizer_and_logits_preprocessing_to_the_trainer(tok
     def token_ids(logits, labels):
         return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
 
+    model = make_t5(len(tokenizer))
     args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[])
-    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, processing_class=tokenizer,
+    # a collator without a `tokenizer` attribute: Trainer cannot fall back to saving the collator's tokenizer
+    collator = _OneLabelToken(CounterfactualDataCollator(tokenizer, model=model))
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator,
                                     compute_metrics=compute_metrics, preprocess_logits_for_metrics=token_ids)
     trainer.evaluate(tiny_dataset(2))
     assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].ndim == 2 and seen[0].shape[0] == 4
