@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from conftest import make_gpt2, make_t5
@@ -199,6 +203,42 @@ def test_gradient_accumulation_is_token_normalised(tokenizer, tmp_path):
         torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("accepts_loss_kwargs", [True, False])
+def test_gradient_accumulation_is_token_normalised_whatever_the_model_declares(accepts_loss_kwargs, tokenizer,
+                                                                               tmp_path):
+    """The same for a model that declares ``accepts_loss_kwargs = False`` (Trainer would then divide a loss by the
+    accumulation steps, as for a per-micro-batch mean): our loss is already normalised by the window's tokens."""
+    grads = []
+    for bs, acc in ((2, 1), (1, 2)):
+        model = make_t5(len(tokenizer), dropout_rate=0.0)
+        model.accepts_loss_kwargs = accepts_loss_kwargs
+        args = CounterfactualTrainingArguments(
+            output_dir=str(tmp_path / f"{bs}"), per_device_train_batch_size=bs, gradient_accumulation_steps=acc,
+            max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", report_to=[],
+            counterfactual_alpha=0.5, save_strategy="no", dataloader_drop_last=True, disable_tqdm=True,
+            max_grad_norm=0.0,  # no clipping: a clipped step would hide a gradient scaled by a constant
+        )
+        trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2),
+                                        processing_class=tokenizer)
+        before = [p.detach().clone() for p in model.parameters()]
+        trainer.train()
+        grads.append([b - p.detach() for b, p in zip(before, model.parameters())])  # lr=1 SGD: delta = grad
+    for ga, gb in zip(*grads):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+
+
+def test_a_given_token_share_is_used_not_counted(tokenizer, tmp_path, caplog):
+    """``counterfactual_token_share`` in the arguments is the share training uses: the data is not counted."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no",
+                                           counterfactual_token_share=0.25, disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, train_dataset=tiny_dataset(2),
+                                    processing_class=tokenizer)
+    with caplog.at_level(logging.INFO, logger="scott_distill"):
+        trainer.train()
+    assert trainer.counterfactual_token_share == 0.25
+    assert not [r for r in caplog.records if r.getMessage().startswith("label tokens in train_dataset")]
+
+
 def test_trainer_logs_parts_and_resumes(tokenizer, tmp_path):
     model = make_t5(len(tokenizer), dropout_rate=0.0)
     args = CounterfactualTrainingArguments(
@@ -340,6 +380,358 @@ def test_resume_checkpoint_without_a_checkpoint_and_with_an_empty_output_dir(tmp
     args = CounterfactualTrainingArguments(output_dir="", report_to=[])
     assert resume_checkpoint(args) == "./checkpoint-4"
 
+
+# -- train(): the label-token census, its warnings, the run record, signals, pass-through arguments ----------
+
+
+def _flat(row: dict, counterfactual: bool) -> dict:
+    """The factual or the counterfactual example of a rationale row, as a flat row."""
+    if counterfactual:
+        return {"question": row["question"], "choices": row["choices"], "answer": row["counterfactual_answer"],
+                "rationale": row["counterfactual_rationale"], "is_counterfactual": True}
+    return {"question": row["question"], "choices": row["choices"], "answer": row["answer"],
+            "rationale": row["rationale"], "is_counterfactual": False}
+
+
+def _train_once(tokenizer, tmp_path, name, dataset, **kw):
+    args = dict(output_dir=str(tmp_path / name), per_device_train_batch_size=2, max_steps=1, report_to=[],
+                save_strategy="no", learning_rate=1e-3, disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0),
+                                    args=CounterfactualTrainingArguments(**{**args, **kw}), train_dataset=dataset,
+                                    processing_class=tokenizer)
+    trainer.train()
+    return trainer
+
+
+_NO_CF = ("train_dataset holds no counterfactual label tokens: counterfactual_alpha={} only scales the factual "
+          "loss by {}.")
+_NO_F = "train_dataset holds no factual label tokens: only counterfactual answers are trained."
+
+
+@pytest.mark.parametrize("data,alpha,share,want", [
+    ("factual", 0.0, 0.0, []),
+    ("factual", 0.5, 0.0, [_NO_CF.format(0.5, 0.5)]),
+    ("factual", 1.0, 0.0, [_NO_CF.format(1.0, 0.0)]),
+    ("counterfactual", 1.0, 1.0, []),
+    ("counterfactual", 0.5, 1.0, [_NO_F]),
+    ("both", 0.5, None, []),
+])
+def test_train_warns_about_a_part_without_label_tokens_only_when_alpha_weights_it(data, alpha, share, want,
+                                                                                  tokenizer, tmp_path, caplog):
+    """The census before training warns when a part of the objective has no label tokens but a weight: no
+    counterfactual tokens at alpha > 0 (alpha only scales the factual loss), no factual tokens at alpha < 1.
+    At the closed ends (alpha 0 with factual rows only, alpha 1 with counterfactual rows only) and with both parts
+    present, nothing is missing that the objective weights: no warning. The shares are the hand counts (0 and 1)."""
+    rows = {"factual": [_flat(r, False) for r in (ROW, ROW2)], "counterfactual": [_flat(r, True) for r in (ROW, ROW2)],
+            "both": [ROW, ROW2]}[data]
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        trainer = _train_once(tokenizer, tmp_path, "run", datasets.Dataset.from_list(rows),
+                              counterfactual_alpha=alpha)
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("train_dataset holds no")] == want
+    if share is not None:
+        assert trainer.counterfactual_token_share == share
+
+
+class _OneLabelToken:
+    """A custom collator: ours, with the labels cut to each example's first label token."""
+
+    def __init__(self, inner: CounterfactualDataCollator) -> None:
+        self.inner = inner
+
+    def __call__(self, rows):
+        batch = self.inner(rows)
+        labels = batch["labels"]
+        at = torch.arange(len(labels)), (labels != -100).int().argmax(dim=1)
+        batch["labels"] = torch.full_like(labels, -100).index_put(at, labels[at])
+        return batch
+
+
+def test_token_share_of_a_training_set_with_a_single_label_token(tokenizer, tmp_path):
+    """The counterfactual share is the counterfactual label tokens over all label tokens, down to a training set
+    with one label token in all (a custom collator's): that token is counterfactual, so the share is 1."""
+    model = make_t5(len(tokenizer), dropout_rate=0.0)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no",
+                                           disable_tqdm=True)
+    collator = _OneLabelToken(CounterfactualDataCollator(tokenizer, model=model))
+    trainer = CounterfactualTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer,
+                                    train_dataset=datasets.Dataset.from_list([_flat(ROW, True)]))
+    assert trainer.count_label_tokens(trainer.train_dataset).tolist() == [0, 1]
+    trainer.train()
+    assert trainer.counterfactual_token_share == 1.0
+
+
+def test_truncation_warning_when_only_rationales_are_cut(tokenizer, tmp_path, caplog):
+    """``max_target_length`` cuts one rationale and no source: the warning is given, with both counts."""
+    rows = [_flat(ROW, False), _flat({**ROW2, "rationale": ROW2["rationale"] + " It is long and sharp and cuts "
+                                      "the wood into many small pieces."}, False), _flat(ROW, False)]
+    labels = CounterfactualDataCollator(tokenizer, model=make_t5(len(tokenizer)))(rows)["labels"]
+    lengths = (labels != -100).sum(dim=1).tolist()  # a factual T5 target: every token (EOS included) is a label
+    limit = lengths[1] - 2
+    assert lengths[0] == lengths[2] <= limit  # the two short rows fit
+    with caplog.at_level(logging.WARNING, logger="scott_distill"):
+        _train_once(tokenizer, tmp_path, "cut", datasets.Dataset.from_list(rows), counterfactual_alpha=0.0,
+                    max_target_length=limit)
+    cuts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Truncation over train_dataset")]
+    assert cuts == ["Truncation over train_dataset: 0 of 3 sources lost their end (max_source_length), 1 of 3 "
+                    "targets lost the end of their rationale (max_target_length)."]
+
+
+def _in_the_working_directory(trainer: CounterfactualTrainer) -> CounterfactualTrainer:
+    """``output_dir=""`` (the working directory), set after ``Trainer.__init__``, which makes the folder and so
+    fails on "" itself."""
+    trainer.args.output_dir = ""
+    return trainer
+
+
+def test_resume_true_with_an_empty_output_dir_takes_the_working_directorys_checkpoint(tokenizer, tmp_path,
+                                                                                      monkeypatch):
+    """``output_dir=""`` is the working directory (the Trainer saves its checkpoints there): a resume with
+    ``resume_from_checkpoint=True`` takes the newest complete one there, and trains only the steps after it."""
+    monkeypatch.chdir(tmp_path)
+    args = dict(output_dir=str(tmp_path), per_device_train_batch_size=2, save_steps=1, report_to=[],
+                learning_rate=1e-3, disable_tqdm=True)
+    CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0),
+                          args=CounterfactualTrainingArguments(max_steps=2, **args), train_dataset=tiny_dataset(4),
+                          processing_class=tokenizer).train()
+    assert (tmp_path / "checkpoint-2" / "trainer_state.json").is_file()
+    steps = _StepCounter()
+    _in_the_working_directory(CounterfactualTrainer(
+        model=make_t5(len(tokenizer), dropout_rate=0.0), args=CounterfactualTrainingArguments(max_steps=3, **args),
+        train_dataset=tiny_dataset(4), processing_class=tokenizer, callbacks=[steps],
+    )).train(resume_from_checkpoint=True)
+    assert steps.done == [3]
+
+
+class _Signals(TrainerCallback):
+    """Sends ``count`` SIGTERMs to this process at the end of optimizer step ``step``."""
+
+    def __init__(self, step: int, count: int) -> None:
+        self.step, self.count = step, count
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            for _ in range(self.count):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_signals_during_train_log_the_safe_point_and_name_the_checkpoint_and_how_to_resume(tokenizer, tmp_path,
+                                                                                              monkeypatch, caplog):
+    """In a run with ``output_dir=""`` (the working directory): a first SIGTERM is logged with where ``train``
+    stops (after the optimizer step in progress, with a checkpoint), and the `RunInterrupted` names the checkpoint
+    it saved there; a second SIGTERM stops at once, and its message says where to resume from."""
+    from scott_distill import RunInterrupted
+
+    monkeypatch.chdir(tmp_path)
+    args = dict(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=3, report_to=[],
+                save_strategy="no", learning_rate=1e-3, disable_tqdm=True)
+    first = ("train: SIGTERM received; stopping after the optimizer step in progress, with a checkpoint (send it "
+             "again to stop at once).")
+    for count in (1, 2):
+        caplog.clear()
+        trainer = _in_the_working_directory(CounterfactualTrainer(
+            model=make_t5(len(tokenizer), dropout_rate=0.0), args=CounterfactualTrainingArguments(**args),
+            train_dataset=tiny_dataset(6),
+            processing_class=tokenizer, callbacks=[_Signals(1, count)]))
+        with caplog.at_level(logging.WARNING, logger="scott_distill.interrupts"), \
+                pytest.raises(RunInterrupted) as stopped:
+            trainer.train()
+        assert [r.getMessage() for r in caplog.records if r.name == "scott_distill.interrupts"] == [first]
+        if count == 1:
+            assert os.path.abspath(stopped.value.checkpoint) == str(tmp_path / "checkpoint-1")
+            assert str(stopped.value) == (
+                "train: stopped by SIGTERM after optimizer step 1 of 3; checkpoint saved to ./checkpoint-1. Resume "
+                "from it with `resume_from_checkpoint='./checkpoint-1'` (or `True`: the newest complete checkpoint); "
+                "the `scott-distill train` and `scott-distill run` commands resume from it by themselves.")
+            assert (tmp_path / "checkpoint-1" / "trainer_state.json").is_file()
+        else:
+            assert str(stopped.value) == (
+                "train: stopped at once by a second SIGTERM; the batch in progress is discarded. Resume from the "
+                "newest complete checkpoint in .: `resume_from_checkpoint=True`, or run the same `scott-distill "
+                "train` / `scott-distill run` command again.")
+
+
+def test_a_resume_with_other_settings_is_refused_in_process(tokenizer, tmp_path):
+    """``train(resume_from_checkpoint=...)`` checks the checkpoint against the run recorded when ``output_dir``'s
+    run started: another learning rate is another run, refused with the checkpoint and the difference named."""
+    out = tmp_path / "out"
+    args = dict(output_dir=str(out), per_device_train_batch_size=2, max_steps=1, save_steps=1, report_to=[],
+                disable_tqdm=True)
+    CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0),
+                          args=CounterfactualTrainingArguments(learning_rate=1e-3, **args),
+                          train_dataset=tiny_dataset(2), processing_class=tokenizer).train()
+    other = CounterfactualTrainer(model=make_t5(len(tokenizer), dropout_rate=0.0),
+                                  args=CounterfactualTrainingArguments(learning_rate=5e-3, **args),
+                                  train_dataset=tiny_dataset(2), processing_class=tokenizer)
+    checkpoint = str(out / "checkpoint-1")
+    for resume in (True, checkpoint):
+        with pytest.raises(ValueError) as refused:
+            other.train(resume_from_checkpoint=resume)
+        assert str(refused.value) == (
+            f"Not resuming {checkpoint}: the checkpoints in output_dir={str(out)!r} belong to another run "
+            "(learning_rate: 0.001 -> 0.005). Train into a new output_dir, or delete its checkpoints and "
+            "train_run.json to start over there.")
+
+
+def test_model_init_with_an_encoder_decoder_student_trains_as_a_given_model(tokenizer, tmp_path):
+    """Regression: with ``model_init`` (no ``model``) the default collator was built without the student, so it
+    made decoder-only batches (prompt and target in one sequence) for a T5 student, whose training then failed
+    ("You must specify exactly one of input_ids or inputs_embeds"). It now trains to the weights of the same run
+    with the student passed as ``model``."""
+    args = dict(per_device_train_batch_size=2, max_steps=2, report_to=[], save_strategy="no", optim="sgd",
+                train_sampling_strategy="sequential",
+                learning_rate=0.5, lr_scheduler_type="constant", disable_tqdm=True)
+    given = make_t5(len(tokenizer), dropout_rate=0.0)
+    CounterfactualTrainer(model=given, args=CounterfactualTrainingArguments(output_dir=str(tmp_path / "a"), **args),
+                          train_dataset=tiny_dataset(4), processing_class=tokenizer).train()
+    trainer = CounterfactualTrainer(model_init=lambda: make_t5(len(tokenizer), dropout_rate=0.0),
+                                    args=CounterfactualTrainingArguments(output_dir=str(tmp_path / "b"), **args),
+                                    train_dataset=tiny_dataset(4), processing_class=tokenizer)
+    assert "decoder_input_ids" in trainer.data_collator([ROW])
+    trainer.train()
+    for (name, a), b in zip(given.named_parameters(), trainer.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_train_passes_the_trial_to_the_trainer(tokenizer, tmp_path, monkeypatch):
+    """``train(trial=...)`` as ``Trainer.train`` documents it: ``model_init`` gets the trial, and the state records
+    its parameters (``hp_params`` stands in for an installed optuna / ray, which read them)."""
+    import transformers.integrations
+
+    monkeypatch.setattr(transformers.integrations, "hp_params", lambda trial: dict(trial))
+    got_trials = []
+
+    def model_init(trial):
+        got_trials.append(trial)
+        return make_gpt2(len(tokenizer))
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1,
+                                           report_to=[], save_strategy="no", disable_tqdm=True)
+    trainer = CounterfactualTrainer(model_init=model_init, args=args, train_dataset=tiny_dataset(2),
+                                    processing_class=tokenizer)
+    trial = {"learning_rate": 1e-3}
+    trainer.train(trial=trial)
+    assert got_trials == [None, trial] and trainer.state.trial_params == trial
+
+
+def test_train_passes_the_eval_ignore_keys_to_the_evaluations_during_training(tokenizer, tmp_path):
+    """``train(ignore_keys_for_eval=...)``: the evaluations during training drop those model outputs from the
+    predictions, as ``Trainer.train`` documents (T5's logits alone are left: 2 rows x 2 examples, vocabulary)."""
+    predictions = []
+
+    def compute_metrics(prediction):
+        predictions.append(prediction.predictions)
+        return {}
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1,
+                                           report_to=[], save_strategy="no", eval_strategy="steps", eval_steps=1,
+                                           disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, train_dataset=tiny_dataset(2),
+                                    eval_dataset=tiny_dataset(2), processing_class=tokenizer,
+                                    compute_metrics=compute_metrics)
+    trainer.train(ignore_keys_for_eval=["encoder_last_hidden_state", "cache"])
+    assert len(predictions) == 1 and isinstance(predictions[0], np.ndarray)
+    assert predictions[0].shape[0] == 4 and predictions[0].shape[2] == len(tokenizer)
+
+
+def test_train_refuses_a_keyword_that_trainer_train_does_not_take(tokenizer, tmp_path):
+    """An unknown keyword (here ``Trainer.evaluate``'s ``ignore_keys``) is refused as ``Trainer.train`` refuses
+    it, not silently dropped."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no",
+                                           disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=make_t5(len(tokenizer)), args=args, train_dataset=tiny_dataset(2),
+                                    processing_class=tokenizer)
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'ignore_keys'"):
+        trainer.train(ignore_keys=["encoder_last_hidden_state"])
+
+
+def test_trainer_hands_its_tokenizer_and_logits_preprocessing_to_the_trainer(tokenizer, tmp_path):
+    """As for ``Seq2SeqTrainer``: ``processing_class`` is saved with the student, and ``preprocess_logits_for_metrics``
+    turns the logits before ``compute_metrics`` sees them (here into token ids: 2 rows x 2 examples, no vocabulary
+    axis)."""
+    from transformers import AutoTokenizer
+
+    seen = []
+
+    def compute_metrics(prediction):
+        seen.append(prediction.predictions)
+        return {}
+
+    def token_ids(logits, labels):
+        return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+
+    model = make_t5(len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to=[])
+    # a collator without a `tokenizer` attribute: Trainer cannot fall back to saving the collator's tokenizer
+    collator = _OneLabelToken(CounterfactualDataCollator(tokenizer, model=model))
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator,
+                                    compute_metrics=compute_metrics, preprocess_logits_for_metrics=token_ids)
+    trainer.evaluate(tiny_dataset(2))
+    assert len(seen) == 1 and isinstance(seen[0], np.ndarray) and seen[0].ndim == 2 and seen[0].shape[0] == 4
+    trainer.save_model(str(tmp_path / "saved"))
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved").get_vocab() == tokenizer.get_vocab()
+
+
+def test_trainer_trains_with_the_optimizer_and_scheduler_it_is_given(tokenizer, tmp_path):
+    """``optimizers=(optimizer, scheduler)`` as for ``Trainer``: those two make the steps (not the AdamW and linear
+    schedule the Trainer makes from ``args`` when none are given)."""
+    model = make_t5(len(tokenizer), dropout_rate=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1,
+                                           report_to=[], save_strategy="no", max_grad_norm=0.0, disable_tqdm=True)
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2), processing_class=tokenizer,
+                                    optimizers=(optimizer, scheduler))
+    trainer.train()
+    assert trainer.lr_scheduler is scheduler and getattr(trainer.optimizer, "optimizer", trainer.optimizer) is optimizer
+
+
+def test_trainer_set_up_errors_name_the_argument_and_what_to_do(tokenizer, tmp_path):
+    """Every refusal of ``CounterfactualTrainer(...)``, word for word."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    t5 = make_t5(len(tokenizer))
+    cases = [
+        (dict(model=t5, args=Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to=[]),
+              processing_class=tokenizer),
+         "`args` must be a CounterfactualTrainingArguments, got Seq2SeqTrainingArguments."),
+        (dict(model=t5, args=args, processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0),
+         "`compute_loss_func` is not supported: CounterfactualTrainer's loss is SCOTT's objective "
+         "(counterfactual_alpha, label_smoothing_factor). Subclass it and override `compute_loss` for another "
+         "objective."),
+        (dict(model=t5, args=args), "Pass `processing_class=tokenizer` (or a `data_collator`)."),
+        (dict(model=make_gpt2(len(tokenizer)), processing_class=tokenizer, args=CounterfactualTrainingArguments(
+            output_dir=str(tmp_path), predict_with_generate=True, report_to=[])),
+         "`predict_with_generate=True` is not supported for decoder-only students: their batches hold the target "
+         "after the prompt, so `generate` would continue the answer. Evaluate them with "
+         "`scott_distill.student.evaluation.evaluate_student` (or `predict`), which generates from the prompt."),
+        (dict(model=t5, args=CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[],
+                                                             answer_prefix="Thus"),
+              data_collator=CounterfactualDataCollator(tokenizer, model=t5, format=StudentFormat(
+                  answer_prefix="Hence"))),
+         f"The data_collator's format {StudentFormat(answer_prefix='Hence')} differs from the one in `args` "
+         f"{StudentFormat(answer_prefix='Thus')}; set the tags and answer prefix in one place."),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as refused:
+            CounterfactualTrainer(**kwargs)
+        assert str(refused.value) == message
+
+
+def test_trainer_tags_the_student_for_its_model_card(tokenizer, tmp_path):
+    """The student gets the trainer's tags (shown on the model card of a push, as TRL's trainers do); a model
+    without ``add_model_tags`` (a plain ``torch.nn.Module``) is trained untagged."""
+    model = make_t5(len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    assert model.model_tags == ["scott-distill", "counterfactual-training"]
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+    trainer = CounterfactualTrainer(model=Plain(), args=args, data_collator=lambda rows: rows)
+    # no config: not an encoder-decoder model, so its batches would be read as decoder-only ones
+    assert trainer._is_causal(trainer.model) is True
 
 def test_lora_student_trains(tokenizer, tmp_path):
     peft = pytest.importorskip("peft")

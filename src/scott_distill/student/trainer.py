@@ -328,19 +328,20 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             raise ValueError("`compute_loss_func` is not supported: CounterfactualTrainer's loss is SCOTT's "
                              "objective (counterfactual_alpha, label_smoothing_factor). Subclass it and override "
                              "`compute_loss` for another objective.")
-        if data_collator is None:
+        own_collator = data_collator is None
+        if own_collator:
             if processing_class is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
-            data_collator = CounterfactualDataCollator(
-                processing_class, model=model, format=args.student_format, max_source_length=args.max_source_length,
-                max_target_length=args.max_target_length,
-            )
+            data_collator = self._default_collator(processing_class, model, args)
         super().__init__(
             model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
             eval_dataset=eval_dataset, processing_class=processing_class, model_init=model_init,
             compute_loss_func=compute_loss_func, compute_metrics=compute_metrics, callbacks=callbacks,
             optimizers=optimizers, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
+        if own_collator and model is None:
+            # model_init: the student exists only now (Trainer made it); an encoder-decoder one needs its collator
+            self.data_collator = self._default_collator(processing_class, self.model, args)
         self.student_format = self._resolve_format()
         if self.args.predict_with_generate and self._is_causal(self.model):
             raise ValueError(
@@ -363,6 +364,13 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             add_model_tags(self._tag_names)
 
     # -- set-up ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _default_collator(tokenizer: PreTrainedTokenizerBase, model: Any,
+                          args: CounterfactualTrainingArguments) -> CounterfactualDataCollator:
+        return CounterfactualDataCollator(tokenizer, model=model, format=args.student_format,
+                                          max_source_length=args.max_source_length,
+                                          max_target_length=args.max_target_length)
 
     def _resolve_format(self) -> StudentFormat:
         """The format the student learns: the collator's when it is ours (args must agree or be default)."""
