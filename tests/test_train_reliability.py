@@ -597,20 +597,21 @@ def test_recipe_train_stage_saves_a_checkpoint_on_sigterm_and_the_same_command_r
 
 
 @pytest.mark.distributed
-def test_stop_request_reaches_every_process_as_the_largest_signal(tmp_path):
-    """torchrun, 3 processes, nothing trained: with no request anywhere no process stops and none gets a signal
-    number; when processes 1 and 2 got SIGTERM (15), every process stops, and process 0 takes 15 (the largest
-    number, not their sum 30) for its "stopped by SIGTERM" message."""
+@pytest.mark.parametrize(("processes", "signalled"), [(2, ["1:15"]), (3, ["1:15", "2:15"])])
+def test_stop_request_reaches_every_process_as_the_largest_signal(tmp_path, processes, signalled):
+    """torchrun, nothing trained: with no request anywhere no process stops and none gets a signal number; when
+    some processes got SIGTERM (15), every process stops, and those without a signal take 15 for their "stopped by
+    SIGTERM" message: the largest number, not the sum (30 with two processes signalled, so three processes)."""
     worker = Path(__file__).parent / "stop_flag_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "--master_port",
-                           "29545", str(worker), str(tmp_path), "1:15", "2:15"],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                           "--master_port", str(29543 + processes), str(worker), str(tmp_path), *signalled],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
-    assert [s["world_size"] for s in seen] == [3, 3, 3]
-    assert [s["before"] for s in seen] == [[False, None]] * 3
-    assert [s["after"] for s in seen] == [[True, 15]] * 3
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(processes)]
+    assert [s["world_size"] for s in seen] == [processes] * processes
+    assert [s["before"] for s in seen] == [[False, None]] * processes
+    assert [s["after"] for s in seen] == [[True, 15]] * processes
 
 
 @pytest.mark.distributed
