@@ -685,6 +685,44 @@ def test_eval_part_sums_are_kept_in_float64(tokenizer, tmp_path):
     assert metrics["eval_loss_counterfactual"] == (2**25 + 19) / n_cf
 
 
+def test_train_part_sums_are_kept_in_float64(tokenizer, tmp_path):
+    """The logged per-part training losses, with the scripted costs of the evaluation test above: one optimizer step
+    at learning rate 0 over the same two rows logs (2**24 + 17) / n_f and (2**25 + 19) / n_cf exactly, which a
+    float32 running sum would round (the trainer's ``__init__`` creates it; found by mutation testing)."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), counterfactual_alpha=0.5,
+                                           per_device_train_batch_size=2, max_steps=1, logging_steps=1,
+                                           **{**SGD, "learning_rate": 0.0})
+    trainer = CounterfactualTrainer(model=model, args=args, train_dataset=as_dataset(RATIONALE_ROWS[:2]),
+                                    processing_class=tokenizer)
+    batch = trainer.data_collator(RATIONALE_ROWS[:2])
+    labels, is_cf = batch["labels"], batch["is_counterfactual"]
+    assert is_cf.tolist() == [False, True, False, True]
+    cost = torch.zeros(labels.shape)
+    first_label = [int((row != -100).nonzero()[0]) for row in labels]
+    for example, value in ((0, 2.0**24), (2, 17.0), (1, 2.0**25), (3, 19.0)):
+        cost[example, first_label[example]] = value
+
+    def scripted_logits(module, args, kwargs, output):
+        # as in the evaluation test; "+ 0 * logits" keeps the graph that backward needs
+        assert torch.equal(kwargs["input_ids"], batch["input_ids"])
+        logits = torch.full_like(output.logits, float("-inf"))
+        target = labels.clamp(min=0)
+        logits.scatter_(2, target.unsqueeze(2), -cost.unsqueeze(2))
+        logits.scatter_(2, ((target + 1) % logits.shape[2]).unsqueeze(2), torch.where(cost > 0, 0.0, -torch.inf)
+                        .unsqueeze(2))
+        output.logits = logits.masked_fill((labels == -100).unsqueeze(2), 0.0) + 0 * output.logits
+        return output
+
+    model.register_forward_hook(scripted_logits, with_kwargs=True)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss_factual" in h]
+    n_f, n_cf = int((labels[~is_cf] != -100).sum()), int((labels[is_cf] != -100).sum())
+    assert len(logged) == 1
+    assert logged[0]["loss_factual"] == (2**24 + 17) / n_f
+    assert logged[0]["loss_counterfactual"] == (2**25 + 19) / n_cf
+
+
 def test_predict_passes_on_ignore_keys_and_metric_key_prefix(tokenizer, tmp_path):
     """What ``Trainer.predict`` documents holds through the overrides: ``ignore_keys`` drops model outputs from the
     predictions (T5's are the logits and the encoder's last hidden state; the cache is ignored by default) and
