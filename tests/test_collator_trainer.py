@@ -939,3 +939,21 @@ def test_loss_of_a_batch_with_one_label_token(tokenizer, tmp_path, counterfactua
     for training in (False, True):
         loss = trainer.compute_loss(model.train(training), batch)
         assert float(loss) == pytest.approx((0.3 if counterfactual else 0.7) * float(ce), rel=1e-5), training
+
+
+def test_default_collator_takes_the_length_limits_from_args(tokenizer, tmp_path):
+    """The collator the trainer builds, with a model given or made by ``model_init`` (rebuilt with that model for
+    an encoder-decoder student, which its batches need; left without it for a decoder-only one, so that the first
+    model made is not kept alive), truncates where ``args`` says."""
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[], max_source_length=7,
+                                           max_target_length=9)
+    for make, causal in ((make_t5, False), (make_gpt2, True)):
+        for given in (True, False):
+            def model_init(make=make):  # noqa: ANN202 - one default argument: Trainer passes no trial to it
+                return make(len(tokenizer))
+
+            kwargs = {"model": make(len(tokenizer))} if given else {"model_init": lambda: model_init()}
+            trainer = CounterfactualTrainer(args=args, processing_class=tokenizer, **kwargs)
+            collator = trainer.data_collator
+            assert (collator.max_source_length, collator.max_target_length) == (7, 9)
+            assert collator.model is (None if causal and not given else trainer.model)

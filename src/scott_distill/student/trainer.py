@@ -339,8 +339,11 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             compute_loss_func=compute_loss_func, compute_metrics=compute_metrics, callbacks=callbacks,
             optimizers=optimizers, preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
-        if own_collator and model is None:
-            # model_init: the student exists only now (Trainer made it); an encoder-decoder one needs its collator
+        if own_collator and model is None and not self._is_causal(self.model):
+            # model_init: the student exists only now (Trainer made it). An encoder-decoder one is needed by its
+            # collator (decoder inputs); a decoder-only one is not, and the collator would keep that first model
+            # alive after train() makes the next one
+            assert processing_class is not None  # checked above for our own collator
             self.data_collator = self._default_collator(processing_class, self.model, args)
         self.student_format = self._resolve_format()
         if self.args.predict_with_generate and self._is_causal(self.model):
