@@ -258,6 +258,8 @@ def functions_by_module(modules: list[str], functions: list[str] | None) -> dict
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    if args.timeouts and not args.survivors:  # without it the modules' full sets would run (hours)
+        raise SystemExit("--timeouts reruns the timeouts with the survivors: use it with --survivors")
     if "all" in args.modules and args.functions:
         # every module without a listed function would run whole: hours, for a request that named a few functions
         raise SystemExit("--functions cannot be combined with 'all': name the modules, e.g. "

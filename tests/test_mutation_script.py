@@ -169,3 +169,6 @@ def test_survivors_rerun_timeouts_only_when_asked(mutation, monkeypatch, tmp_pat
     assert runs == [[NAMES[0]]]
     mutation.main(["run", "--survivors", "--timeouts", "evaluation", "processor"])
     assert runs[-1] == sorted([NAMES[0], NAMES[1], NAMES[3]])
+    with pytest.raises(SystemExit, match="use it with --survivors"):
+        mutation.main(["run", "--timeouts", "evaluation"])
+    assert len(runs) == 2
