@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_gpt2, make_t5
+from test_student_objective import flat
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
 from scott_distill import (
@@ -184,22 +185,30 @@ def tiny_dataset(n=8):
     return datasets.Dataset.from_list([ROW if i % 2 == 0 else ROW2 for i in range(n)])
 
 
-def test_gradient_accumulation_is_token_normalised(tokenizer, tmp_path):
-    """2 micro-batches of 1 row accumulated == 1 batch of 2 rows (same gradient)."""
+def _accumulated_and_whole_batch_steps(tokenizer, tmp_path, accepts_loss_kwargs=None, **extra):
+    """One lr=1 SGD step on 2 rows, as 1 batch of 2 and as 2 accumulated micro-batches of 1: the weight deltas
+    (the gradients) of both."""
     grads = []
     for bs, acc in ((2, 1), (1, 2)):
         model = make_t5(len(tokenizer), dropout_rate=0.0)  # no dropout: both runs see the same function
+        if accepts_loss_kwargs is not None:
+            model.accepts_loss_kwargs = accepts_loss_kwargs
         args = CounterfactualTrainingArguments(
             output_dir=str(tmp_path / f"{bs}"), per_device_train_batch_size=bs, gradient_accumulation_steps=acc,
             max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", report_to=[],
-            counterfactual_alpha=0.5, save_strategy="no", dataloader_drop_last=True,
+            counterfactual_alpha=0.5, save_strategy="no", dataloader_drop_last=True, **extra,
         )
         trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2),
                                         processing_class=tokenizer)
         before = [p.detach().clone() for p in model.parameters()]
         trainer.train()
         grads.append([b - p.detach() for b, p in zip(before, model.parameters())])  # lr=1 SGD: delta = grad
-    for ga, gb in zip(*grads):
+    return grads
+
+
+def test_gradient_accumulation_is_token_normalised(tokenizer, tmp_path):
+    """2 micro-batches of 1 row accumulated == 1 batch of 2 rows (same gradient)."""
+    for ga, gb in zip(*_accumulated_and_whole_batch_steps(tokenizer, tmp_path)):
         torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
 
 
@@ -207,22 +216,10 @@ def test_gradient_accumulation_is_token_normalised(tokenizer, tmp_path):
 def test_gradient_accumulation_is_token_normalised_whatever_the_model_declares(accepts_loss_kwargs, tokenizer,
                                                                                tmp_path):
     """The same for a model that declares ``accepts_loss_kwargs = False`` (Trainer would then divide a loss by the
-    accumulation steps, as for a per-micro-batch mean): our loss is already normalised by the window's tokens."""
-    grads = []
-    for bs, acc in ((2, 1), (1, 2)):
-        model = make_t5(len(tokenizer), dropout_rate=0.0)
-        model.accepts_loss_kwargs = accepts_loss_kwargs
-        args = CounterfactualTrainingArguments(
-            output_dir=str(tmp_path / f"{bs}"), per_device_train_batch_size=bs, gradient_accumulation_steps=acc,
-            max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", report_to=[],
-            counterfactual_alpha=0.5, save_strategy="no", dataloader_drop_last=True, disable_tqdm=True,
-            max_grad_norm=0.0,  # no clipping: a clipped step would hide a gradient scaled by a constant
-        )
-        trainer = CounterfactualTrainer(model=model, args=args, train_dataset=tiny_dataset(2),
-                                        processing_class=tokenizer)
-        before = [p.detach().clone() for p in model.parameters()]
-        trainer.train()
-        grads.append([b - p.detach() for b, p in zip(before, model.parameters())])  # lr=1 SGD: delta = grad
+    accumulation steps, as for a per-micro-batch mean): our loss is already normalised by the window's tokens.
+    No clipping: a clipped step would hide a gradient scaled by a constant."""
+    grads = _accumulated_and_whole_batch_steps(tokenizer, tmp_path, accepts_loss_kwargs, disable_tqdm=True,
+                                               max_grad_norm=0.0)
     for ga, gb in zip(*grads):
         torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
 
@@ -384,15 +381,6 @@ def test_resume_checkpoint_without_a_checkpoint_and_with_an_empty_output_dir(tmp
 # -- train(): the label-token census, its warnings, the run record, signals, pass-through arguments ----------
 
 
-def _flat(row: dict, counterfactual: bool) -> dict:
-    """The factual or the counterfactual example of a rationale row, as a flat row."""
-    if counterfactual:
-        return {"question": row["question"], "choices": row["choices"], "answer": row["counterfactual_answer"],
-                "rationale": row["counterfactual_rationale"], "is_counterfactual": True}
-    return {"question": row["question"], "choices": row["choices"], "answer": row["answer"],
-            "rationale": row["rationale"], "is_counterfactual": False}
-
-
 def _train_once(tokenizer, tmp_path, name, dataset, **kw):
     args = dict(output_dir=str(tmp_path / name), per_device_train_batch_size=2, max_steps=1, report_to=[],
                 save_strategy="no", learning_rate=1e-3, disable_tqdm=True)
@@ -422,7 +410,7 @@ def test_train_warns_about_a_part_without_label_tokens_only_when_alpha_weights_i
     counterfactual tokens at alpha > 0 (alpha only scales the factual loss), no factual tokens at alpha < 1.
     At the closed ends (alpha 0 with factual rows only, alpha 1 with counterfactual rows only) and with both parts
     present, nothing is missing that the objective weights: no warning. The shares are the hand counts (0 and 1)."""
-    rows = {"factual": [_flat(r, False) for r in (ROW, ROW2)], "counterfactual": [_flat(r, True) for r in (ROW, ROW2)],
+    rows = {"factual": [flat(r, False) for r in (ROW, ROW2)], "counterfactual": [flat(r, True) for r in (ROW, ROW2)],
             "both": [ROW, ROW2]}[data]
     with caplog.at_level(logging.WARNING, logger="scott_distill"):
         trainer = _train_once(tokenizer, tmp_path, "run", datasets.Dataset.from_list(rows),
@@ -454,7 +442,7 @@ def test_token_share_of_a_training_set_with_a_single_label_token(tokenizer, tmp_
                                            disable_tqdm=True)
     collator = _OneLabelToken(CounterfactualDataCollator(tokenizer, model=model))
     trainer = CounterfactualTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer,
-                                    train_dataset=datasets.Dataset.from_list([_flat(ROW, True)]))
+                                    train_dataset=datasets.Dataset.from_list([flat(ROW, True)]))
     assert trainer.count_label_tokens(trainer.train_dataset).tolist() == [0, 1]
     trainer.train()
     assert trainer.counterfactual_token_share == 1.0
@@ -462,8 +450,8 @@ def test_token_share_of_a_training_set_with_a_single_label_token(tokenizer, tmp_
 
 def test_truncation_warning_when_only_rationales_are_cut(tokenizer, tmp_path, caplog):
     """``max_target_length`` cuts one rationale and no source: the warning is given, with both counts."""
-    rows = [_flat(ROW, False), _flat({**ROW2, "rationale": ROW2["rationale"] + " It is long and sharp and cuts "
-                                      "the wood into many small pieces."}, False), _flat(ROW, False)]
+    rows = [flat(ROW, False), flat({**ROW2, "rationale": ROW2["rationale"] + " It is long and sharp and cuts "
+                                      "the wood into many small pieces."}, False), flat(ROW, False)]
     labels = CounterfactualDataCollator(tokenizer, model=make_t5(len(tokenizer)))(rows)["labels"]
     lengths = (labels != -100).sum(dim=1).tolist()  # a factual T5 target: every token (EOS included) is a label
     limit = lengths[1] - 2

@@ -651,14 +651,11 @@ def test_predict_with_generate_evaluates_a_seq2seq_student(tokenizer, tmp_path):
     assert out.predictions.shape[0] == 2  # one factual + one counterfactual example
 
 
-def test_eval_part_sums_are_kept_in_float64(tokenizer, tmp_path):
-    """A long evaluation's per-part sums pass float32's 24-bit mantissa (2**24 label tokens is about 100k rows of
-    170 tokens). Scripted logits make every label token's loss an exact integer: one token of the first factual
-    example costs 2**24 and one of the second 17, one counterfactual token 2**25 and another 19, the rest 0. The
-    sums 2**24 + 17 and 2**25 + 19 are exact in float64; float32 would round them (to 2**24 + 16, 2**25 + 20)."""
-    model = make_model("t5", len(tokenizer))
-    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to=[])
-    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+def script_costs_past_float32(trainer, model):
+    """Hook ``model`` so that its logits on the collated ``RATIONALE_ROWS[:2]`` make every label token's loss an
+    exact integer: one token of the first factual example costs 2**24 and one of the second 17, one
+    counterfactual token 2**25 and another 19, the rest 0 (sums exact in float64, rounded in float32). Returns
+    the batch's labels and ``is_counterfactual``."""
     batch = trainer.data_collator(RATIONALE_ROWS[:2])
     labels, is_cf = batch["labels"], batch["is_counterfactual"]
     assert is_cf.tolist() == [False, True, False, True]
@@ -668,17 +665,30 @@ def test_eval_part_sums_are_kept_in_float64(tokenizer, tmp_path):
         cost[example, first_label[example]] = value
 
     def scripted_logits(module, args, kwargs, output):
-        # label token: logit -cost, one other token 0, the rest -inf, so its cross-entropy is exactly the cost
+        # label token: logit -cost, one other token 0, the rest -inf, so its cross-entropy is exactly the cost;
+        # "+ 0 * logits" keeps the graph that a training step's backward needs
         assert torch.equal(kwargs["input_ids"], batch["input_ids"])
         logits = torch.full_like(output.logits, float("-inf"))
         target = labels.clamp(min=0)
         logits.scatter_(2, target.unsqueeze(2), -cost.unsqueeze(2))
         logits.scatter_(2, ((target + 1) % logits.shape[2]).unsqueeze(2), torch.where(cost > 0, 0.0, -torch.inf)
                         .unsqueeze(2))
-        output.logits = logits.masked_fill((labels == -100).unsqueeze(2), 0.0)
+        output.logits = logits.masked_fill((labels == -100).unsqueeze(2), 0.0) + 0 * output.logits
         return output
 
     model.register_forward_hook(scripted_logits, with_kwargs=True)
+    return labels, is_cf
+
+
+def test_eval_part_sums_are_kept_in_float64(tokenizer, tmp_path):
+    """A long evaluation's per-part sums pass float32's 24-bit mantissa (2**24 label tokens is about 100k rows of
+    170 tokens). Scripted logits make every label token's loss an exact integer: one token of the first factual
+    example costs 2**24 and one of the second 17, one counterfactual token 2**25 and another 19, the rest 0. The
+    sums 2**24 + 17 and 2**25 + 19 are exact in float64; float32 would round them (to 2**24 + 16, 2**25 + 20)."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    labels, is_cf = script_costs_past_float32(trainer, model)
     metrics = trainer.evaluate(as_dataset(RATIONALE_ROWS[:2]))
     n_f, n_cf = int((labels[~is_cf] != -100).sum()), int((labels[is_cf] != -100).sum())
     assert metrics["eval_loss_factual"] == (2**24 + 17) / n_f
@@ -695,26 +705,7 @@ def test_train_part_sums_are_kept_in_float64(tokenizer, tmp_path):
                                            **{**SGD, "learning_rate": 0.0})
     trainer = CounterfactualTrainer(model=model, args=args, train_dataset=as_dataset(RATIONALE_ROWS[:2]),
                                     processing_class=tokenizer)
-    batch = trainer.data_collator(RATIONALE_ROWS[:2])
-    labels, is_cf = batch["labels"], batch["is_counterfactual"]
-    assert is_cf.tolist() == [False, True, False, True]
-    cost = torch.zeros(labels.shape)
-    first_label = [int((row != -100).nonzero()[0]) for row in labels]
-    for example, value in ((0, 2.0**24), (2, 17.0), (1, 2.0**25), (3, 19.0)):
-        cost[example, first_label[example]] = value
-
-    def scripted_logits(module, args, kwargs, output):
-        # as in the evaluation test; "+ 0 * logits" keeps the graph that backward needs
-        assert torch.equal(kwargs["input_ids"], batch["input_ids"])
-        logits = torch.full_like(output.logits, float("-inf"))
-        target = labels.clamp(min=0)
-        logits.scatter_(2, target.unsqueeze(2), -cost.unsqueeze(2))
-        logits.scatter_(2, ((target + 1) % logits.shape[2]).unsqueeze(2), torch.where(cost > 0, 0.0, -torch.inf)
-                        .unsqueeze(2))
-        output.logits = logits.masked_fill((labels == -100).unsqueeze(2), 0.0) + 0 * output.logits
-        return output
-
-    model.register_forward_hook(scripted_logits, with_kwargs=True)
+    labels, is_cf = script_costs_past_float32(trainer, model)
     trainer.train()
     logged = [h for h in trainer.state.log_history if "loss_factual" in h]
     n_f, n_cf = int((labels[~is_cf] != -100).sum()), int((labels[is_cf] != -100).sum())
