@@ -271,7 +271,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     wanted = functions_by_module(modules, args.functions)
     # mutmut generates every module's mutants in any run, so once mutants/ holds results the names are checked before
     # the run (a misspelt name is refused before hours of the other names' mutants), else after it
-    status = results() if (ROOT / "mutants").is_dir() else {}
+    needed = args.survivors or any(wanted.values())  # a plain run of whole modules needs no results before it
+    status = results() if needed and (ROOT / "mutants").is_dir() else {}
     checked = bool(status)
     if checked:
         for short, functions in wanted.items():
