@@ -9,6 +9,7 @@
 #   benchmarks/gpu.sh                       # the recorded settings (about 10-15 minutes on one H100-class card)
 #   QUICK=1 benchmarks/gpu.sh               # tiny shapes: checks the plumbing in a minute or two
 #   DEVICE=cpu QUICK=1 benchmarks/gpu.sh    # the same plumbing check on a machine without a GPU
+#   ONLY="contrastive_llama_1b training_t5_small" benchmarks/gpu.sh   # some of the benchmarks (names below)
 #
 # Settings (the full run):
 #   1. contrastive decoding, GPT-2-124M shape, batch 8, 192-token prompts, 48 new tokens (the CPU table's setting)
@@ -62,6 +63,7 @@ if [[ "$DTYPE" == bfloat16 ]]; then TT+=(--bf16); fi
 
 run() {  # name, then the command; the log keeps stdout and stderr
   local name=$1; shift
+  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return 0; fi
   echo "== $name: $*"
   "$@" 2>&1 | tee "$OUT/$name.log"
 }
