@@ -136,3 +136,45 @@ def test_training_on_the_gpu_equals_the_same_run_on_the_cpu(tokenizer, tmp_path,
     torch.testing.assert_close(torch.tensor(gpu_losses), torch.tensor(cpu_losses), rtol=1e-4, atol=1e-5)
     for name, weight in cpu_weights.items():
         torch.testing.assert_close(gpu_weights[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _evaluated(tmp_path, kind, tokenizer, rows, use_cpu, collator=None):
+    model = make_model(kind, len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path / f"eval-{kind}-{use_cpu}"), use_cpu=use_cpu,
+                                           per_device_eval_batch_size=2, report_to=[])
+    trainer = CounterfactualTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer)
+    metrics = trainer.evaluate(rows)
+    return metrics["eval_loss_factual"], metrics["eval_loss_counterfactual"]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_evaluation_part_losses_on_the_gpu_equal_the_cpu_ones(tokenizer, tmp_path, kind):
+    """``evaluate``'s per-part losses are summed per dataset row (``row_index``, made by the collator and moved
+    with the batch): the same on the GPU as on the CPU; the last eval batch is partial."""
+    rows = as_dataset(RATIONALE_ROWS[:3] + [flat(RATIONALE_ROWS[3], True)])
+    torch.testing.assert_close(torch.tensor(_evaluated(tmp_path, kind, tokenizer, rows, use_cpu=False)),
+                               torch.tensor(_evaluated(tmp_path, kind, tokenizer, rows, use_cpu=True)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_part_losses_with_a_collator_without_row_index_on_the_gpu(tokenizer, tmp_path):
+    """A user's collator without ``row_index``: the trainer makes one itself (on the CPU) and must bring it to the
+    losses' device."""
+    from test_student_objective import WholeSequenceCollator
+
+    rows = [{"text": RATIONALE_ROWS[0]["rationale"]}, {"text": RATIONALE_ROWS[1]["rationale"], "cf": True},
+            {"text": RATIONALE_ROWS[2]["counterfactual_rationale"]}]
+    collator = WholeSequenceCollator(tokenizer)
+    torch.testing.assert_close(
+        torch.tensor(_evaluated(tmp_path, "gpt2", tokenizer, rows, use_cpu=False, collator=collator)),
+        torch.tensor(_evaluated(tmp_path, "gpt2", tokenizer, rows, use_cpu=True, collator=collator)),
+        rtol=1e-5, atol=1e-6)
+
+
+def test_a_student_loaded_for_evaluation_is_on_the_gpu(tokenizer, tmp_path):
+    from scott_distill import RationaleStudent
+    from scott_distill.student.model import load_student_for_inference
+
+    RationaleStudent(make_t5(len(tokenizer)), tokenizer).save_pretrained(tmp_path / "student")
+    model, _ = load_student_for_inference(str(tmp_path / "student"))
+    assert next(model.parameters()).device.type == CUDA.type and not model.training

@@ -39,6 +39,7 @@ __all__ = [
     "load_generative_model",
     "load_teacher",
     "resolve_checkpoint",
+    "to_inference_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,19 @@ def load_teacher(name_or_path: str | os.PathLike, dtype: str = "auto") -> tuple[
 
     name = resolve_checkpoint(name_or_path)
     kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    model = load_generative_model(name, **kwargs).eval()
+    return to_inference_device(load_generative_model(name, **kwargs).eval()), AutoTokenizer.from_pretrained(name)
+
+
+def to_inference_device(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` on the current GPU if there is one (else where it is): where the library runs a model itself,
+    outside ``Trainer`` (the teacher's generation, an evaluated student's predictions and answer scores).
+
+    ``from_pretrained`` leaves a model on the CPU; training needs nothing here (``Trainer`` places the model), but
+    the evaluation that follows it reloads the saved student, which on a GPU machine generated on one CPU core.
+    """
+    import torch
+
     if torch.cuda.is_available():
-        model = model.to(f"cuda:{torch.cuda.current_device()}")
-    return model, AutoTokenizer.from_pretrained(name)
+        placed: Any = model  # transformers types `to` through functools.wraps, which mypy reads as taking a model
+        return placed.to(f"cuda:{torch.cuda.current_device()}")
+    return model

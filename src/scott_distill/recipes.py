@@ -54,7 +54,7 @@ from .overrides import check_switches
 from .report.compare import ReportConfig, report_runs
 from .report.runs import RESULTS_FILE, seed_folder, write_results
 from .student.evaluation import EvaluationConfig, outcome_means, predict, student_outcomes
-from .student.model import RationaleStudent, load_student
+from .student.model import RationaleStudent, load_student, load_student_for_inference
 from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, resume_checkpoint
 from .tasks import TASKS, load_task
 from .teacher.rationalize import RationalizeConfig
@@ -309,7 +309,7 @@ class Recipe:
             logger.info("evaluate: %s has no %s (a run from before per-question results): evaluating again",
                         student.folder, RESULTS_FILE)
         rationales = self.rationalize()
-        model, tok = load_student(str(self.train(student.seed)))
+        model, tok = load_student_for_inference(str(self.train(student.seed)))
         fmt = StudentFormat.from_pretrained(student.student_dir)
         rows, evaluation = rationales["eval"], self.config.evaluate
         predictions = predict(model, tok, rows, fmt, evaluation.batch_size, evaluation.max_new_tokens)

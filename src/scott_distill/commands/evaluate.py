@@ -13,7 +13,7 @@ from ..files import load_table, write_json
 from ..formats import StudentFormat
 from ..las.pipeline import student_output_rows
 from ..student.evaluation import EvaluationConfig, evaluate_student, predict
-from ..student.model import load_student
+from ..student.model import load_student_for_inference
 from ._parser import command_parser
 
 
@@ -43,7 +43,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def run(script: EvaluateArguments, config: EvaluationConfig) -> dict[str, Any]:
-    model, tokenizer = load_student(script.model_name_or_path)
+    model, tokenizer = load_student_for_inference(script.model_name_or_path)
     # a .gguf file or a bundled short name has its converted folder; a Hub id stays one (its scott_config.json)
     fmt = StudentFormat.from_pretrained(resolve_checkpoint(script.model_name_or_path))
     data = load_table(script.data)

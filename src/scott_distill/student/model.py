@@ -11,7 +11,7 @@ import datasets
 from huggingface_hub import snapshot_download
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
-from ..checkpoints import load_generative_model, resolve_checkpoint
+from ..checkpoints import load_generative_model, resolve_checkpoint, to_inference_device
 from ..formats import StudentFormat
 from ..hub import upload_folder
 from .evaluation import predict
@@ -19,7 +19,7 @@ from .evaluation import predict
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-__all__ = ["RationaleStudent", "load_student"]
+__all__ = ["RationaleStudent", "load_student", "load_student_for_inference"]
 
 
 def load_student(name_or_path: str, seed: int | None = None,
@@ -39,6 +39,13 @@ def load_student(name_or_path: str, seed: int | None = None,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_student_for_inference(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`load_student` for evaluation: in eval mode, on the current GPU if there is one (`to_inference_device`).
+    What ``scott-distill evaluate`` and a recipe's ``evaluate`` stage load the trained student with."""
+    model, tokenizer = load_student(name_or_path, **kwargs)
+    return to_inference_device(model.eval()), tokenizer
 
 
 class RationaleStudent:
