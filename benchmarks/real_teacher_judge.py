@@ -80,6 +80,24 @@ class RunArgs:
                 "Only chunks finished in every decoding are judged."})
     examples: int = field(default=10, metadata={"help": "Side-by-side examples in the report."})
     bootstrap: int = field(default=10000, metadata={"help": "Bootstrap resamples per interval."})
+    decodings: list[str] = field(default_factory=lambda: list(DECODINGS), metadata={
+        "help": f"Decodings to run and judge, of {list(DECODINGS)} (greedy is the reference of the differences).",
+        "nargs": "+"})
+    import_rationales: list[str] = field(default_factory=list, metadata={
+        "help": "DECODING=FOLDER ...: take a decoding's rationales from a saved rationale dataset of the first dev "
+                "questions (e.g. a recipe's OUTPUT/rationales/eval/dataset, made on another machine) instead of "
+                "generating them; the `rationales` stage files them into this run's chunks.", "nargs": "+"})
+
+    def __post_init__(self) -> None:
+        unknown = [d for d in self.decodings if d not in DECODINGS]
+        if unknown or "greedy" not in self.decodings:
+            raise ValueError(f"--decodings must include 'greedy' and name only {list(DECODINGS)}, got "
+                             f"{self.decodings}.")
+        for item in self.import_rationales:
+            decoding, _, folder = item.partition("=")
+            if decoding not in self.decodings or not folder:
+                raise ValueError(f"--import_rationales takes DECODING=FOLDER with DECODING one of --decodings "
+                                 f"{self.decodings}, got {item!r}.")
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -97,12 +115,29 @@ def _finished(folder: Path) -> bool:
 # -- stage 1 -------------------------------------------------------------------------------------------------------
 
 
+def import_rationales(args: RunArgs, dev: datasets.Dataset) -> None:
+    """File each ``--import_rationales`` dataset into this run's chunk folders (the first dev questions, in order)."""
+    run_dir = Path(args.run_dir)
+    for item in args.import_rationales:
+        decoding, _, folder = item.partition("=")
+        rows = datasets.load_from_disk(folder)
+        n = min(args.questions, len(rows))
+        if rows.select(range(n))["id"] != dev.select(range(n))["id"]:
+            raise SystemExit(f"{folder}: its rows are not the first {n} questions of {args.dev_data} in order")
+        for start, end in _chunks(n, args.chunk):
+            target = _chunk_dir(run_dir, decoding, start, end)
+            if not _finished(target):
+                rows.select(range(start, end)).save_to_disk(str(target / "dataset"))
+        logger.info("rationales %s: %d questions imported from %s", decoding, n, folder)
+
+
 def rationales(args: RunArgs, dev: datasets.Dataset) -> None:
     from scott_distill.checkpoints import load_teacher
 
+    import_rationales(args, dev)
     run_dir = Path(args.run_dir)
     chunks = _chunks(min(args.questions, len(dev)), args.chunk)
-    todo = [(c, d) for c in chunks for d in DECODINGS if not _finished(_chunk_dir(run_dir, d, *c))]
+    todo = [(c, d) for c in chunks for d in args.decodings if not _finished(_chunk_dir(run_dir, d, *c))]
     if not todo:
         logger.info("rationales: all %d chunks done in every decoding", len(chunks))
         return
@@ -134,14 +169,14 @@ def load_rationales(args: RunArgs, n_dev: int) -> dict[str, datasets.Dataset]:
     run_dir = Path(args.run_dir)
     done = []
     for chunk in _chunks(min(args.questions, n_dev), args.chunk):
-        if not all(_finished(_chunk_dir(run_dir, d, *chunk)) for d in DECODINGS):
+        if not all(_finished(_chunk_dir(run_dir, d, *chunk)) for d in args.decodings):
             break
         done.append(chunk)
     if not done:
         raise SystemExit(f"no chunk of rationales is finished in every decoding under {run_dir}; run the "
                          "`rationales` stage first")
     return {d: datasets.concatenate_datasets([datasets.load_from_disk(str(_chunk_dir(run_dir, d, *c) / "dataset"))
-                                              for c in done]) for d in DECODINGS}
+                                              for c in done]) for d in args.decodings}
 
 
 # -- stage 2 -------------------------------------------------------------------------------------------------------
@@ -202,7 +237,7 @@ def _pp(estimate) -> str:
 def report(args: RunArgs, judge_dir: str) -> dict[str, Any]:
     records = [json.loads(line) for line in (Path(args.run_dir) / "judged.jsonl").read_text().splitlines()]
     judge_record = RationaleJudge.record_of(judge_dir)
-    sources = [*DECODINGS, "human", "empty rationale"]
+    sources = [*args.decodings, "human", "empty rationale"]
     results: dict[str, Any] = {"n": len(records), "judge": judge_record, "sources": {}, "differences": {}}
     lines = [f"N = {len(records)} CoS-E v1 dev questions (the first {len(records)}); judge calibration: "
              f"{judge_record['calibration']['accuracy']:.1%} on {judge_record['calibration']['n']} dev human "
@@ -221,7 +256,8 @@ def report(args: RunArgs, judge_dir: str) -> dict[str, Any]:
     lines += ["", "Paired differences over the same questions (paired bootstrap over questions, 95 %):", "",
               "| difference | judge picks gold | names gold | names no choice | names a wrong choice | "
               "interval excludes 0 (judge) |", "|---|---|---|---|---|---|"]
-    for i, decoding in enumerate(("contrastive-wrong", "contrastive-empty")):
+    contrastive = [d for d in ("contrastive-wrong", "contrastive-empty") if d in args.decodings]
+    for i, decoding in enumerate(contrastive):
         diffs = {key: paired_difference(_outcomes(records, decoding, key), _outcomes(records, "greedy", key),
                                         n_resamples=args.bootstrap, seed=100 + i) for key in SHARES}
         name = f"{decoding} - greedy"
@@ -230,19 +266,19 @@ def report(args: RunArgs, judge_dir: str) -> dict[str, Any]:
         lines.append(f"| {name} | {_pp(diffs['judge_picks_gold'])} | {_pp(diffs['names_gold'])} | "
                      f"{_pp(diffs['names_no_choice'])} | {_pp(diffs['names_wrong_choice'])} | "
                      f"{'yes' if diffs['judge_picks_gold'].excludes_zero else 'no'} |")
-    lines += ["", examples(records, args.examples)]
+    lines += ["", examples(records, args.examples, args.decodings)]
     text = "\n".join(lines)
     print(text)
     (Path(args.run_dir) / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-def examples(records: list[dict], k: int) -> str:
+def examples(records: list[dict], k: int, decodings: list[str]) -> str:
     blocks = []
     for r in records[:k]:
         lines = [f"**Q:** {r['question']} — choices: {', '.join(r['choices'])} — gold: **{r['answer']}**", "",
                  "| rationale | text | judge picks |", "|---|---|---|"]
-        for source in (*DECODINGS, "human"):
+        for source in (*decodings, "human"):
             text = (r[source]["rationale"] or "(empty)").replace("|", "\\|").replace("\n", " ")
             pick = r[source]["judge_pick"]
             lines.append(f"| {source} | {text} | {pick}{' ✓' if pick == r['answer'] else ''} |")

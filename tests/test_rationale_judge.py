@@ -269,3 +269,49 @@ def test_entry_point_judges_only_questions_done_in_every_decoding(tmp_path):
     args = script.RunArgs(run_dir=str(run_dir), questions=6, chunk=3)
     loaded = script.load_rationales(args, len(dev))
     assert {d: len(rows) for d, rows in loaded.items()} == {d: 3 for d in script.DECODINGS}
+
+
+def test_entry_point_judges_rationales_imported_from_another_run(tmp_path, tokenizer, monkeypatch, capsys):
+    """Rationales made elsewhere (a recipe run on a GPU machine: its rationales/eval/dataset) are filed into the
+    run's chunks and judged, two decodings only; no teacher is loaded; rows in another order are refused."""
+    import scott_distill.checkpoints as checkpoints
+
+    script = load_script()
+    train = synthetic_rows(12, WORDS, 0, "explanation", "train")
+    dev = synthetic_rows(6, WORDS, 1, "explanation", "dev")
+    write_cose_csv(tmp_path / "train.csv", train)
+    write_cose_csv(tmp_path / "dev.csv", dev)
+    made = {}
+    for decoding in ("greedy", "contrastive-wrong"):
+        made[decoding] = tmp_path / f"made-{decoding}"
+        dev.map(lambda r, d=decoding: {"rationale": f"IMPORTED-{d} {r['choices'][1]}"}).save_to_disk(
+            str(made[decoding]))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the teacher was loaded for imported rationales")
+
+    monkeypatch.setattr(checkpoints, "load_teacher", boom)
+    run_dir = tmp_path / "run"
+    common = ["--run_dir", str(run_dir), "--train_data", str(tmp_path / "train.csv"), "--dev_data",
+              str(tmp_path / "dev.csv"), "--questions", "6", "--chunk", "4", "--decodings", "greedy",
+              "contrastive-wrong", "--simulator", tiny_judge_folder(tmp_path, tokenizer), "--num_train_epochs", "1",
+              "--per_device_train_batch_size", "4", "--use_cpu", "--report_to", "none", "--bootstrap", "200",
+              "--examples", "1"]
+    script.main(["--stages", "rationales", "judge", "report", *common, "--import_rationales",
+                 f"greedy={made['greedy']}", f"contrastive-wrong={made['contrastive-wrong']}"])
+    records = [json.loads(line) for line in (run_dir / "judged.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == dev["id"]
+    assert all(r["greedy"]["rationale"] == f"IMPORTED-greedy {r['choices'][1]}" for r in records)
+    assert "contrastive-empty" not in records[0]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["n"] == 6 and set(results["differences"]) == {"contrastive-wrong - greedy"}
+    assert "| contrastive-wrong | 6 |" in capsys.readouterr().out
+
+    shuffled = tmp_path / "shuffled"
+    dev.select([1, 0, 2, 3, 4, 5]).save_to_disk(str(shuffled))
+    with pytest.raises(SystemExit, match="not the first 6 questions"):
+        script.main(["--stages", "rationales", *common, "--run_dir", str(tmp_path / "run2"),
+                     "--import_rationales", f"greedy={shuffled}"])
+    for bad in (["--decodings", "contrastive-wrong"], ["--import_rationales", f"contrastive-empty={shuffled}"]):
+        with pytest.raises(ValueError, match="--decodings|--import_rationales"):
+            script.main(["--stages", "rationales", *common, *bad])
