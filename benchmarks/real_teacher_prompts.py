@@ -29,6 +29,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from shared_data import COSE
 from transformers import LogitsProcessorList, TrainerCallback
 
 from scott_distill import (
@@ -46,7 +47,7 @@ from scott_distill.teacher.prompts import load_prompt
 MODEL = "smollm2-135m-instruct"
 DECODINGS = {"greedy": "none", "contrastive-empty": "empty", "contrastive-wrong": "wrong"}
 STYLES = {"few-shot": False, "chat": True}
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cose_v1" / "train.csv"
+DEFAULT_DATA = COSE / "train.csv"
 
 
 # -- rationale statistics --------------------------------------------------------------------------------------
