@@ -290,6 +290,22 @@ def test_fused_path_runs_a_model_without_a_generation_config(tokenizer):
     assert trim(got, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
 
 
+def test_fused_path_runs_an_encoder_decoder_without_a_generation_config(tokenizer):
+    """A T5 teacher whose ``generation_config`` was cleared: the decoder starts at the model config's start id and
+    pads with the tokenizer's pad id (the one-row SCOTT loop's tokens); without a tokenizer or ``pad_token_id`` the
+    error says what to pass. Both read the missing config without a default before and raised ``AttributeError``."""
+    model = make_t5(len(tokenizer))
+    model.generation_config = None
+    stop = [tokenizer.convert_tokens_to_ids(".")]
+    end = {1, *stop}
+    got = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
+                               stop_token_ids=stop)
+    assert trim(got, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+    gold, con = encode(tokenizer, GOLD, "right"), encode(tokenizer, CONTRAST, "right")
+    with pytest.raises(ValueError, match="No pad token: pass `pad_token_id`"):
+        contrastive_generate(model, None, dict(gold), dict(con), max_new_tokens=2)
+
+
 def test_fused_encoder_decoder_prompts_stay_right_padded(tokenizer):
     """An encoder-decoder teacher with *absolute* positions (BART; T5's relative positions hide the padding side):
     string prompts are tokenized with right padding and right-padded tensors are kept as given, so every row decodes

@@ -716,10 +716,10 @@ def test_fused_prompt_errors_name_the_argument_and_what_was_given(tokenizer):
     assert message({"attention_mask": con["attention_mask"]}, pad_token_id=0) == (
         "`gold_prompts` given as a mapping must contain `input_ids`.")
     ids_error = "`gold_prompts['input_ids']` must be a 2-D tensor of integer token ids, got "
-    for ids, given in [(con["input_ids"].float(), f"Tensor torch.float32 (3, {width})"),
-                       (con["input_ids"].bool(), f"Tensor torch.bool (3, {width})"),
-                       (con["input_ids"][0], f"Tensor torch.int64 ({width},)"),
-                       ([[5, 6, 7]], "list  ()")]:  # an object without dtype or shape: both left empty
+    for ids, given in [(con["input_ids"].float(), f"Tensor of shape (3, {width}), dtype torch.float32"),
+                       (con["input_ids"].bool(), f"Tensor of shape (3, {width}), dtype torch.bool"),
+                       (con["input_ids"][0], f"Tensor of shape ({width},), dtype torch.int64"),
+                       ([[5, 6, 7]], "list")]:  # a list has no shape: "list  ()" before `described`
         assert message({"input_ids": ids}, pad_token_id=0) == ids_error + given + "."
     mask = con["attention_mask"].clone()
     mask[1] = 0

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .scoring import decoder_position_ids, left_padded
+from .scoring import decoder_position_ids, generation_config_value, left_padded
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -148,7 +148,7 @@ class SharedPrefix:
             return "an encoder-decoder model's encoder is bidirectional (the prefix's encoding depends on the suffix)"
         if "position_ids" not in forward_parameters(model):
             return "its forward takes no `position_ids` (padded rows after the prefix would get wrong positions)"
-        implementation = getattr(getattr(model, "generation_config", None), "cache_implementation", None)
+        implementation = generation_config_value(model, "cache_implementation")
         if implementation not in (None, "dynamic"):
             # generate refuses a given cache beside it; a quantized one would also give other tokens than ours
             return (f"its generation_config.cache_implementation={implementation!r} asks generate for another cache "

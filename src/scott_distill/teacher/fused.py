@@ -18,7 +18,15 @@ from transformers import (
 
 from ..padding import padding_side
 from ._branch import DecodingBranch, SharedPrefix, input_device
-from .scoring import check_alpha, check_plausibility_threshold, contrastive_scores, end_token_ids, left_padded
+from .scoring import (
+    check_alpha,
+    check_plausibility_threshold,
+    contrastive_scores,
+    described,
+    end_token_ids,
+    generation_config_value,
+    left_padded,
+)
 
 __all__ = ["contrastive_generate"]
 
@@ -46,10 +54,9 @@ def _encode(prompts: Prompts, tokenizer: PreTrainedTokenizerBase | None, name: s
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.is_complex() or (
             ids.dtype == torch.bool
         ):
-            raise ValueError(
-                f"`{name}['input_ids']` must be a 2-D tensor of integer token ids, got "
-                f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}."
-            )
+            dtype = f", dtype {ids.dtype}" if isinstance(ids, torch.Tensor) else ""
+            raise ValueError(f"`{name}['input_ids']` must be a 2-D tensor of integer token ids, got "
+                             f"{described(ids)}{dtype}.")
         mask = prompts.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else mask
         if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape:
@@ -72,7 +79,7 @@ def _generation_setting(model: PreTrainedModel, name: str, value: Any) -> Any:
     the priority ``generate`` itself applies (``GenerationConfig()`` leaves e.g. ``top_k`` unset; ``generate``
     then uses 50)."""
     if value is None:
-        value = getattr(model.generation_config, name, None)
+        value = generation_config_value(model, name)
     if value is None:
         value = GenerationConfig._get_default_generation_params().get(name)
     return value
@@ -99,7 +106,7 @@ def _pad_token_id(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | N
     if pad_token_id is None and tokenizer is not None:
         pad_token_id = tokenizer.pad_token_id
     if pad_token_id is None:
-        pad_token_id = model.generation_config.pad_token_id
+        pad_token_id = generation_config_value(model, "pad_token_id")
     if pad_token_id is None:
         raise ValueError("No pad token: pass `pad_token_id` or a tokenizer with `pad_token` set.")
     return int(pad_token_id)
@@ -127,7 +134,7 @@ def _decoder_start(model: PreTrainedModel, rows: int, device: torch.device) -> t
     """The decoder's first input for an encoder-decoder model (``None`` for a decoder-only one)."""
     if not model.config.is_encoder_decoder:
         return None
-    start = model.generation_config.decoder_start_token_id
+    start = generation_config_value(model, "decoder_start_token_id")
     if start is None:
         start = model.config.decoder_start_token_id
     return torch.full((rows, 1), start, dtype=torch.long, device=device)

@@ -11,18 +11,18 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
 from ._branch import DecodingBranch, SharedPrefix
-from .scoring import check_alpha, check_plausibility_threshold, contrastive_scores, end_token_ids, left_padded
+from .scoring import (
+    check_alpha,
+    check_plausibility_threshold,
+    contrastive_scores,
+    described,
+    end_token_ids,
+    left_padded,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ContrastiveRationaleLogitsProcessor"]
-
-
-def _described(value: object) -> str:
-    """A wrong argument as an error message names it: its type, and its shape when it has one (a list has none,
-    so no empty shape is printed as if the list were a 0-d tensor)."""
-    shape = getattr(value, "shape", None)
-    return type(value).__name__ if shape is None else f"{type(value).__name__} of shape {tuple(shape)}"
 
 
 @dataclass
@@ -128,7 +128,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         if not isinstance(contrast_input_ids, torch.Tensor) or contrast_input_ids.dim() != 2:
             raise ValueError(
                 "`contrast_input_ids` must be a 2-D LongTensor of shape (batch_size, length), "
-                f"got {_described(contrast_input_ids)}."
+                f"got {described(contrast_input_ids)}."
             )
         if contrast_input_ids.is_floating_point() or contrast_input_ids.is_complex() or (
             contrast_input_ids.dtype == torch.bool
@@ -144,7 +144,7 @@ class ContrastiveRationaleLogitsProcessor(LogitsProcessor):
         ):
             raise ValueError(
                 "`contrast_attention_mask` must be a tensor with the shape of `contrast_input_ids` "
-                f"{tuple(contrast_input_ids.shape)}, got {_described(contrast_attention_mask)}."
+                f"{tuple(contrast_input_ids.shape)}, got {described(contrast_attention_mask)}."
             )
         self.model = model
         self.alpha = alpha

@@ -26,7 +26,9 @@ __all__ = [
     "check_plausibility_threshold",
     "contrastive_scores",
     "decoder_position_ids",
+    "described",
     "end_token_ids",
+    "generation_config_value",
     "left_padded",
     "stop_token_ids_for",
 ]
@@ -39,7 +41,7 @@ _PENALTY_FLOOR = torch.finfo(torch.float32).min / 4
 def end_token_ids(model: PreTrainedModel, stop_token_ids: Iterable[int] | None = None) -> torch.Tensor:
     """The model's ``generation_config.eos_token_id`` (int or list) plus ``stop_token_ids``, sorted."""
     ids: set[int] = {int(i) for i in (stop_token_ids or [])}
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = generation_config_value(model, "eos_token_id")
     if eos is not None:
         ids.update([eos] if isinstance(eos, int) else [int(i) for i in eos])
     return torch.tensor(sorted(ids), dtype=torch.long)
@@ -75,6 +77,19 @@ def left_padded(
     logger.info("`%s` is right-padded: moving the padding to the left (decoder-only prompts).", name)
     order = mask.argsort(dim=-1, stable=True)  # pads (0) first, then the tokens in their order
     return input_ids.gather(-1, order), mask.gather(-1, order)
+
+
+def generation_config_value(model: PreTrainedModel, name: str) -> Any:
+    """``model.generation_config.<name>``, ``None`` when unset or when the model has no generation config (a
+    teacher whose ``generation_config`` was cleared, or a model class that never had one)."""
+    return getattr(getattr(model, "generation_config", None), name, None)
+
+
+def described(value: object) -> str:
+    """A wrong argument as an error message names it: its type, and its shape when it has one (a list has none,
+    so no empty shape is printed as if the list were a 0-d tensor)."""
+    shape = getattr(value, "shape", None)
+    return type(value).__name__ if shape is None else f"{type(value).__name__} of shape {tuple(shape)}"
 
 
 def check_alpha(alpha: Any, plausibility_threshold: float | None = None) -> float:
