@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--average_tokens_across_devices", choices=["true", "false"], required=True)
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--counterfactual_alpha", type=float, default=0.5)
+    p.add_argument("--torch_compile", action="store_true", help="torch.compile with the eager backend")
     args = p.parse_args()
     logging.disable(logging.WARNING)
     tokenizer = AutoTokenizer.from_pretrained(args.student)
@@ -46,7 +47,8 @@ def main() -> None:
         average_tokens_across_devices=args.average_tokens_across_devices == "true",
         optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0,
         train_sampling_strategy="sequential", seed=0, report_to=[], save_strategy="no", disable_tqdm=True,
-        use_cpu=True, dataloader_drop_last=False)
+        use_cpu=True, dataloader_drop_last=False, torch_compile=args.torch_compile,
+        torch_compile_backend="eager" if args.torch_compile else None)
     trainer = CounterfactualTrainer(model=model, args=training_args, processing_class=tokenizer,
                                     train_dataset=_rows(args.train))
     metrics = trainer.evaluate(_rows(args.eval))

@@ -246,15 +246,17 @@ def _all_keys(rows: list[dict]) -> list[dict]:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("average_tokens", [False, True])
-def test_torchrun_training_and_evaluation_equal_one_process_references(tokenizer, tmp_path, average_tokens):
+@pytest.mark.parametrize(("average_tokens", "compiled"), [(False, False), (True, False), (False, True)],
+                         ids=["per-process-tokens", "average-tokens", "torch-compile"])
+def test_torchrun_training_and_evaluation_equal_one_process_references(tokenizer, tmp_path, average_tokens, compiled):
     """Two processes through the Python API against one-process references written by hand.
 
     Training: 6 rows, one per process and micro-batch, windows of 2 then 1 micro-batch, alpha=0.5, with
     ``average_tokens_across_devices`` on (the window's tokens on both processes normalise the loss) and off (each
     process its own, as transformers does; DDP averages the gradients). Evaluation: 7 rows in per-process batches
     of 2, so that the last step holds 3 rows and ``gather_for_metrics`` drops the row that evened it out; the
-    per-part losses equal the token means over the 7 rows."""
+    per-part losses equal the token means over the 7 rows. With ``torch_compile`` (eager backend) the evaluation
+    leaves the compiled module as the trainer's wrapped model, which training must not keep."""
     init = tmp_path / "init"
     make_model("t5", len(tokenizer)).save_pretrained(init)
     tokenizer.save_pretrained(init)
@@ -268,9 +270,9 @@ def test_torchrun_training_and_evaluation_equal_one_process_references(tokenizer
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29541 + average_tokens), str(DDP_WORKER), str(init), str(tmp_path / "train.json"),
+         str(29541 + average_tokens + 2 * compiled), str(DDP_WORKER), str(init), str(tmp_path / "train.json"),
          str(tmp_path / "eval.json"), str(out), "--average_tokens_across_devices", str(average_tokens).lower(),
-         "--gradient_accumulation_steps", "2"],
+         "--gradient_accumulation_steps", "2", *(["--torch_compile"] if compiled else [])],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reference = reference_training("t5", tokenizer, train_rows, alpha=0.5, bs=1, ga=2, epochs=1, world=2,
@@ -308,6 +310,26 @@ def test_train_undoes_an_evaluation_only_prepare_under_several_processes(tokeniz
     model._is_accelerate_prepared = True
     trainer._unprepare_evaluation_only_model()
     assert model._is_accelerate_prepared
+
+
+def test_train_undoes_an_evaluation_only_prepare_of_a_compiled_model(tokenizer, tmp_path, monkeypatch):
+    """With ``torch_compile`` the evaluation also leaves the compiled module as ``model_wrapped``: under several
+    processes the undo drops it with the mark, so ``train`` compiles and wraps the model again (the torchrun test's
+    ``torch-compile`` case shows the weights); with one process it is left alone."""
+    model = make_model("t5", len(tokenizer))
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                           per_device_eval_batch_size=2, torch_compile=True,
+                                           torch_compile_backend="eager")
+    trainer = CounterfactualTrainer(model=model, args=args, processing_class=tokenizer)
+    trainer.evaluate(as_dataset(RATIONALE_ROWS[:2]))
+    compiled = trainer.model_wrapped
+    assert compiled is not model and compiled._orig_mod is model and model._is_accelerate_prepared
+    trainer._unprepare_evaluation_only_model()  # one process: nothing to undo
+    assert trainer.model_wrapped is compiled and model._is_accelerate_prepared
+    monkeypatch.setattr(type(args), "world_size", property(lambda self: 2))
+    trainer._unprepare_evaluation_only_model()
+    assert trainer.model_wrapped is model and "_is_accelerate_prepared" not in model.__dict__
+    assert trainer.accelerator._models == []
 
 
 class WholeSequenceCollator:

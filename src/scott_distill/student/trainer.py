@@ -485,9 +485,12 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         ``DistributedDataParallel``. ``train`` then gets the bare model back from ``prepare``: each process trains on
         its own rows, gradients are never all-reduced and process 0 saves only its own updates, silently. Undoing the
         mark (and the mixed-precision forward wrapper that prepare adds) lets ``train`` prepare it for training.
+        With ``torch_compile`` the evaluation also left ``model_wrapped`` the compiled module around the model (not a
+        process wrapper): it goes too, and ``train`` compiles and wraps the model again.
         """
-        model = self.model
-        if (self.args.world_size <= 1 or self.model_wrapped is not model
+        model, wrapped = self.model, self.model_wrapped
+        compiled = getattr(wrapped, "_orig_mod", None) is model  # torch.compile's OptimizedModule
+        if (self.args.world_size <= 1 or (wrapped is not model and not compiled)
                 or not model.__dict__.get("_is_accelerate_prepared", False)
                 or getattr(self, "is_distributed_loading_by_transformers", False)):
             return
@@ -497,7 +500,8 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         original_forward = model.__dict__.pop("_original_forward", None)
         if original_forward is not None:
             model.forward = original_forward
-        self.accelerator._models = [m for m in self.accelerator._models if m is not model]
+        self.accelerator._models = [m for m in self.accelerator._models if m is not model and m is not wrapped]
+        self.model_wrapped = model
 
     # -- out of memory ----------------------------------------------------------------------------------
 
