@@ -490,7 +490,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
         """
         model, wrapped = self.model, self.model_wrapped
         compiled = getattr(wrapped, "_orig_mod", None) is model  # torch.compile's OptimizedModule
-        if (self.args.world_size <= 1 or (wrapped is not model and not compiled)
+        if (model is None or self.args.world_size <= 1 or (wrapped is not model and not compiled)
                 or not model.__dict__.get("_is_accelerate_prepared", False)
                 or getattr(self, "is_distributed_loading_by_transformers", False)):
             return
