@@ -580,6 +580,28 @@ def test_model_init_with_an_encoder_decoder_student_trains_as_a_given_model(toke
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_each_model_from_model_init_gets_its_own_encoder_decoder_collator(tokenizer, tmp_path):
+    """``train`` makes a new student with ``model_init`` (once per run, once per hyperparameter-search trial): our
+    collator of an encoder-decoder student must take its decoder inputs from that model, not from the first one
+    made in ``__init__`` (which it also kept alive). Here the second model starts its decoder at another id."""
+    made = []
+
+    def model_init():
+        model = make_t5(len(tokenizer), dropout_rate=0.0)
+        model.config.decoder_start_token_id = model.generation_config.decoder_start_token_id = [0, 3][min(len(made), 1)]
+        made.append(model)
+        return model
+
+    args = CounterfactualTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1,
+                                           report_to=[], save_strategy="no", disable_tqdm=True)
+    trainer = CounterfactualTrainer(model_init=model_init, args=args, train_dataset=tiny_dataset(2),
+                                    processing_class=tokenizer)
+    assert trainer.data_collator([ROW])["decoder_input_ids"][0, 0] == 0
+    trainer.train()
+    assert len(made) == 2 and trainer.model is made[1] and trainer.data_collator.model is made[1]
+    assert trainer.data_collator([ROW])["decoder_input_ids"][0, 0] == 3
+
+
 def test_train_passes_the_trial_to_the_trainer(tokenizer, tmp_path, monkeypatch):
     """``train(trial=...)`` as ``Trainer.train`` documents it: ``model_init`` gets the trial, and the state records
     its parameters (``hp_params`` stands in for an installed optuna / ray, which read them)."""

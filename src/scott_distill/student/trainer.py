@@ -329,6 +329,7 @@ class CounterfactualTrainer(Seq2SeqTrainer):
                              "objective (counterfactual_alpha, label_smoothing_factor). Subclass it and override "
                              "`compute_loss` for another objective.")
         own_collator = data_collator is None
+        self._own_collator = own_collator  # read by call_model_init, which Trainer calls from its own __init__ too
         if own_collator:
             if processing_class is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`).")
@@ -367,6 +368,17 @@ class CounterfactualTrainer(Seq2SeqTrainer):
             add_model_tags(self._tag_names)
 
     # -- set-up ---------------------------------------------------------------------------------------
+
+    def call_model_init(self, trial: Any = None) -> torch.nn.Module:
+        """``Trainer.call_model_init``; our own collator of an encoder-decoder student is rebuilt with each new model
+        (``train`` makes one per run and per hyperparameter-search trial): its decoder inputs come from that model,
+        and keeping the first one would hold it in memory beside the next."""
+        model = super().call_model_init(trial)
+        collator = getattr(self, "data_collator", None)
+        if (getattr(self, "_own_collator", False) and isinstance(collator, CounterfactualDataCollator)
+                and collator.model is not None and not self._is_causal(model)):
+            self.data_collator = self._default_collator(collator.tokenizer, model, self.args)
+        return model
 
     @staticmethod
     def _default_collator(tokenizer: PreTrainedTokenizerBase, model: Any,
