@@ -327,9 +327,15 @@ def test_train_undoes_an_evaluation_only_prepare_of_a_compiled_model(tokenizer, 
     trainer._unprepare_evaluation_only_model()  # one process: nothing to undo
     assert trainer.model_wrapped is compiled and model._is_accelerate_prepared
     monkeypatch.setattr(type(args), "world_size", property(lambda self: 2))
+    trainer.is_distributed_loading_by_transformers = True  # transformers placed a tensor-parallel model itself
+    trainer._unprepare_evaluation_only_model()
+    assert trainer.model_wrapped is compiled and model._is_accelerate_prepared
+    trainer.is_distributed_loading_by_transformers = False
+    other = torch.nn.Linear(2, 2)  # a second model prepared on the same accelerator (a subclass's reference model)
+    trainer.accelerator._models.append(other)
     trainer._unprepare_evaluation_only_model()
     assert trainer.model_wrapped is model and "_is_accelerate_prepared" not in model.__dict__
-    assert trainer.accelerator._models == []
+    assert trainer.accelerator._models == [other]
 
 
 class WholeSequenceCollator:
