@@ -25,21 +25,24 @@ class Reached(Exception):
     """Raised where the student's predictions would start: the test has seen what it needs."""
 
 
-def install_fake_gpu(monkeypatch) -> list[str]:
-    """CUDA device 0 'available'; ``.to("cuda:0")`` is recorded (the model's class name) and leaves it where it is.
-    Installed after building any ``TrainingArguments``, which would try to select the fake device."""
+def install_fake_gpu(monkeypatch, count: int = 2) -> list[str]:
+    """``count`` CUDA devices 'available' (the current one 0); ``.to("cuda...")`` is recorded (the model's class
+    and the device) and leaves the model where it is. Installed after building any ``TrainingArguments``, which
+    would try to select the fake device."""
     moved: list[str] = []
     real_to = torch.nn.Module.to
 
     def to(self, *args, **kwargs):
-        if args and str(args[0]) == "cuda:0":
-            moved.append(type(self).__name__)
+        if args and str(args[0]).startswith("cuda"):
+            moved.append(f"{type(self).__name__} {args[0]}")
             return self
         return real_to(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.nn.Module, "to", to)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     return moved
 
 
@@ -64,7 +67,7 @@ def test_scott_distill_evaluate_runs_the_student_on_the_gpu(monkeypatch, saved_s
     with pytest.raises(Reached) as reached:
         evaluate_command.run(EvaluateArguments(model_name_or_path=str(saved_student), data=str(data)),
                              EvaluationConfig())
-    assert reached.value.args == (["T5ForConditionalGeneration"], False)  # on the GPU, in eval mode
+    assert reached.value.args == (["T5ForConditionalGeneration cuda:0"], False)  # on the GPU, in eval mode
 
 
 def test_a_recipes_evaluate_stage_runs_the_student_on_the_gpu(monkeypatch, saved_student, tmp_path):
@@ -76,7 +79,7 @@ def test_a_recipes_evaluate_stage_runs_the_student_on_the_gpu(monkeypatch, saved
     _stop_at_predict(monkeypatch, recipes, moved)
     with pytest.raises(Reached) as reached:
         recipe.evaluate()
-    assert reached.value.args == (["T5ForConditionalGeneration"], False)
+    assert reached.value.args == (["T5ForConditionalGeneration cuda:0"], False)
 
 
 def test_the_teacher_runs_on_the_gpu(monkeypatch, saved_student):
@@ -84,4 +87,43 @@ def test_the_teacher_runs_on_the_gpu(monkeypatch, saved_student):
 
     moved = install_fake_gpu(monkeypatch)
     model, _ = load_teacher(str(saved_student))
-    assert moved == ["T5ForConditionalGeneration"] and not model.training
+    assert moved == ["T5ForConditionalGeneration cuda:0"] and not model.training
+
+
+def test_under_torchrun_each_process_uses_its_own_gpu(monkeypatch, saved_student):
+    """``LOCAL_RANK`` names the process's card (nothing in the library calls ``torch.cuda.set_device``, so the
+    current device is 0 in every process): the teacher of rank 1 goes to cuda:1, not onto rank 0's card; a rank
+    beyond the visible cards falls back to the current one."""
+    from scott_distill.checkpoints import load_teacher
+
+    moved = install_fake_gpu(monkeypatch, count=2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    load_teacher(str(saved_student))
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    load_teacher(str(saved_student))
+    assert moved == ["T5ForConditionalGeneration cuda:1", "T5ForConditionalGeneration cuda:0"]
+
+
+def test_an_explicit_placement_is_kept(monkeypatch, saved_student, tmp_path):
+    """``device=`` (the evaluate command's ``--device``), a recipe trained with ``use_cpu``, a model placed with
+    ``device_map`` or already on a card: none is moved to the default GPU."""
+    from scott_distill.checkpoints import to_inference_device
+    from scott_distill.student.model import load_student_for_inference
+
+    recipe = Recipe(RecipeConfig.from_dict({"task": "cose", "output_dir": str(tmp_path / "run"),
+                                            "train": {"use_cpu": True}}))
+    moved = install_fake_gpu(monkeypatch)
+    load_student_for_inference(str(saved_student), device="cpu")
+    load_student_for_inference(str(saved_student), device="cuda:1")
+    assert moved == ["T5ForConditionalGeneration cuda:1"]
+    model = make_t5(8)
+    model.hf_device_map = {"": "cpu"}
+    assert to_inference_device(model) is model and len(moved) == 1
+
+    monkeypatch.setattr(Recipe, "rationalize", lambda self: {"eval": None, "train": None})
+    monkeypatch.setattr(Recipe, "train", lambda self, seed=None: saved_student)
+    monkeypatch.setattr(recipes.StudentSeed, "student_dir", property(lambda self: saved_student))
+    _stop_at_predict(monkeypatch, recipes, moved)
+    with pytest.raises(Reached) as reached:
+        recipe.evaluate()
+    assert reached.value.args == (["T5ForConditionalGeneration cuda:1"], False)  # nothing new: on the CPU

@@ -277,16 +277,25 @@ def load_teacher(name_or_path: str | os.PathLike, dtype: str = "auto") -> tuple[
     return to_inference_device(load_generative_model(name, **kwargs).eval()), AutoTokenizer.from_pretrained(name)
 
 
-def to_inference_device(model: PreTrainedModel) -> PreTrainedModel:
-    """``model`` on the current GPU if there is one (else where it is): where the library runs a model itself,
-    outside ``Trainer`` (the teacher's generation, an evaluated student's predictions and answer scores).
+def to_inference_device(model: PreTrainedModel, device: str | None = None) -> PreTrainedModel:
+    """``model`` where the library runs it itself, outside ``Trainer`` (the teacher's generation, an evaluated
+    student's predictions and answer scores).
 
+    ``device`` when given (``"cpu"``, ``"cuda:1"``). Otherwise a model on the CPU goes to this process's GPU if there
+    is one: ``LOCAL_RANK``'s under ``torchrun`` (each process its own card), else the current one. A model placed
+    with ``device_map`` (split over cards, offloaded) or already on an accelerator stays where it is.
     ``from_pretrained`` leaves a model on the CPU; training needs nothing here (``Trainer`` places the model), but
-    the evaluation that follows it reloads the saved student, which on a GPU machine generated on one CPU core.
+    the evaluation that follows it reloads the saved student, which on a GPU machine generated on the CPU.
     """
     import torch
 
-    if torch.cuda.is_available():
-        placed: Any = model  # transformers types `to` through functools.wraps, which mypy reads as taking a model
-        return placed.to(f"cuda:{torch.cuda.current_device()}")
-    return model
+    placed: Any = model  # transformers types `to` through functools.wraps, which mypy reads as taking a model
+    if device is not None:
+        return placed.to(device)
+    if not torch.cuda.is_available() or getattr(model, "hf_device_map", None) is not None:
+        return model
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return model
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    index = local_rank if 0 <= local_rank < torch.cuda.device_count() else torch.cuda.current_device()
+    return placed.to(f"cuda:{index}")

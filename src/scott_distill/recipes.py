@@ -309,7 +309,9 @@ class Recipe:
             logger.info("evaluate: %s has no %s (a run from before per-question results): evaluating again",
                         student.folder, RESULTS_FILE)
         rationales = self.rationalize()
-        model, tok = load_student_for_inference(str(self.train(student.seed)))
+        # `use_cpu` keeps evaluation on the CPU as it kept training there
+        model, tok = load_student_for_inference(str(self.train(student.seed)),
+                                                device="cpu" if student.train.use_cpu else None)
         fmt = StudentFormat.from_pretrained(student.student_dir)
         rows, evaluation = rationales["eval"], self.config.evaluate
         predictions = predict(model, tok, rows, fmt, evaluation.batch_size, evaluation.max_new_tokens)

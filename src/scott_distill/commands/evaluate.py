@@ -27,6 +27,9 @@ class EvaluateArguments:
                                 "(`explanation` = the rationale, `prediction` = the answer, null when unparseable)."}
     )
     max_rows: int | None = field(default=None, metadata={"help": "Only the first N rows."})
+    device: str | None = field(default=None, metadata={
+        "help": "Where the student runs: cpu, cuda, cuda:1 (default: this process's GPU if there is one, else the "
+                "CPU)."})
 
 
 def make_parser() -> TrlParser:
@@ -43,7 +46,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def run(script: EvaluateArguments, config: EvaluationConfig) -> dict[str, Any]:
-    model, tokenizer = load_student_for_inference(script.model_name_or_path)
+    model, tokenizer = load_student_for_inference(script.model_name_or_path, device=script.device)
     # a .gguf file or a bundled short name has its converted folder; a Hub id stays one (its scott_config.json)
     fmt = StudentFormat.from_pretrained(resolve_checkpoint(script.model_name_or_path))
     data = load_table(script.data)

@@ -41,11 +41,13 @@ def load_student(name_or_path: str, seed: int | None = None,
     return model, tokenizer
 
 
-def load_student_for_inference(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """`load_student` for evaluation: in eval mode, on the current GPU if there is one (`to_inference_device`).
-    What ``scott-distill evaluate`` and a recipe's ``evaluate`` stage load the trained student with."""
+def load_student_for_inference(name_or_path: str, device: str | None = None,
+                               **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`load_student` for evaluation: in eval mode, on ``device`` when given, else on this process's GPU if there
+    is one (`to_inference_device`; a ``device_map=`` in ``kwargs`` places it instead). What
+    ``scott-distill evaluate`` and a recipe's ``evaluate`` stage load the trained student with."""
     model, tokenizer = load_student(name_or_path, **kwargs)
-    return to_inference_device(model.eval()), tokenizer
+    return to_inference_device(model.eval(), device), tokenizer
 
 
 class RationaleStudent:
