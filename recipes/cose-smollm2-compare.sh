@@ -24,7 +24,27 @@ recipe=$(cd "$(dirname "$0")" && pwd)/cose-smollm2.yaml
 read -r -a seeds <<< "${SEEDS:-0 1 2}"
 read -r -a cells <<< "${CELLS:-greedy-a0 greedy-a0.5 contrastive-a0 contrastive-a0.5}"
 parallel=${PARALLEL:-1}
+fail() { echo "cose-smollm2-compare.sh: $*" >&2; exit 2; }
+[[ $parallel =~ ^[1-9][0-9]*$ ]] || fail "PARALLEL must be a positive integer, got '$parallel'"
+((${#seeds[@]})) || fail "SEEDS is empty"
+for seed in "${seeds[@]}"; do [[ $seed =~ ^[0-9]+$ ]] || fail "SEEDS must be integers, got '$seed'"; done
+for cell in "${cells[@]}"; do
+  [[ $cell =~ ^(greedy|contrastive)-a(0|1|0?\.[0-9]+)$ ]] \
+    || fail "CELLS names <greedy|contrastive>-a<alpha in [0, 1]>, e.g. contrastive-a0.5; got '$cell'"
+done
+for arg in "$@"; do  # the script sets these per run: a user's value would silently win (argparse keeps the last)
+  case ${arg%%=*} in
+    --output_dir | --output-dir | --seeds | --stage | --rationalize.perturbation | --train.counterfactual_alpha)
+      fail "$arg is set by the script for each run (OUT_DIR, SEEDS, CELLS); leave it out" ;;
+  esac
+done
 mkdir -p "$out"
+# a stopped script stops its recipe runs too: a resume must not meet an old run still writing the same folder
+stop_runs() {  # each background job is a subshell waiting on its `scott-distill run`: end the run, then the subshell
+  local pid
+  for pid in $(jobs -p); do pkill -TERM -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; done
+}
+trap 'trap - INT TERM; stop_runs; exit 143' INT TERM
 
 perturbation() { [[ $1 == greedy-* ]] && echo none || echo wrong; }  # contrastive: against a wrong answer
 alpha() { echo "${1##*-a}"; }
@@ -36,11 +56,15 @@ launch() {  # run "$@" in the background, at most PARALLEL at once
   running=$((running + 1))
   if ((running >= parallel)); then wait -n || true; running=$((running - 1)); fi
 }
-recipe_run() {  # cell, then more arguments for `scott-distill run`; the log goes to OUT_DIR/<cell>[.seed_<s>].log
+recipe_run() {  # cell, log name, then more arguments for `scott-distill run`; the log goes to OUT_DIR/<log>
   local cell=$1 log=$2; shift 2
   scott-distill run "$recipe" --output_dir "$out/$cell" --rationalize.perturbation "$(perturbation "$cell")" \
     --train.counterfactual_alpha "$(alpha "$cell")" "$@" > "$out/$log" 2>&1 \
     || { echo "$log: failed, see $out/$log" >&2; return 1; }
+}
+done_seeds() {  # the seeds of a cell that have their results
+  local cell=$1 seed
+  for seed in "${seeds[@]}"; do [[ -f $out/$cell/seed_$seed/results.json ]] && printf '%s ' "$seed"; done
 }
 
 # 1. the teacher, once per decoding
@@ -73,9 +97,22 @@ for seed in "${seeds[@]}"; do
 done
 wait
 
-# 4. each cell's report over its seeds, then the cells against each other
-for cell in "${cells[@]}"; do recipe_run "$cell" "$cell.report.log" --seeds "${seeds[@]}" --stage evaluate "$@"; done
+# 4. each cell's report over the seeds that finished, then the cells against each other; a failed run is named
+#    and makes the exit status 1, after the reports of what did finish
+failed=0
 runs=()
-for cell in "${cells[@]}"; do runs+=("$out/$cell"); done
-scott-distill report "${runs[@]}" --output_dir "$out/report" \
-  --title "SCOTT on CoS-E, SmolLM2-135M teacher and student: decoding x counterfactual alpha"
+for cell in "${cells[@]}"; do
+  read -r -a finished <<< "$(done_seeds "$cell")"
+  if ((${#finished[@]} < ${#seeds[@]})); then
+    echo "$cell: seeds ${finished[*]:-none} of ${seeds[*]} finished (see $out/$cell.seed_*.log)" >&2
+    failed=1
+  fi
+  ((${#finished[@]})) || continue
+  recipe_run "$cell" "$cell.report.log" --seeds "${finished[@]}" --stage evaluate "$@" || { failed=1; continue; }
+  runs+=("$out/$cell")
+done
+if ((${#runs[@]})); then
+  scott-distill report "${runs[@]}" --output_dir "$out/report" \
+    --title "SCOTT on CoS-E, SmolLM2-135M teacher and student: decoding x counterfactual alpha"
+fi
+exit "$failed"
