@@ -121,13 +121,19 @@ def import_rationales(args: RunArgs, dev: datasets.Dataset) -> None:
     for item in args.import_rationales:
         decoding, _, folder = item.partition("=")
         rows = datasets.load_from_disk(folder)
-        n = min(args.questions, len(rows))
+        n = min(args.questions, len(dev))
+        if len(rows) < n:  # the teacher would write the rest: one "imported" decoding from two sources
+            raise SystemExit(f"{folder} holds {len(rows)} rows, fewer than the {n} questions asked (--questions)")
         if rows.select(range(n))["id"] != dev.select(range(n))["id"]:
             raise SystemExit(f"{folder}: its rows are not the first {n} questions of {args.dev_data} in order")
         for start, end in _chunks(n, args.chunk):
             target = _chunk_dir(run_dir, decoding, start, end)
+            chunk = rows.select(range(start, end))
             if not _finished(target):
-                rows.select(range(start, end)).save_to_disk(str(target / "dataset"))
+                chunk.save_to_disk(str(target / "dataset"))
+            elif datasets.load_from_disk(str(target / "dataset"))["rationale"] != chunk["rationale"]:
+                raise SystemExit(f"{target} already holds other {decoding} rationales than {folder}: import into a "
+                                 "new --run_dir")
         logger.info("rationales %s: %d questions imported from %s", decoding, n, folder)
 
 

@@ -312,6 +312,13 @@ def test_entry_point_judges_rationales_imported_from_another_run(tmp_path, token
     with pytest.raises(SystemExit, match="not the first 6 questions"):
         script.main(["--stages", "rationales", *common, "--run_dir", str(tmp_path / "run2"),
                      "--import_rationales", f"greedy={shuffled}"])
+    short = tmp_path / "short"
+    dev.select(range(5)).save_to_disk(str(short))
+    with pytest.raises(SystemExit, match="holds 5 rows, fewer than the 6 questions"):
+        script.main(["--stages", "rationales", *common, "--run_dir", str(tmp_path / "run3"),
+                     "--import_rationales", f"greedy={short}"])
+    with pytest.raises(SystemExit, match="already holds other greedy rationales"):  # the run above holds greedy's
+        script.main(["--stages", "rationales", *common, "--import_rationales", f"greedy={made['contrastive-wrong']}"])
     for bad in (["--decodings", "contrastive-wrong"], ["--import_rationales", f"contrastive-empty={shuffled}"]):
         with pytest.raises(ValueError, match="--decodings|--import_rationales"):
             script.main(["--stages", "rationales", *common, *bad])
