@@ -421,7 +421,13 @@ def test_process_group_join_initialises_torch_distributed_only_under_a_launcher(
     assert shards_module.ProcessGroup.join(teacher) == shards_module.ProcessGroup(0, 1, 1) and calls == []
     monkeypatch.setenv("WORLD_SIZE", "2")
     shards_module.ProcessGroup.join(teacher)
-    assert calls == ["nccl" if torch.cuda.is_available() else "gloo"]
+    on_gpu = torch.cuda.is_available()
+    assert calls == ["nccl" if on_gpu else "gloo"]
+    # the other branch on this machine too: nccl exactly when CUDA is available (so a CPU-only run sees both)
+    monkeypatch.setattr(shards_module.torch.cuda, "is_available", lambda: not on_gpu)
+    shards_module.ProcessGroup.join(teacher)
+    assert calls == ["nccl" if on_gpu else "gloo", "gloo" if on_gpu else "nccl"]
+    monkeypatch.setattr(shards_module.torch.cuda, "is_available", lambda: on_gpu)
     group = shards_module.ProcessGroup.join(sliced)
     assert (group.tensor_parallel, group.part, group.parts, group.writer) == (2, 0, 0, True)
     monkeypatch.setattr(shards_module.dist, "is_initialized", lambda: True)
