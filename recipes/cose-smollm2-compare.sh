@@ -27,14 +27,20 @@ parallel=${PARALLEL:-1}
 fail() { echo "cose-smollm2-compare.sh: $*" >&2; exit 2; }
 [[ $parallel =~ ^[1-9][0-9]*$ ]] || fail "PARALLEL must be a positive integer, got '$parallel'"
 ((${#seeds[@]})) || fail "SEEDS is empty"
-for seed in "${seeds[@]}"; do [[ $seed =~ ^[0-9]+$ ]] || fail "SEEDS must be integers, got '$seed'"; done
+for seed in "${seeds[@]}"; do  # written as the recipe writes them (seed_<s>/), each once
+  [[ $seed =~ ^(0|[1-9][0-9]*)$ ]] || fail "SEEDS must be integers without leading zeros, got '$seed'"
+done
+[[ $(printf '%s\n' "${seeds[@]}" | sort | uniq -d) == "" ]] || fail "SEEDS names a seed twice: ${seeds[*]}"
 for cell in "${cells[@]}"; do
-  [[ $cell =~ ^(greedy|contrastive)-a(0|1|0?\.[0-9]+)$ ]] \
+  [[ $cell =~ ^(greedy|contrastive)-a(0|1|1\.0+|0?\.[0-9]+)$ ]] \
     || fail "CELLS names <greedy|contrastive>-a<alpha in [0, 1]>, e.g. contrastive-a0.5; got '$cell'"
 done
+[[ $(printf '%s\n' "${cells[@]}" | sort | uniq -d) == "" ]] || fail "CELLS names a cell twice: ${cells[*]}"
 for arg in "$@"; do  # the script sets these per run: a user's value would silently win (argparse keeps the last)
-  case ${arg%%=*} in
-    --output_dir | --output-dir | --seeds | --stage | --rationalize.perturbation | --train.counterfactual_alpha)
+  key=${arg%%=*}
+  key=${key#--}
+  case ${key//-/_} in  # either spelling: --output-dir, --train.counterfactual-alpha
+    output_dir | seeds | stage | rationalize.perturbation | train.counterfactual_alpha)
       fail "$arg is set by the script for each run (OUT_DIR, SEEDS, CELLS); leave it out" ;;
   esac
 done
@@ -108,11 +114,14 @@ for cell in "${cells[@]}"; do
     failed=1
   fi
   ((${#finished[@]})) || continue
-  recipe_run "$cell" "$cell.report.log" --seeds "${finished[@]}" --stage evaluate "$@" || { failed=1; continue; }
+  # in the background, so that a stop signal reaches the script at once (bash runs a trap after the foreground job)
+  recipe_run "$cell" "$cell.report.log" --seeds "${finished[@]}" --stage evaluate "$@" &
+  wait $! || { failed=1; continue; }
   runs+=("$out/$cell")
 done
 if ((${#runs[@]})); then
   scott-distill report "${runs[@]}" --output_dir "$out/report" \
-    --title "SCOTT on CoS-E, SmolLM2-135M teacher and student: decoding x counterfactual alpha"
+    --title "SCOTT on CoS-E, SmolLM2-135M teacher and student: decoding x counterfactual alpha" &
+  wait $! || failed=1
 fi
 exit "$failed"

@@ -120,10 +120,23 @@ def test_a_failed_seed_is_reported_and_the_others_go_on(tmp_path):
     ([], {"CELLS": "contrastve-a0.5"}, "CELLS names"),
     ([], {"CELLS": "greedy-a2"}, "CELLS names"),
     ([], {"SEEDS": "0 x"}, "SEEDS must be integers"),
+    ([], {"SEEDS": "00"}, "SEEDS must be integers without leading zeros"),
+    ([], {"SEEDS": "0 1 0"}, "SEEDS names a seed twice"),
+    ([], {"CELLS": "greedy-a0 greedy-a0"}, "CELLS names a cell twice"),
+    (["--train.counterfactual-alpha", "0.9"], {}, "--train.counterfactual-alpha is set by the script"),
+    (["--output-dir=x"], {}, "--output-dir=x is set by the script"),
 ])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, args, env, message):
     done, calls = run_script(tmp_path, *args, **env)
     assert done.returncode == 2 and message in done.stderr and calls == []
+
+
+def test_settings_that_look_like_refused_ones_are_accepted(tmp_path):
+    """alpha 1.0 and .25 are alphas; --train.seed only starts like the refused --train.counterfactual_alpha."""
+    done, calls = run_script(tmp_path, "--train.seed", "3", SEEDS="0", CELLS="greedy-a1.0 contrastive-a.25",
+                             TEACHER_ONLY="1")
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 2 and all(c[-2:] == ["--train.seed", "3"] for c in calls)
 
 
 def test_a_stopped_script_stops_its_recipe_runs(tmp_path):

@@ -2,7 +2,7 @@
 
 Found on an H200 (docs/real_run.md): a recipe's students trained on the GPU (``Trainer`` places them), but the
 ``evaluate`` stage reloaded each saved student with ``from_pretrained``, which leaves it on the CPU, and generated
-there on one core: 45-50 s per batch of 128 instead of about a second. This machine has no GPU, so CUDA is faked
+there: about 47 s per batch of 128 with twelve runs sharing the machine. This machine has no GPU, so CUDA is faked
 here (``torch.cuda.is_available`` and a ``Module.to`` that records ``cuda:0`` moves instead of making them);
 tests/test_cuda.py runs models on a real GPU.
 """
@@ -115,6 +115,8 @@ def test_an_explicit_placement_is_kept(monkeypatch, saved_student, tmp_path):
     moved = install_fake_gpu(monkeypatch)
     load_student_for_inference(str(saved_student), device="cpu")
     load_student_for_inference(str(saved_student), device="cuda:1")
+    assert moved == ["T5ForConditionalGeneration cuda:1"]
+    load_student_for_inference(str(saved_student), device_map="cpu")  # from_pretrained places it: left there
     assert moved == ["T5ForConditionalGeneration cuda:1"]
     model = make_t5(8)
     model.hf_device_map = {"": "cpu"}

@@ -47,6 +47,8 @@ def load_student_for_inference(name_or_path: str, device: str | None = None,
     is one (`to_inference_device`; a ``device_map=`` in ``kwargs`` places it instead). What
     ``scott-distill evaluate`` and a recipe's ``evaluate`` stage load the trained student with."""
     model, tokenizer = load_student(name_or_path, **kwargs)
+    if "device_map" in kwargs and device is None:  # placed by from_pretrained (transformers records one device only
+        return model.eval(), tokenizer             # in hf_device_map when it splits the model)
     return to_inference_device(model.eval(), device), tokenizer
 
 
