@@ -88,8 +88,9 @@ done
 # 2. the alpha-0 cells share their decoding's rationales
 for cell in "${cells[@]}"; do
   t=$(teacher_cell "$cell")
-  if [[ $cell != "$t" && ! -d $out/$cell/rationales ]]; then
-    mkdir -p "$out/$cell" && cp -r "$out/$t/rationales" "$out/$cell/rationales"
+  if [[ $cell != "$t" && ! -d $out/$cell/rationales ]]; then  # copied whole or not at all: a kill leaves no half
+    mkdir -p "$out/$cell" && rm -rf "$out/$cell/.rationales.tmp"
+    cp -r "$out/$t/rationales" "$out/$cell/.rationales.tmp" && mv "$out/$cell/.rationales.tmp" "$out/$cell/rationales"
   fi
 done
 

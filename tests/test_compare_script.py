@@ -76,6 +76,7 @@ def test_the_four_cells_over_three_seeds_then_the_reports(tmp_path):
     # the alpha-0 cells share their decoding's rationales
     assert (out / "greedy-a0" / "rationales" / "eval" / "dataset" / "dataset_info.json").read_text() == "none"
     assert (out / "contrastive-a0" / "rationales" / "train" / "dataset" / "dataset_info.json").read_text() == "wrong"
+    assert not list(out.glob("*/.rationales.tmp"))  # the copy is made aside and moved in whole
     students = [c for c in calls if c[0] == "run" and "--stage" not in c]
     cells = {(Path(_flag(c, "--output_dir")).name, _flag(c, "--seeds"), _flag(c, "--train.counterfactual_alpha"),
               _flag(c, "--rationalize.perturbation")) for c in students}

@@ -90,7 +90,7 @@ def test_the_teacher_runs_on_the_gpu(monkeypatch, saved_student):
     assert moved == ["T5ForConditionalGeneration cuda:0"] and not model.training
 
 
-def test_under_torchrun_each_process_uses_its_own_gpu(monkeypatch, saved_student):
+def test_under_torchrun_each_process_uses_its_own_gpu(monkeypatch, saved_student, caplog):
     """``LOCAL_RANK`` names the process's card (nothing in the library calls ``torch.cuda.set_device``, so the
     current device is 0 in every process): the teacher of rank 1 goes to cuda:1, not onto rank 0's card; a rank
     beyond the visible cards falls back to the current one."""
@@ -99,9 +99,11 @@ def test_under_torchrun_each_process_uses_its_own_gpu(monkeypatch, saved_student
     moved = install_fake_gpu(monkeypatch, count=2)
     monkeypatch.setenv("LOCAL_RANK", "1")
     load_teacher(str(saved_student))
+    assert "shares" not in caplog.text
     monkeypatch.setenv("LOCAL_RANK", "5")
     load_teacher(str(saved_student))
     assert moved == ["T5ForConditionalGeneration cuda:1", "T5ForConditionalGeneration cuda:0"]
+    assert "LOCAL_RANK 5 but 2 GPUs visible: this process shares cuda:0 with another" in caplog.text
 
 
 def test_an_explicit_placement_is_kept(monkeypatch, saved_student, tmp_path):

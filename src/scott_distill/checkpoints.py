@@ -298,4 +298,7 @@ def to_inference_device(model: PreTrainedModel, device: str | None = None) -> Pr
         return model
     local_rank = int(os.environ.get("LOCAL_RANK", -1))
     index = local_rank if 0 <= local_rank < torch.cuda.device_count() else torch.cuda.current_device()
+    if local_rank >= torch.cuda.device_count() and torch.cuda.device_count() > 1:
+        logger.warning("LOCAL_RANK %d but %d GPUs visible: this process shares cuda:%d with another",
+                       local_rank, torch.cuda.device_count(), index)
     return placed.to(f"cuda:{index}")
