@@ -70,16 +70,23 @@ def test_scott_distill_evaluate_runs_the_student_on_the_gpu(monkeypatch, saved_s
     assert reached.value.args == (["T5ForConditionalGeneration cuda:0"], False)  # on the GPU, in eval mode
 
 
-def test_a_recipes_evaluate_stage_runs_the_student_on_the_gpu(monkeypatch, saved_student, tmp_path):
-    recipe = Recipe(RecipeConfig.from_dict({"task": "cose", "output_dir": str(tmp_path / "run")}))
-    moved = install_fake_gpu(monkeypatch)
+def _evaluate_stage_until_predict(monkeypatch, recipe, saved_student, moved) -> tuple:
+    """Run ``recipe.evaluate()`` on ``saved_student`` (no rationales, no training) up to its predictions: the moves
+    recorded so far and whether the student was in training mode."""
     monkeypatch.setattr(Recipe, "rationalize", lambda self: {"eval": None, "train": None})
     monkeypatch.setattr(Recipe, "train", lambda self, seed=None: saved_student)
     monkeypatch.setattr(recipes.StudentSeed, "student_dir", property(lambda self: saved_student))
     _stop_at_predict(monkeypatch, recipes, moved)
     with pytest.raises(Reached) as reached:
         recipe.evaluate()
-    assert reached.value.args == (["T5ForConditionalGeneration cuda:0"], False)
+    return reached.value.args
+
+
+def test_a_recipes_evaluate_stage_runs_the_student_on_the_gpu(monkeypatch, saved_student, tmp_path):
+    recipe = Recipe(RecipeConfig.from_dict({"task": "cose", "output_dir": str(tmp_path / "run")}))
+    moved = install_fake_gpu(monkeypatch)
+    assert _evaluate_stage_until_predict(monkeypatch, recipe, saved_student, moved) == (
+        ["T5ForConditionalGeneration cuda:0"], False)
 
 
 def test_the_teacher_runs_on_the_gpu(monkeypatch, saved_student):
@@ -124,10 +131,5 @@ def test_an_explicit_placement_is_kept(monkeypatch, saved_student, tmp_path):
     model.hf_device_map = {"": "cpu"}
     assert to_inference_device(model) is model and len(moved) == 1
 
-    monkeypatch.setattr(Recipe, "rationalize", lambda self: {"eval": None, "train": None})
-    monkeypatch.setattr(Recipe, "train", lambda self, seed=None: saved_student)
-    monkeypatch.setattr(recipes.StudentSeed, "student_dir", property(lambda self: saved_student))
-    _stop_at_predict(monkeypatch, recipes, moved)
-    with pytest.raises(Reached) as reached:
-        recipe.evaluate()
-    assert reached.value.args == (["T5ForConditionalGeneration cuda:1"], False)  # nothing new: on the CPU
+    assert _evaluate_stage_until_predict(monkeypatch, recipe, saved_student, moved) == (
+        ["T5ForConditionalGeneration cuda:1"], False)  # nothing new: on the CPU

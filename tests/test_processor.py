@@ -281,7 +281,12 @@ def test_fused_path_runs_a_model_without_a_generation_config(tokenizer):
     """A teacher whose ``generation_config`` was cleared (``None``), with the tokenizer's pad id: the unset sampling
     switch falls back to transformers' default (greedy), and the tokens are the one-row SCOTT loop's (found by
     mutation testing: reading the setting without a default raised ``AttributeError`` and no test noticed)."""
-    model = make_positional_gpt2(len(tokenizer))
+    assert_fused_parity_without_generation_config(make_positional_gpt2(len(tokenizer)), tokenizer)
+
+
+def assert_fused_parity_without_generation_config(model, tokenizer):
+    """Clear ``model.generation_config``; the fused path's tokens (the tokenizer's pad id) are the one-row SCOTT
+    loop's."""
     model.generation_config = None
     stop = [tokenizer.convert_tokens_to_ids(".")]
     end = {1, *stop}
@@ -295,12 +300,7 @@ def test_fused_path_runs_an_encoder_decoder_without_a_generation_config(tokenize
     pads with the tokenizer's pad id (the one-row SCOTT loop's tokens); without a tokenizer or ``pad_token_id`` the
     error says what to pass. Both read the missing config without a default before and raised ``AttributeError``."""
     model = make_t5(len(tokenizer))
-    model.generation_config = None
-    stop = [tokenizer.convert_tokens_to_ids(".")]
-    end = {1, *stop}
-    got = contrastive_generate(model, tokenizer, GOLD, CONTRAST, alpha=0.3, max_new_tokens=MAX_NEW,
-                               stop_token_ids=stop)
-    assert trim(got, end) == scott_reference_loop(model, tokenizer, GOLD, CONTRAST, 0.3, MAX_NEW, end)
+    assert_fused_parity_without_generation_config(model, tokenizer)
     gold, con = encode(tokenizer, GOLD, "right"), encode(tokenizer, CONTRAST, "right")
     with pytest.raises(ValueError, match="No pad token: pass `pad_token_id`"):
         contrastive_generate(model, None, dict(gold), dict(con), max_new_tokens=2)
