@@ -46,9 +46,13 @@ for arg in "$@"; do  # the script sets these per run: a user's value would silen
 done
 mkdir -p "$out"
 # a stopped script stops its recipe runs too: a resume must not meet an old run still writing the same folder
-stop_runs() {  # each background job is a subshell waiting on its `scott-distill run`: end the run, then the subshell
+# each background job gets its own process group (job control), so that a stop reaches the subshell and the
+# `scott-distill run` it may be starting at that very moment alike (killing the children, then the subshell, let a
+# run started in between survive)
+set -m
+stop_runs() {
   local pid
-  for pid in $(jobs -p); do pkill -TERM -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; done
+  for pid in $(jobs -p); do kill -TERM -- "-$pid" 2>/dev/null; done
 }
 trap 'trap - INT TERM; stop_runs; exit 143' INT TERM
 
