@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import pytest
 import yaml
@@ -55,7 +57,7 @@ def write_recipe(tmp_path, tokenizer):
 
 
 @pytest.mark.slow
-def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
+def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch, caplog):
     recipe = write_recipe(tmp_path, tokenizer)
     assert run_main([str(recipe)]) == 0
     run = tmp_path / "run"
@@ -77,6 +79,27 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setattr(recipes.CounterfactualTrainer, "train", boom)
     monkeypatch.setattr(recipes, "student_outcomes", boom)
     assert run_main([str(recipe), "--stage", "all"]) == 0  # every stage is read back from disk
+
+    # a re-run into the same folder with other settings is refused instead of answered with the old results
+    # (stage_records.py): the full run after a smoke run, another alpha, other evaluation settings
+    for flags, stage, first in (
+            (["--max_train_rows", "6"], "rationalize", "rows.train"),
+            (["--teacher", str(tmp_path / "student")], "rationalize", "teacher"),
+            (["--rationalize.alpha", "0.25"], "rationalize", "rationalize.alpha"),
+            (["--train.counterfactual_alpha", "0.25"], "train", "train.counterfactual_alpha"),
+            (["--train.num_train_epochs", "2"], "train", "train.num_train_epochs"),
+            (["--stage", "evaluate", "--train.learning_rate", "0.5"], "evaluate", "student.train.learning_rate"),
+            (["--evaluate.perturb_fraction", "0.25"], "evaluate", "evaluate.perturb_fraction"),
+            (["--las.bootstrap", "50"], "evaluate", "las.bootstrap")):
+        with pytest.raises(ValueError, match=rf"holds the {stage} stage's result, made with other settings \({re.escape(first)}:"):
+            run_main([str(recipe), *flags])
+    assert run_main([str(recipe), "--evaluate.batch_size", "3"]) == 0  # the batch size does not change results
+    # a run from before the records: used, with a warning that says it could not be checked
+    for record in run.glob("**/recipe_stage.json"):
+        record.unlink()
+    with caplog.at_level(logging.WARNING, logger="scott_distill.stage_records"):
+        assert run_main([str(recipe), "--max_train_rows", "6"]) == 0
+    assert caplog.text.count("made before stage records") == 3
 
     with FakeHub() as hub:
         out = run_client(hub, "recipe", tmp_path)

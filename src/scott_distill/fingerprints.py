@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import datasets
 import torch
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["content_hash", "model_config_fingerprint", "weights_fingerprint"]
+__all__ = ["content_hash", "dataset_fingerprint", "model_config_fingerprint", "weights_fingerprint"]
 
 
 def content_hash(*parts: Iterable[Any]) -> str:
@@ -28,6 +29,13 @@ def content_hash(*parts: Iterable[Any]) -> str:
     for part in parts:
         h.update(json.dumps(list(part), default=str).encode())
     return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: Any) -> str | None:
+    """Hash of every column of a ``datasets.Dataset`` (``None`` for a stream, which cannot be read twice)."""
+    if not isinstance(dataset, datasets.Dataset):
+        return None
+    return content_hash([len(dataset)], *(dataset[c] for c in sorted(dataset.column_names)))
 
 
 @torch.no_grad()

@@ -47,14 +47,17 @@ if TYPE_CHECKING:
 
 from .checkpoints import load_teacher
 from .files import write_json
+from .fingerprints import dataset_fingerprint
 from .formats import RATIONALE_DATASET_DIR, RATIONALIZE_CONFIG_NAME, STUDENT_CONFIG_NAME, StudentFormat
 from .las.pipeline import LASConfig, simulator_las, student_output_rows
 from .las.simulator import load_simulator
 from .overrides import check_switches
 from .report.compare import ReportConfig, report_runs
 from .report.runs import RESULTS_FILE, seed_folder, write_results
+from .stage_records import check_stage_record, settings_of, write_stage_record
 from .student.evaluation import EvaluationConfig, outcome_means, predict, student_outcomes
 from .student.model import RationaleStudent, load_student, load_student_for_inference
+from .student.run_record import LENGTH_SETTINGS, OPTIMIZATION_SETTINGS, RUN_SETTINGS
 from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, resume_checkpoint
 from .tasks import TASKS, load_task
 from .teacher.rationalize import RationalizeConfig
@@ -65,6 +68,9 @@ __all__ = ["RECIPE_CONDITION", "STAGES", "Recipe", "RecipeArguments", "RecipeCon
 
 STAGES = ("rationalize", "train", "evaluate", "push")
 RECIPE_CONDITION = "student"  # the one condition of a recipe's results.json; runs differ by their labels
+#: the `las:` fields that decide the simulator and the LAS numbers (the rest: where to write, what to log)
+LAS_SETTINGS = ("explanation_dropout", "explanation_column", "label_column", "bootstrap", "empty_bin",
+                "max_train_rows", *OPTIMIZATION_SETTINGS, *LENGTH_SETTINGS)
 
 
 @dataclass
@@ -214,6 +220,7 @@ class Recipe:
         self.config = config
         self.out = Path(config.run.output_dir)
         self._rationales: dict[str, datasets.Dataset] | None = None  # train/evaluate/push all read them
+        self._rationale_record: dict[str, Any] | None = None
         self.students = {s.seed: s for s in self._student_seeds()}
 
     def _student_seeds(self) -> list[StudentSeed]:
@@ -256,6 +263,32 @@ class Recipe:
         """The first seed's ``eval/metrics.json``."""
         return self.student().metrics_path
 
+    # -- what decides each stage's result (stage_records.py: a cached result is used only if they match) ------
+    def rationale_record(self) -> dict[str, Any]:
+        """What decides the rationales: the teacher as the recipe names it and its dtype, the rationalization
+        settings, and the rows of both splits (the data files, splits and row limits)."""
+        if self._rationale_record is None:
+            run = self.config.run
+            self._rationale_record = {
+                "teacher": run.teacher, "teacher_dtype": run.teacher_dtype,
+                "rationalize": self.config.rationalize.settings(),
+                "rows": {s: dataset_fingerprint(self._split(s)) for s in ("train", "eval")}}
+        return self._rationale_record
+
+    def student_record(self, seed: int | None = None) -> dict[str, Any]:
+        """What decides seed ``seed``'s student: the rationales, the starting student, the training settings."""
+        student = self.student(seed)
+        return {"rationales": self.rationale_record(), "student": self.config.run.student,
+                "train": settings_of(student.train, (*RUN_SETTINGS, *LENGTH_SETTINGS))}
+
+    def evaluation_record(self, seed: int | None = None) -> dict[str, Any]:
+        """What decides seed ``seed``'s metrics: its student, the evaluation settings (the generation batch size
+        aside), the simulator and the LAS settings."""
+        student = self.student(seed)
+        return {"student": self.student_record(seed), "simulator": self.config.run.simulator,
+                "evaluate": settings_of(self.config.evaluate, leave_out=("batch_size",)),
+                "las": settings_of(student.las, LAS_SETTINGS)}
+
     # -- stages -----------------------------------------------------------------------------------
     def _split(self, which: str) -> datasets.Dataset:
         run = self.config.run
@@ -274,9 +307,13 @@ class Recipe:
         from .teacher.rationalize import generate_rationales
 
         done = {s: self.rationale_dir(s) / RATIONALE_DATASET_DIR / "dataset_info.json" for s in ("train", "eval")}
+        folder, record = self.out / "rationales", self.rationale_record()
         if all(p.exists() for p in done.values()):
-            logger.info("rationalize: cached in %s", self.out / "rationales")
+            check_stage_record(folder, record, "rationalize")
+            logger.info("rationalize: cached in %s", folder)
             return {s: datasets.load_from_disk(str(p.parent)) for s, p in done.items()}
+        # recorded before the result is complete: a crash then leaves no complete result without its record
+        write_stage_record(folder, record)
         model, tok = load_teacher(self.config.run.teacher, self.config.run.teacher_dtype)
         return {s: generate_rationales(self._split(s), model, tok, self.config.rationalize,
                                        output_dir=self.rationale_dir(s))
@@ -287,6 +324,7 @@ class Recipe:
         resume)."""
         student = self.student(seed)
         if (student.student_dir / STUDENT_CONFIG_NAME).exists():
+            check_stage_record(student.student_dir, self.student_record(seed), "train")
             logger.info("train: cached student in %s", student.student_dir)
             return student.student_dir
         train = self.rationalize()["train"]
@@ -294,6 +332,7 @@ class Recipe:
         trainer = CounterfactualTrainer(model=model, args=student.train, train_dataset=train, processing_class=tok)
         # a crash, kill or stop signal left checkpoints: the same command goes on from the newest complete one
         trainer.train(resume_from_checkpoint=resume_checkpoint(student.train))
+        write_stage_record(student.student_dir, self.student_record(seed))  # before the result, as above
         RationaleStudent(cast("PreTrainedModel", trainer.model), tok, trainer.student_format).save_pretrained(
             student.student_dir)
         return student.student_dir
@@ -303,6 +342,7 @@ class Recipe:
         ``results.json`` (results schema 1: the per-question outcomes `scott-distill report` resamples)."""
         student = self.student(seed)
         if student.metrics_path.exists() and student.results_path.exists():
+            check_stage_record(student.metrics_path.parent, self.evaluation_record(seed), "evaluate")
             logger.info("evaluate: cached metrics in %s", student.metrics_path)
             return json.loads(student.metrics_path.read_text())
         if student.metrics_path.exists():
@@ -327,6 +367,7 @@ class Recipe:
         if las["cells"]:  # none when no student answer is among the choices: LAS is not measured
             per_question["las"] = {ids[i]: cell for i, cell in las["cells"].items()}
             stated["las"] = las["las"]
+        write_stage_record(student.metrics_path.parent, self.evaluation_record(seed))  # before the result, as above
         write_json(metrics, student.metrics_path)
         write_results(student.results_path, kind="recipe", seed=student.seed,
                       per_question={RECIPE_CONDITION: per_question}, metrics={RECIPE_CONDITION: stated},

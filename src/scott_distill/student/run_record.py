@@ -19,10 +19,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import datasets
-
 from ..files import write_json
-from ..fingerprints import content_hash, model_config_fingerprint, weights_fingerprint
+from ..fingerprints import dataset_fingerprint, model_config_fingerprint, weights_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -31,24 +29,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TRAIN_RUN_NAME", "check_train_run", "train_run"]
+__all__ = ["LENGTH_SETTINGS", "OPTIMIZATION_SETTINGS", "RUN_SETTINGS", "TRAIN_RUN_NAME", "check_train_run",
+           "train_run"]
 
 TRAIN_RUN_NAME = "train_run.json"
 
+#: `TrainingArguments` fields that decide the trained weights of any trainer (the student's, the simulator's)
+OPTIMIZATION_SETTINGS = (
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "seed", "data_seed", "bf16", "fp16",
+)
+#: the length of training and the batch split: a resume may change them (see above), a finished run is made by them
+LENGTH_SETTINGS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
 #: training arguments that decide the trained weights (besides the student, its tokenizer and the data)
 RUN_SETTINGS = (
     "counterfactual_alpha", "counterfactual_token_share", "factual_tag", "counterfactual_tag", "answer_prefix",
-    "without_rationale", "max_source_length", "max_target_length", "learning_rate", "lr_scheduler_type",
-    "warmup_steps", "warmup_ratio", "weight_decay", "optim", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "max_grad_norm", "label_smoothing_factor", "seed", "data_seed", "bf16", "fp16",
+    "without_rationale", "max_source_length", "max_target_length", *OPTIMIZATION_SETTINGS,
 )
-
-
-def _data_fingerprint(dataset: Any) -> str | None:
-    """Hash of every column of a ``datasets.Dataset`` (``None`` for a stream, which cannot be read twice)."""
-    if not isinstance(dataset, datasets.Dataset):
-        return None
-    return content_hash([len(dataset)], *(dataset[c] for c in sorted(dataset.column_names)))
 
 
 def train_run(trainer: CounterfactualTrainer) -> dict[str, Any]:
@@ -59,7 +56,7 @@ def train_run(trainer: CounterfactualTrainer) -> dict[str, Any]:
     model = cast("PreTrainedModel", trainer.model)
     return {"settings": json.loads(json.dumps(args, default=str)),
             "student_config": model_config_fingerprint(model), "student_weights": weights_fingerprint(model),
-            "train_dataset": _data_fingerprint(trainer.train_dataset)}
+            "train_dataset": dataset_fingerprint(trainer.train_dataset)}
 
 
 def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
