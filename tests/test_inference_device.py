@@ -133,3 +133,23 @@ def test_an_explicit_placement_is_kept(monkeypatch, saved_student, tmp_path):
 
     assert _evaluate_stage_until_predict(monkeypatch, recipe, saved_student, moved) == (
         ["T5ForConditionalGeneration cuda:1"], False)  # nothing new: on the CPU
+
+
+def test_a_reloaded_student_and_judge_run_on_the_gpu_unless_told_otherwise(monkeypatch, saved_student, tmp_path,
+                                                                           tokenizer):
+    # `RationaleStudent.from_pretrained(...).explain` and a judge read back from its folder ran on the CPU of a GPU
+    # machine: from_pretrained leaves a model there
+    from scott_distill.las.judge import RationaleJudge
+
+    judge_dir = tmp_path / "judge"
+    RationaleJudge(make_t5(len(tokenizer), seed=3).train(), tokenizer, ["q1"], {"settings": {}}).save_pretrained(
+        judge_dir)
+    moved = install_fake_gpu(monkeypatch)
+    student = RationaleStudent.from_pretrained(saved_student)
+    judge = RationaleJudge.from_pretrained(judge_dir)
+    assert moved == ["T5ForConditionalGeneration cuda:0"] * 2
+    assert not student.model.training and not judge.model.training
+    moved.clear()
+    RationaleStudent.from_pretrained(saved_student, device="cpu")
+    RationaleJudge.from_pretrained(judge_dir, device="cpu")
+    assert moved == []

@@ -31,6 +31,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments, set_seed
 
+from ..checkpoints import to_inference_device
 from ..files import write_json
 from ..fingerprints import content_hash
 from ..overrides import check_switches
@@ -181,10 +182,12 @@ class RationaleJudge:
         return json.loads(path.read_text())
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> RationaleJudge:
-        """A judge saved by `save_pretrained`."""
+    def from_pretrained(cls, folder: str | Path, device: str | None = None) -> RationaleJudge:
+        """A judge saved by `save_pretrained`, in eval mode, on ``device`` when given, else on this process's GPU if
+        there is one (`to_inference_device`; a judge just trained is where ``Trainer`` put it)."""
         record = cls.record_of(folder)
         model, tokenizer = load_simulator(str(folder))
+        model = to_inference_device(model.eval(), device)
         trained_on = json.loads((Path(folder) / "trained_on_ids.json").read_text())
         return cls(model, tokenizer, trained_on, record)
 

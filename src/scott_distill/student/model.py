@@ -86,19 +86,20 @@ class RationaleStudent:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
                         token: str | bool | None = None, fmt: StudentFormat | None = None,
-                        **kwargs: Any) -> RationaleStudent:
+                        device: str | None = None, **kwargs: Any) -> RationaleStudent:
         """Load from a local folder, or download a Hub repo (``org/name``) with ``snapshot_download``.
 
         The format comes from the folder's ``scott_config.json``; a folder without one is refused
-        (``FileNotFoundError``) unless ``fmt`` says what the student was trained with. Other keyword arguments
-        go to the constructor (``max_new_tokens``).
+        (``FileNotFoundError``) unless ``fmt`` says what the student was trained with. The model is in eval mode,
+        on ``device`` when given (``"cpu"``, ``"cuda:1"``), else on this process's GPU if there is one
+        (`load_student_for_inference`). Other keyword arguments go to the constructor (``max_new_tokens``).
         """
         path = Path(resolve_checkpoint(name_or_path))  # a GGUF file or bundled short name: its converted folder
         if not path.is_dir():
             path = Path(snapshot_download(str(name_or_path), revision=revision, token=token))
         if fmt is None:
             fmt = StudentFormat.from_pretrained(path, required=True)
-        model, tokenizer = load_student(str(path))
+        model, tokenizer = load_student_for_inference(str(path), device=device)
         return cls(model, tokenizer, fmt, **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike, card: ModelCard | None = None) -> Path:
