@@ -42,6 +42,7 @@ import torch
 from transformers import HfArgumentParser
 
 from scott_distill import generate_rationales
+from scott_distill.formats import RATIONALIZE_CONFIG_NAME
 from scott_distill.las.judge import JudgeConfig, RationaleJudge, fit_or_load_judge
 from scott_distill.report.stats import paired_difference, two_stage_estimate
 from scott_distill.tasks import load_task
@@ -115,11 +116,29 @@ def _finished(folder: Path) -> bool:
 # -- stage 1 -------------------------------------------------------------------------------------------------------
 
 
+def _check_imported_decoding(folder: str, decoding: str, args: RunArgs) -> None:
+    """The rationales filed as ``decoding`` were made by it: the settings ``generate_rationales`` wrote beside the
+    dataset (``run_config.json``, one folder up) name its perturbation and, when contrastive, ``--alpha``."""
+    path = Path(folder).resolve().parent / RATIONALIZE_CONFIG_NAME
+    if not path.is_file():
+        logger.warning("%s has no %s beside it: its decoding cannot be checked; filed as %s as asked", folder,
+                       RATIONALIZE_CONFIG_NAME, decoding)
+        return
+    made = json.loads(path.read_text())
+    expected = {"perturbation": DECODINGS[decoding], **({"alpha": args.alpha} if DECODINGS[decoding] != "none"
+                                                         else {})}
+    wrong = [f"{k} {made.get(k)!r} (not {v!r})" for k, v in expected.items() if made.get(k) != v]
+    if wrong:
+        raise SystemExit(f"{folder} was made with {', '.join(wrong)} ({path}): not the {decoding} decoding it "
+                         "would be filed as")
+
+
 def import_rationales(args: RunArgs, dev: datasets.Dataset) -> None:
     """File each ``--import_rationales`` dataset into this run's chunk folders (the first dev questions, in order)."""
     run_dir = Path(args.run_dir)
     for item in args.import_rationales:
         decoding, _, folder = item.partition("=")
+        _check_imported_decoding(folder, decoding, args)
         rows = datasets.load_from_disk(folder)
         n = min(args.questions, len(dev))
         if len(rows) < n:  # the teacher would write the rest: one "imported" decoding from two sources

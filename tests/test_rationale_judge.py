@@ -319,6 +319,17 @@ def test_entry_point_judges_rationales_imported_from_another_run(tmp_path, token
                      "--import_rationales", f"greedy={short}"])
     with pytest.raises(SystemExit, match="already holds other greedy rationales"):  # the run above holds greedy's
         script.main(["--stages", "rationales", *common, "--import_rationales", f"greedy={made['contrastive-wrong']}"])
+    # a recipe's rationales carry the settings that made them (run_config.json beside dataset/): filed as another
+    # decoding, or made with another alpha, they are refused
+    for made_with, filed_as in (({"perturbation": "empty", "alpha": 0.5}, "contrastive-wrong"),
+                                ({"perturbation": "wrong", "alpha": 0.25}, "contrastive-wrong"),
+                                ({"perturbation": "wrong", "alpha": 0.5}, "greedy")):
+        recipe_eval = tmp_path / f"recipe-{made_with['perturbation']}-{made_with['alpha']}-{filed_as}"
+        dev.save_to_disk(str(recipe_eval / "dataset"))
+        (recipe_eval / "run_config.json").write_text(json.dumps({**made_with, "max_new_tokens": 40}))
+        with pytest.raises(SystemExit, match=f"was made with .*not the {filed_as} decoding"):
+            script.main(["--stages", "rationales", *common, "--run_dir", str(tmp_path / "run4"),
+                         "--import_rationales", f"{filed_as}={recipe_eval / 'dataset'}"])
     for bad in (["--decodings", "contrastive-wrong"], ["--import_rationales", f"contrastive-empty={shuffled}"]):
         with pytest.raises(ValueError, match="--decodings|--import_rationales"):
             script.main(["--stages", "rationales", *common, *bad])
