@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import math
 import re
+import shutil
 
 import pytest
 import yaml
@@ -57,7 +58,7 @@ def write_recipe(tmp_path, tokenizer):
 
 
 @pytest.mark.slow
-def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch, caplog):
+def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
     recipe = write_recipe(tmp_path, tokenizer)
     assert run_main([str(recipe)]) == 0
     run = tmp_path / "run"
@@ -83,23 +84,47 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch, capl
     # a re-run into the same folder with other settings is refused instead of answered with the old results
     # (stage_records.py): the full run after a smoke run, another alpha, other evaluation settings
     for flags, stage, first in (
-            (["--max_train_rows", "6"], "rationalize", "rows.train"),
+            (["--max_train_rows", "6"], "rationalize", recipes.TRAIN_ROWS),
             (["--teacher", str(tmp_path / "student")], "rationalize", "teacher"),
             (["--rationalize.alpha", "0.25"], "rationalize", "rationalize.alpha"),
             (["--train.counterfactual_alpha", "0.25"], "train", "train.counterfactual_alpha"),
             (["--train.num_train_epochs", "2"], "train", "train.num_train_epochs"),
-            (["--stage", "evaluate", "--train.learning_rate", "0.5"], "evaluate", "student.train.learning_rate"),
+            (["--stage", "evaluate", "--train.learning_rate", "0.5"], "evaluate", "train.learning_rate"),
             (["--evaluate.perturb_fraction", "0.25"], "evaluate", "evaluate.perturb_fraction"),
             (["--las.bootstrap", "50"], "evaluate", "las.bootstrap")):
-        with pytest.raises(ValueError, match=rf"holds the {stage} stage's result, made with other settings \({re.escape(first)}:"):
+        with pytest.raises(ValueError, match=rf"holds the {stage} stage's result, made with other settings "
+                                             rf"\({re.escape(first)}:") as refused:
             run_main([str(recipe), *flags])
-    assert run_main([str(recipe), "--evaluate.batch_size", "3"]) == 0  # the batch size does not change results
-    # a run from before the records: used, with a warning that says it could not be checked
-    for record in run.glob("**/recipe_stage.json"):
+        if stage == "train":  # the checkpoints too: after deleting the student alone a resume would continue them
+            assert (f"delete {run / 'student'}, {run / 'checkpoints'}, {run / 'eval'}, {run / 'results.json'} to "
+                    "make it again") in str(refused.value)
+    # the same settings, spelled otherwise, are the same run: the batch size does not change results, a model
+    # folder is one folder however it is written
+    assert run_main([str(recipe), "--evaluate.batch_size", "3", "--teacher", f"{tmp_path / 'teacher'}/"]) == 0
+
+    # a run from before the records (or with one removed) is refused: which settings made it cannot be told
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    for record in old.glob("**/recipe_stage.json"):
         record.unlink()
-    with caplog.at_level(logging.WARNING, logger="scott_distill.stage_records"):
-        assert run_main([str(recipe), "--max_train_rows", "6"]) == 0
-    assert caplog.text.count("made before stage records") == 3
+    with pytest.raises(ValueError, match=r"rationales holds a rationalize result without recipe_stage.json"):
+        run_main([str(recipe), "--output_dir", str(old)])
+
+    # other eval rows: the rationales of the eval split and the metrics are made again, not the student
+    monkeypatch.undo()
+    monkeypatch.setattr(recipes.CounterfactualTrainer, "train", boom)
+    more = tmp_path / "more"
+    shutil.copytree(run, more)
+    with pytest.raises(ValueError, match=re.escape(f"({recipes.EVAL_ROWS}:")):
+        run_main([str(recipe), "--output_dir", str(more), "--max_eval_rows", "3"])
+    shutil.rmtree(more / "rationales" / "eval")
+    with pytest.raises(ValueError, match=rf"holds the evaluate stage's result, made with other settings "
+                                         rf"\({re.escape(recipes.EVAL_ROWS)}:"):
+        run_main([str(recipe), "--output_dir", str(more), "--max_eval_rows", "3"])
+    shutil.rmtree(more / "eval")
+    (more / "results.json").unlink()
+    assert run_main([str(recipe), "--output_dir", str(more), "--max_eval_rows", "3"]) == 0
+    assert len(json.loads((more / "results.json").read_text())["per_question"]["student"]["accuracy"]) == 3
 
     with FakeHub() as hub:
         out = run_client(hub, "recipe", tmp_path)

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import logging
 
 import pytest
 
-from scott_distill.stage_records import STAGE_RECORD_NAME, check_stage_record, settings_of, write_stage_record
+from scott_distill.stage_records import (
+    STAGE_RECORD_NAME,
+    check_stage_record,
+    model_name,
+    settings_of,
+    write_stage_record,
+)
 
 
 class Schedule(str, enum.Enum):
@@ -26,45 +31,54 @@ class Settings:
     batch_size: int = 8
 
 
-def test_settings_of_reads_as_json_reads_back():
+def test_settings_of_reads_as_json_reads_back_keyed_by_the_flag():
     assert settings_of(Settings()) == {"rate": 0.5, "schedule": "linear", "tags": ["a", "b"], "batch_size": 8}
-    assert settings_of(Settings(), ("rate", "tags")) == {"rate": 0.5, "tags": ["a", "b"]}
+    assert settings_of(Settings(), ("rate", "tags"), prefix="train.") == {"train.rate": 0.5, "train.tags": ["a", "b"]}
     assert settings_of(Settings(), leave_out=("batch_size",)) == {"rate": 0.5, "schedule": "linear",
                                                                   "tags": ["a", "b"]}
     with pytest.raises(ValueError, match=r"Settings has no fields \['learning_rate'\]"):
         settings_of(Settings(), ("rate", "learning_rate"))
 
 
+def test_model_name_is_one_name_for_one_local_folder(tmp_path, monkeypatch):
+    (tmp_path / "student").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert model_name("student") == model_name("./student/") == model_name(str(tmp_path / "student")) == str(
+        tmp_path / "student")
+    assert model_name("org/some-model") == "org/some-model"  # not a local path: a Hub id or short name, as given
+
+
 def test_a_record_that_matches_passes_and_one_that_differs_is_refused_naming_each_difference(tmp_path):
-    record = {"teacher": "t", "rows": {"train": "abc", "eval": "def"}, "train": settings_of(Settings())}
+    record = {"teacher": "t", "rows": "abc", **settings_of(Settings(), prefix="train.")}
     write_stage_record(tmp_path, record)
-    check_stage_record(tmp_path, {**record, "train": settings_of(Settings())}, "train")  # equal: no error
-    changed = {"teacher": "t2", "rows": {"train": "abc", "eval": "xyz"}, "train": settings_of(Settings(rate=0.25)),
-               "simulator": "s"}
+    check_stage_record(tmp_path, dict(record), "train", "delete X")  # equal: no error
+    changed = {"teacher": "t2", "rows": "abc", **settings_of(Settings(rate=0.25), prefix="train."), "simulator": "s"}
     with pytest.raises(ValueError) as err:
-        check_stage_record(tmp_path, changed, "train")
+        check_stage_record(tmp_path, changed, "train", "delete X and Y")
     message = str(err.value)
-    assert f"{tmp_path} holds the train stage's result, made with other settings (" in message
-    for part in ("rows.eval: 'def' -> 'xyz'", "simulator: (not recorded) -> 's'", "teacher: 't' -> 't2'",
-                 "train.rate: 0.5 -> 0.25"):
+    assert message.startswith(f"{tmp_path} holds the train stage's result, made with other settings (")
+    for part in ("simulator: (not recorded) -> 's'", "teacher: 't' -> 't2'", "train.rate: 0.5 -> 0.25",
+                 "Run with the settings it was made with, use another output_dir, or delete X and Y to make it again"):
         assert part in message
+    assert "rows" not in message
     with pytest.raises(ValueError, match=r"teacher: 't' -> \(not a setting now\)"):
-        check_stage_record(tmp_path, {k: v for k, v in record.items() if k != "teacher"}, "train")
+        check_stage_record(tmp_path, {k: v for k, v in record.items() if k != "teacher"}, "train", "delete X")
 
 
 def test_many_differences_are_shown_in_part(tmp_path):
     write_stage_record(tmp_path, {f"k{i:02d}": i for i in range(1, 13)})
     with pytest.raises(ValueError, match=r"k08: 8 -> -8; and 4 more\)"):
-        check_stage_record(tmp_path, {f"k{i:02d}": -i for i in range(1, 13)}, "evaluate")
+        check_stage_record(tmp_path, {f"k{i:02d}": -i for i in range(1, 13)}, "evaluate", "delete X")
 
 
-def test_no_record_is_used_with_a_warning_and_an_unreadable_one_is_refused(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="scott_distill.stage_records"):
-        check_stage_record(tmp_path, {"a": 1}, "rationalize")
-    assert "rationalize: the cached result in" in caplog.text and "made before stage records" in caplog.text
+def test_a_result_without_a_record_and_one_with_an_unreadable_record_are_refused(tmp_path):
+    # a record written later, from that later run's flags, would vouch for settings that never made the result
+    with pytest.raises(ValueError, match=rf"holds a rationalize result without {STAGE_RECORD_NAME} .* cannot be "
+                                         r"checked\. Use another output_dir, or delete R to make it again"):
+        check_stage_record(tmp_path, {"a": 1}, "rationalize", "delete R")
     (tmp_path / STAGE_RECORD_NAME).write_text("{not json")
     with pytest.raises(ValueError, match=rf"{STAGE_RECORD_NAME} is unreadable .*cached rationalize result"):
-        check_stage_record(tmp_path, {"a": 1}, "rationalize")
+        check_stage_record(tmp_path, {"a": 1}, "rationalize", "delete R")
 
 
 def test_the_recorded_setting_names_are_fields_of_the_argument_classes():
@@ -77,3 +91,16 @@ def test_the_recorded_setting_names_are_fields_of_the_argument_classes():
     assert set(RUN_SETTINGS) | set(LENGTH_SETTINGS) <= {f.name for f in dataclasses.fields(
         CounterfactualTrainingArguments)}
     assert set(LAS_SETTINGS) <= {f.name for f in dataclasses.fields(LASConfig)}
+
+
+def test_a_training_record_from_before_a_setting_was_recorded_still_resumes():
+    # RUN_SETTINGS grew (lr_scheduler_kwargs, optim_args, ...): a train_run.json written before cannot say what they
+    # were, so they are not compared; the settings it has still are
+    from scott_distill.student.run_record import _differences
+
+    fingerprints = {"student_config": "c", "student_weights": "w", "train_dataset": "d"}
+    old = {"settings": {"learning_rate": 5e-5}, **fingerprints}
+    now = {"settings": {"learning_rate": 5e-5, "lr_scheduler_kwargs": None}, **fingerprints}
+    assert _differences(old, now) == []
+    assert _differences(old, {**now, "settings": {"learning_rate": 1e-4, "lr_scheduler_kwargs": None}}) == [
+        "learning_rate: 5e-05 -> 0.0001"]

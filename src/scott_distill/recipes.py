@@ -54,12 +54,13 @@ from .las.simulator import load_simulator
 from .overrides import check_switches
 from .report.compare import ReportConfig, report_runs
 from .report.runs import RESULTS_FILE, seed_folder, write_results
-from .stage_records import check_stage_record, settings_of, write_stage_record
+from .stage_records import check_stage_record, model_name, settings_of, write_stage_record
 from .student.evaluation import EvaluationConfig, outcome_means, predict, student_outcomes
 from .student.model import RationaleStudent, load_student, load_student_for_inference
 from .student.run_record import LENGTH_SETTINGS, OPTIMIZATION_SETTINGS, RUN_SETTINGS
 from .student.trainer import CounterfactualTrainer, CounterfactualTrainingArguments, resume_checkpoint
 from .tasks import TASKS, load_task
+from .teacher.prompts import load_prompt
 from .teacher.rationalize import RationalizeConfig
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ __all__ = ["RECIPE_CONDITION", "STAGES", "Recipe", "RecipeArguments", "RecipeCon
 STAGES = ("rationalize", "train", "evaluate", "push")
 RECIPE_CONDITION = "student"  # the one condition of a recipe's results.json; runs differ by their labels
 #: the `las:` fields that decide the simulator and the LAS numbers (the rest: where to write, what to log)
+# the rows of each split, as the flags that choose them (a record's key, shown when a re-run's rows differ)
+TRAIN_ROWS = "rows of the train split (--data, --train_split, --max_train_rows)"
+EVAL_ROWS = "rows of the eval split (--eval_data or --data, --eval_split, --max_eval_rows)"
 LAS_SETTINGS = ("explanation_dropout", "explanation_column", "label_column", "bootstrap", "empty_bin",
                 "max_train_rows", *OPTIMIZATION_SETTINGS, *LENGTH_SETTINGS)
 
@@ -265,29 +269,52 @@ class Recipe:
 
     # -- what decides each stage's result (stage_records.py: a cached result is used only if they match) ------
     def rationale_record(self) -> dict[str, Any]:
-        """What decides the rationales: the teacher as the recipe names it and its dtype, the rationalization
-        settings, and the rows of both splits (the data files, splits and row limits)."""
+        """What decides the rationales, keyed by the flag that sets each: the teacher and its dtype, the
+        rationalization settings and prompt text, and the rows of both splits."""
         if self._rationale_record is None:
-            run = self.config.run
+            run, rationalize = self.config.run, self.config.rationalize
             self._rationale_record = {
-                "teacher": run.teacher, "teacher_dtype": run.teacher_dtype,
-                "rationalize": self.config.rationalize.settings(),
-                "rows": {s: dataset_fingerprint(self._split(s)) for s in ("train", "eval")}}
+                "teacher": model_name(run.teacher), "teacher_dtype": run.teacher_dtype,
+                **{f"rationalize.{k}": v for k, v in rationalize.settings().items()},
+                "rationalize.prompt (its text)": load_prompt(rationalize.prompt or rationalize.task).fingerprint,
+                TRAIN_ROWS: dataset_fingerprint(self._split("train")),
+                EVAL_ROWS: dataset_fingerprint(self._split("eval"))}
         return self._rationale_record
 
     def student_record(self, seed: int | None = None) -> dict[str, Any]:
-        """What decides seed ``seed``'s student: the rationales, the starting student, the training settings."""
+        """What decides seed ``seed``'s student: the train split's rationales (not the eval split's, which training
+        never reads), the starting student, the training settings."""
         student = self.student(seed)
-        return {"rationales": self.rationale_record(), "student": self.config.run.student,
-                "train": settings_of(student.train, (*RUN_SETTINGS, *LENGTH_SETTINGS))}
+        return {**{k: v for k, v in self.rationale_record().items() if k != EVAL_ROWS},
+                "student": model_name(self.config.run.student),
+                **settings_of(student.train, (*RUN_SETTINGS, *LENGTH_SETTINGS), prefix="train.")}
 
     def evaluation_record(self, seed: int | None = None) -> dict[str, Any]:
-        """What decides seed ``seed``'s metrics: its student, the evaluation settings (the generation batch size
-        aside), the simulator and the LAS settings."""
+        """What decides seed ``seed``'s metrics: its student, the eval split's rationales, the evaluation settings
+        (the generation batch size aside), the simulator and the LAS settings."""
         student = self.student(seed)
-        return {"student": self.student_record(seed), "simulator": self.config.run.simulator,
-                "evaluate": settings_of(self.config.evaluate, leave_out=("batch_size",)),
-                "las": settings_of(student.las, LAS_SETTINGS)}
+        return {**self.student_record(seed), EVAL_ROWS: self.rationale_record()[EVAL_ROWS],
+                "simulator": model_name(self.config.run.simulator),
+                **settings_of(self.config.evaluate, leave_out=("batch_size",), prefix="evaluate."),
+                **settings_of(student.las, LAS_SETTINGS, prefix="las.")}
+
+    def _remake(self, stage: str, seed: int | None = None) -> str:
+        """What to delete to make a stage's result again: the result and everything made from it (a student's
+        checkpoints too: a resume would continue them)."""
+        def evaluated(s: StudentSeed) -> list[Path]:
+            return [s.metrics_path.parent, s.results_path]
+
+        def trained(s: StudentSeed) -> list[Path]:
+            return [s.student_dir, Path(str(s.train.output_dir)), *evaluated(s)]
+
+        if stage == "rationalize":
+            paths = [self.out / "rationales", *(p for s in self.students.values() for p in trained(s))]
+        else:
+            paths = (trained if stage == "train" else evaluated)(self.student(seed))
+        return "delete " + ", ".join(str(p) for p in paths)
+
+    def _cached(self, folder: Path, record: dict[str, Any], stage: str, seed: int | None = None) -> None:
+        check_stage_record(folder, record, stage, self._remake(stage, seed))
 
     # -- stages -----------------------------------------------------------------------------------
     def _split(self, which: str) -> datasets.Dataset:
@@ -309,7 +336,7 @@ class Recipe:
         done = {s: self.rationale_dir(s) / RATIONALE_DATASET_DIR / "dataset_info.json" for s in ("train", "eval")}
         folder, record = self.out / "rationales", self.rationale_record()
         if all(p.exists() for p in done.values()):
-            check_stage_record(folder, record, "rationalize")
+            self._cached(folder, record, "rationalize")
             logger.info("rationalize: cached in %s", folder)
             return {s: datasets.load_from_disk(str(p.parent)) for s, p in done.items()}
         # recorded before the result is complete: a crash then leaves no complete result without its record
@@ -324,7 +351,7 @@ class Recipe:
         resume)."""
         student = self.student(seed)
         if (student.student_dir / STUDENT_CONFIG_NAME).exists():
-            check_stage_record(student.student_dir, self.student_record(seed), "train")
+            self._cached(student.student_dir, self.student_record(seed), "train", seed)
             logger.info("train: cached student in %s", student.student_dir)
             return student.student_dir
         train = self.rationalize()["train"]
@@ -342,7 +369,7 @@ class Recipe:
         ``results.json`` (results schema 1: the per-question outcomes `scott-distill report` resamples)."""
         student = self.student(seed)
         if student.metrics_path.exists() and student.results_path.exists():
-            check_stage_record(student.metrics_path.parent, self.evaluation_record(seed), "evaluate")
+            self._cached(student.metrics_path.parent, self.evaluation_record(seed), "evaluate", seed)
             logger.info("evaluate: cached metrics in %s", student.metrics_path)
             return json.loads(student.metrics_path.read_text())
         if student.metrics_path.exists():

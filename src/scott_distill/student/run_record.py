@@ -38,6 +38,8 @@ TRAIN_RUN_NAME = "train_run.json"
 OPTIMIZATION_SETTINGS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "adam_beta1", "adam_beta2",
     "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "seed", "data_seed", "bf16", "fp16",
+    "lr_scheduler_kwargs", "optim_args", "neftune_noise_alpha", "dataloader_drop_last", "train_sampling_strategy",
+    "auto_find_batch_size",
 )
 #: the length of training and the batch split: a resume may change them (see above), a finished run is made by them
 LENGTH_SETTINGS = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
@@ -60,8 +62,9 @@ def train_run(trainer: CounterfactualTrainer) -> dict[str, Any]:
 
 
 def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    out = [f"{k}: {recorded['settings'].get(k)!r} -> {v!r}" for k, v in current["settings"].items()
-           if recorded.get("settings", {}).get(k) != v]
+    # a setting the record lacks was added to RUN_SETTINGS after that run started: it cannot tell, so not compared
+    settings = recorded.get("settings", {})
+    out = [f"{k}: {settings[k]!r} -> {v!r}" for k, v in current["settings"].items() if k in settings and settings[k] != v]
     return out + [f"{k} ({recorded.get(k)} -> {current[k]})" for k in ("student_config", "student_weights",
                                                                         "train_dataset")
                   if recorded.get(k) != current[k]]
