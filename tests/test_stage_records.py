@@ -100,7 +100,7 @@ def test_a_training_record_from_before_a_setting_was_recorded_still_resumes():
 
     fingerprints = {"student_config": "c", "student_weights": "w", "train_dataset": "d"}
     old = {"settings": {"learning_rate": 5e-5}, **fingerprints}
-    now = {"settings": {"learning_rate": 5e-5, "lr_scheduler_kwargs": None}, **fingerprints}
+    now = {"settings": {"learning_rate": 5e-5, "dataloader_drop_last": False}, **fingerprints}
     assert _differences(old, now) == []
-    assert _differences(old, {**now, "settings": {"learning_rate": 1e-4, "lr_scheduler_kwargs": None}}) == [
+    assert _differences(old, {**now, "settings": {"learning_rate": 1e-4, "dataloader_drop_last": False}}) == [
         "learning_rate: 5e-05 -> 0.0001"]
