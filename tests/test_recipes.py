@@ -83,21 +83,26 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
 
     # a re-run into the same folder with other settings is refused instead of answered with the old results
     # (stage_records.py): the full run after a smoke run, another alpha, other evaluation settings
+    on_train = recipes.RATIONALIZE_SPLIT.format("train")
     for flags, stage, first in (
-            (["--max_train_rows", "6"], "rationalize", recipes.TRAIN_ROWS),
-            (["--teacher", str(tmp_path / "student")], "rationalize", "teacher"),
-            (["--rationalize.alpha", "0.25"], "rationalize", "rationalize.alpha"),
+            (["--max_train_rows", "6"], on_train, recipes.TRAIN_ROWS),
+            (["--teacher", str(tmp_path / "student")], on_train, "teacher"),
+            (["--rationalize.alpha", "0.25"], on_train, "rationalize.alpha"),
             (["--train.counterfactual_alpha", "0.25"], "train", "train.counterfactual_alpha"),
             (["--train.num_train_epochs", "2"], "train", "train.num_train_epochs"),
             (["--stage", "evaluate", "--train.learning_rate", "0.5"], "evaluate", "train.learning_rate"),
             (["--evaluate.perturb_fraction", "0.25"], "evaluate", "evaluate.perturb_fraction"),
             (["--las.bootstrap", "50"], "evaluate", "las.bootstrap")):
-        with pytest.raises(ValueError, match=rf"holds the {stage} stage's result, made with other settings "
-                                             rf"\({re.escape(first)}:") as refused:
+        with pytest.raises(ValueError, match=rf"holds the {re.escape(stage)} stage's result, made with other "
+                                             rf"settings \({re.escape(first)}:") as refused:
             run_main([str(recipe), *flags])
-        if stage == "train":  # the checkpoints too: after deleting the student alone a resume would continue them
-            assert (f"delete {run / 'student'}, {run / 'checkpoints'}, {run / 'eval'}, {run / 'results.json'} to "
-                    "make it again") in str(refused.value)
+        # what to delete: the earliest result the setting decides and what was made from it, a student's
+        # checkpoints too (after deleting the student alone a resume would continue them)
+        trained = f"{run / 'student'}, {run / 'checkpoints'}, {run / 'eval'}, {run / 'results.json'} to make it"
+        remake = {"teacher": f"delete {run / 'rationales'}, {trained}", "train.learning_rate": f"delete {trained}",
+                  "train.counterfactual_alpha": f"delete {trained}", "las.bootstrap":
+                  f"delete {run / 'eval'}, {run / 'results.json'} to make it"}.get(first)
+        assert remake is None or remake in str(refused.value)
     # the same settings, spelled otherwise, are the same run: the batch size does not change results, a model
     # folder is one folder however it is written
     assert run_main([str(recipe), "--evaluate.batch_size", "3", "--teacher", f"{tmp_path / 'teacher'}/"]) == 0
@@ -107,7 +112,8 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
     shutil.copytree(run, old)
     for record in old.glob("**/recipe_stage.json"):
         record.unlink()
-    with pytest.raises(ValueError, match=r"rationales holds a rationalize result without recipe_stage.json"):
+    with pytest.raises(ValueError, match=r"rationales/train holds a rationalize \(train split\) result without "
+                                         r"recipe_stage.json"):
         run_main([str(recipe), "--output_dir", str(old)])
 
     # other eval rows: the rationales of the eval split and the metrics are made again, not the student
@@ -115,13 +121,12 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setattr(recipes.CounterfactualTrainer, "train", boom)
     more = tmp_path / "more"
     shutil.copytree(run, more)
-    with pytest.raises(ValueError, match=re.escape(f"({recipes.EVAL_ROWS}:")):
+    with pytest.raises(ValueError, match=re.escape(f"({recipes.EVAL_ROWS}:")) as refused:
         run_main([str(recipe), "--output_dir", str(more), "--max_eval_rows", "3"])
-    shutil.rmtree(more / "rationales" / "eval")
-    with pytest.raises(ValueError, match=rf"holds the evaluate stage's result, made with other settings "
-                                         rf"\({re.escape(recipes.EVAL_ROWS)}:"):
-        run_main([str(recipe), "--output_dir", str(more), "--max_eval_rows", "3"])
-    shutil.rmtree(more / "eval")
+    assert f"delete {more / 'rationales' / 'eval'}, {more / 'eval'}, {more / 'results.json'} to make" in str(
+        refused.value)
+    for path in (more / "rationales" / "eval", more / "eval"):  # as the message says
+        shutil.rmtree(path)
     (more / "results.json").unlink()
     assert run_main([str(recipe), "--output_dir", str(more), "--max_eval_rows", "3"]) == 0
     assert len(json.loads((more / "results.json").read_text())["per_question"]["student"]["accuracy"]) == 3

@@ -51,10 +51,12 @@ def test_model_name_is_one_name_for_one_local_folder(tmp_path, monkeypatch):
 def test_a_record_that_matches_passes_and_one_that_differs_is_refused_naming_each_difference(tmp_path):
     record = {"teacher": "t", "rows": "abc", **settings_of(Settings(), prefix="train.")}
     write_stage_record(tmp_path, record)
-    check_stage_record(tmp_path, dict(record), "train", "delete X")  # equal: no error
+    check_stage_record(tmp_path, dict(record), "train", lambda keys: "delete X")  # equal: no error
     changed = {"teacher": "t2", "rows": "abc", **settings_of(Settings(rate=0.25), prefix="train."), "simulator": "s"}
+    asked = []
     with pytest.raises(ValueError) as err:
-        check_stage_record(tmp_path, changed, "train", "delete X and Y")
+        check_stage_record(tmp_path, changed, "train", lambda keys: asked.append(keys) or "delete X and Y")
+    assert asked == [{"teacher", "train.rate", "simulator"}]  # what to delete depends on what differs
     message = str(err.value)
     assert message.startswith(f"{tmp_path} holds the train stage's result, made with other settings (")
     for part in ("simulator: (not recorded) -> 's'", "teacher: 't' -> 't2'", "train.rate: 0.5 -> 0.25",
@@ -62,23 +64,23 @@ def test_a_record_that_matches_passes_and_one_that_differs_is_refused_naming_eac
         assert part in message
     assert "rows" not in message
     with pytest.raises(ValueError, match=r"teacher: 't' -> \(not a setting now\)"):
-        check_stage_record(tmp_path, {k: v for k, v in record.items() if k != "teacher"}, "train", "delete X")
+        check_stage_record(tmp_path, {k: v for k, v in record.items() if k != "teacher"}, "train", lambda keys: "X")
 
 
 def test_many_differences_are_shown_in_part(tmp_path):
     write_stage_record(tmp_path, {f"k{i:02d}": i for i in range(1, 13)})
     with pytest.raises(ValueError, match=r"k08: 8 -> -8; and 4 more\)"):
-        check_stage_record(tmp_path, {f"k{i:02d}": -i for i in range(1, 13)}, "evaluate", "delete X")
+        check_stage_record(tmp_path, {f"k{i:02d}": -i for i in range(1, 13)}, "evaluate", lambda keys: "delete X")
 
 
 def test_a_result_without_a_record_and_one_with_an_unreadable_record_are_refused(tmp_path):
     # a record written later, from that later run's flags, would vouch for settings that never made the result
     with pytest.raises(ValueError, match=rf"holds a rationalize result without {STAGE_RECORD_NAME} .* cannot be "
                                          r"checked\. Use another output_dir, or delete R to make it again"):
-        check_stage_record(tmp_path, {"a": 1}, "rationalize", "delete R")
+        check_stage_record(tmp_path, {"a": 1}, "rationalize", lambda keys: "delete R" if keys is None else "?")
     (tmp_path / STAGE_RECORD_NAME).write_text("{not json")
     with pytest.raises(ValueError, match=rf"{STAGE_RECORD_NAME} is unreadable .*cached rationalize result"):
-        check_stage_record(tmp_path, {"a": 1}, "rationalize", "delete R")
+        check_stage_record(tmp_path, {"a": 1}, "rationalize", lambda keys: "delete R")
 
 
 def test_the_recorded_setting_names_are_fields_of_the_argument_classes():

@@ -70,11 +70,13 @@ __all__ = ["RECIPE_CONDITION", "STAGES", "Recipe", "RecipeArguments", "RecipeCon
 STAGES = ("rationalize", "train", "evaluate", "push")
 RECIPE_CONDITION = "student"  # the one condition of a recipe's results.json; runs differ by their labels
 #: the `las:` fields that decide the simulator and the LAS numbers (the rest: where to write, what to log)
-# the rows of each split, as the flags that choose them (a record's key, shown when a re-run's rows differ)
-TRAIN_ROWS = "rows of the train split (--data, --train_split, --max_train_rows)"
-EVAL_ROWS = "rows of the eval split (--eval_data or --data, --eval_split, --max_eval_rows)"
 LAS_SETTINGS = ("explanation_dropout", "explanation_column", "label_column", "bootstrap", "empty_bin",
                 "max_train_rows", *OPTIMIZATION_SETTINGS, *LENGTH_SETTINGS)
+# the rows of each split as the flags that choose them: a stage record's key, shown when a re-run's rows differ
+TRAIN_ROWS = "rows of the train split (--data, --train_split, --max_train_rows)"
+EVAL_ROWS = "rows of the eval split (--eval_data or --data, --eval_split, --max_eval_rows)"
+ROWS = {"train": TRAIN_ROWS, "eval": EVAL_ROWS}
+RATIONALIZE_SPLIT = "rationalize ({} split)"  # the rationalize stage of one split, as a refusal names it
 
 
 @dataclass
@@ -224,7 +226,8 @@ class Recipe:
         self.config = config
         self.out = Path(config.run.output_dir)
         self._rationales: dict[str, datasets.Dataset] | None = None  # train/evaluate/push all read them
-        self._rationale_record: dict[str, Any] | None = None
+        self._teacher_record: dict[str, Any] | None = None  # the records' parts that read the data or a prompt
+        self._rows: dict[str, str | None] = {}
         self.students = {s.seed: s for s in self._student_seeds()}
 
     def _student_seeds(self) -> list[StudentSeed]:
@@ -268,53 +271,63 @@ class Recipe:
         return self.student().metrics_path
 
     # -- what decides each stage's result (stage_records.py: a cached result is used only if they match) ------
-    def rationale_record(self) -> dict[str, Any]:
-        """What decides the rationales, keyed by the flag that sets each: the teacher and its dtype, the
-        rationalization settings and prompt text, and the rows of both splits."""
-        if self._rationale_record is None:
+    def rationale_record(self, split: str) -> dict[str, Any]:
+        """What decides the rationales of ``split`` ("train" or "eval"), keyed by the flag that sets each: the
+        teacher and its dtype, the rationalization settings and prompt text, and the split's rows."""
+        if self._teacher_record is None:
             run, rationalize = self.config.run, self.config.rationalize
-            self._rationale_record = {
+            self._teacher_record = {
                 "teacher": model_name(run.teacher), "teacher_dtype": run.teacher_dtype,
                 **{f"rationalize.{k}": v for k, v in rationalize.settings().items()},
-                "rationalize.prompt (its text)": load_prompt(rationalize.prompt or rationalize.task).fingerprint,
-                TRAIN_ROWS: dataset_fingerprint(self._split("train")),
-                EVAL_ROWS: dataset_fingerprint(self._split("eval"))}
-        return self._rationale_record
+                "rationalize.prompt (its text)": load_prompt(rationalize.prompt or rationalize.task).fingerprint}
+        if split not in self._rows:
+            self._rows[split] = dataset_fingerprint(self._split(split))
+        return {**self._teacher_record, ROWS[split]: self._rows[split]}
 
     def student_record(self, seed: int | None = None) -> dict[str, Any]:
         """What decides seed ``seed``'s student: the train split's rationales (not the eval split's, which training
         never reads), the starting student, the training settings."""
         student = self.student(seed)
-        return {**{k: v for k, v in self.rationale_record().items() if k != EVAL_ROWS},
-                "student": model_name(self.config.run.student),
+        return {**self.rationale_record("train"), "student": model_name(self.config.run.student),
                 **settings_of(student.train, (*RUN_SETTINGS, *LENGTH_SETTINGS), prefix="train.")}
 
     def evaluation_record(self, seed: int | None = None) -> dict[str, Any]:
         """What decides seed ``seed``'s metrics: its student, the eval split's rationales, the evaluation settings
         (the generation batch size aside), the simulator and the LAS settings."""
         student = self.student(seed)
-        return {**self.student_record(seed), EVAL_ROWS: self.rationale_record()[EVAL_ROWS],
+        return {**self.student_record(seed), **self.rationale_record("eval"),
                 "simulator": model_name(self.config.run.simulator),
                 **settings_of(self.config.evaluate, leave_out=("batch_size",), prefix="evaluate."),
                 **settings_of(student.las, LAS_SETTINGS, prefix="las.")}
 
-    def _remake(self, stage: str, seed: int | None = None) -> str:
-        """What to delete to make a stage's result again: the result and everything made from it (a student's
-        checkpoints too: a resume would continue them)."""
+    def _remake(self, stage: str, seed: int | None, differ: set[str] | None) -> str:
+        """What to delete to make a refused result again: the result of the earliest stage a differing setting
+        decides (``differ``; ``None``: the result has no record, so that stage's) and everything made from it, a
+        student's checkpoints included (a resume would continue them)."""
         def evaluated(s: StudentSeed) -> list[Path]:
             return [s.metrics_path.parent, s.results_path]
 
         def trained(s: StudentSeed) -> list[Path]:
             return [s.student_dir, Path(str(s.train.output_dir)), *evaluated(s)]
 
-        if stage == "rationalize":
-            paths = [self.out / "rationales", *(p for s in self.students.values() for p in trained(s))]
+        seeds, rationales = list(self.students.values()), self.out / "rationales"
+        if differ is None:
+            differ = {RATIONALIZE_SPLIT.format("train"): {TRAIN_ROWS}, RATIONALIZE_SPLIT.format("eval"): {EVAL_ROWS},
+                      "train": {"student"}}.get(stage, set())
+        if differ & set(self._teacher_record or {}):  # both splits' rationales, so every student
+            paths = [rationales, *(p for s in seeds for p in trained(s))]
+        elif TRAIN_ROWS in differ:
+            paths = [rationales / "train", *(p for s in seeds for p in trained(s))]
+        elif differ & set(self.student_record(seed)):
+            paths = trained(self.student(seed))
+        elif EVAL_ROWS in differ:
+            paths = [rationales / "eval", *(p for s in seeds for p in evaluated(s))]
         else:
-            paths = (trained if stage == "train" else evaluated)(self.student(seed))
+            paths = evaluated(self.student(seed))
         return "delete " + ", ".join(str(p) for p in paths)
 
     def _cached(self, folder: Path, record: dict[str, Any], stage: str, seed: int | None = None) -> None:
-        check_stage_record(folder, record, stage, self._remake(stage, seed))
+        check_stage_record(folder, record, stage, lambda differ: self._remake(stage, seed, differ))
 
     # -- stages -----------------------------------------------------------------------------------
     def _split(self, which: str) -> datasets.Dataset:
@@ -333,18 +346,20 @@ class Recipe:
     def _load_or_generate_rationales(self) -> dict[str, datasets.Dataset]:
         from .teacher.rationalize import generate_rationales
 
-        done = {s: self.rationale_dir(s) / RATIONALE_DATASET_DIR / "dataset_info.json" for s in ("train", "eval")}
-        folder, record = self.out / "rationales", self.rationale_record()
-        if all(p.exists() for p in done.values()):
-            self._cached(folder, record, "rationalize")
-            logger.info("rationalize: cached in %s", folder)
-            return {s: datasets.load_from_disk(str(p.parent)) for s, p in done.items()}
-        # recorded before the result is complete: a crash then leaves no complete result without its record
-        write_stage_record(folder, record)
+        splits = ("train", "eval")
+        done = {s: (self.rationale_dir(s) / RATIONALE_DATASET_DIR / "dataset_info.json").exists() for s in splits}
+        for split in splits:  # each split has its record: other eval rows do not unmake the train split's
+            if done[split]:
+                self._cached(self.rationale_dir(split), self.rationale_record(split), RATIONALIZE_SPLIT.format(split))
+            else:  # recorded before the result is complete: a crash then leaves no result without its record
+                write_stage_record(self.rationale_dir(split), self.rationale_record(split))
+        if all(done.values()):
+            logger.info("rationalize: cached in %s", self.out / "rationales")
+            return {s: datasets.load_from_disk(str(self.rationale_dir(s) / RATIONALE_DATASET_DIR)) for s in splits}
         model, tok = load_teacher(self.config.run.teacher, self.config.run.teacher_dtype)
         return {s: generate_rationales(self._split(s), model, tok, self.config.rationalize,
                                        output_dir=self.rationale_dir(s))
-                for s in ("train", "eval")}
+                for s in splits}
 
     def train(self, seed: int | None = None) -> Path:
         """The student of seed ``seed`` trained with counterfactual training (its ``student/``; checkpoints
