@@ -314,7 +314,7 @@ class Recipe:
         if differ is None:
             differ = {RATIONALIZE_SPLIT.format("train"): {TRAIN_ROWS}, RATIONALIZE_SPLIT.format("eval"): {EVAL_ROWS},
                       "train": {"student"}}.get(stage, set())
-        if differ & set(self._teacher_record or {}):  # both splits' rationales, so every student
+        if differ & (set(self.rationale_record("train")) - {TRAIN_ROWS}):  # both splits' rationales: every student
             paths = [rationales, *(p for s in seeds for p in trained(s))]
         elif TRAIN_ROWS in differ:
             paths = [rationales / "train", *(p for s in seeds for p in trained(s))]
