@@ -148,3 +148,17 @@ def test_run_all_caches_stages_and_pushes(tmp_path, tokenizer, monkeypatch):
 def test_bad_stage_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--stage"):
         recipes.Recipe(RecipeConfig.from_dict({"task": "cose", "stage": "deploy"}))
+
+
+def test_the_rationalize_stage_reads_each_split_once(tmp_path, tokenizer, monkeypatch):
+    """The split's rows are read once for both its stage record (their fingerprint) and the teacher's generation;
+    before, each split was loaded and sliced twice."""
+    path = write_recipe(tmp_path, tokenizer)
+    config = make_parser().parse_recipe(["--config", str(path)])
+    loaded: list[str] = []
+    real = recipes.load_task
+    monkeypatch.setattr(recipes, "load_task", lambda task, data, **kw: loaded.append(data) or real(task, data, **kw))
+    recipe = recipes.Recipe(config)
+    rationales = recipe.rationalize()
+    assert sorted(loaded) == sorted([config.run.data, config.run.eval_data])
+    assert [len(rationales[s]) for s in ("train", "eval")] == [8, 4]

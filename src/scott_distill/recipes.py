@@ -228,6 +228,7 @@ class Recipe:
         self._rationales: dict[str, datasets.Dataset] | None = None  # train/evaluate/push all read them
         self._teacher_record: dict[str, Any] | None = None  # the records' parts that read the data or a prompt
         self._rows: dict[str, str | None] = {}
+        self._splits: dict[str, datasets.Dataset] = {}  # a split's rows, read once for its record and its teacher
         self.students = {s.seed: s for s in self._student_seeds()}
 
     def _student_seeds(self) -> list[StudentSeed]:
@@ -331,11 +332,13 @@ class Recipe:
 
     # -- stages -----------------------------------------------------------------------------------
     def _split(self, which: str) -> datasets.Dataset:
-        run = self.config.run
-        data, split, limit = ((run.data, run.train_split, run.max_train_rows) if which == "train"
-                              else (run.eval_data or run.data, run.eval_split, run.max_eval_rows))
-        rows = load_task(run.task, data, split=split)
-        return rows.select(range(min(limit, len(rows)))) if limit else rows
+        if which not in self._splits:
+            run = self.config.run
+            data, split, limit = ((run.data, run.train_split, run.max_train_rows) if which == "train"
+                                  else (run.eval_data or run.data, run.eval_split, run.max_eval_rows))
+            rows = load_task(run.task, data, split=split)
+            self._splits[which] = rows.select(range(min(limit, len(rows)))) if limit else rows
+        return self._splits[which]
 
     def rationalize(self) -> dict[str, datasets.Dataset]:
         """Teacher rationales of the train and eval splits (``rationales/{train,eval}``), shared by every seed."""
