@@ -6,17 +6,20 @@ Metaspace tokenizer, the byte-level BPE of conftest, one that appends EOS, and t
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 
 import datasets
 import pytest
 import torch
-from conftest import make_gpt2, make_llama, make_t5
+from conftest import make_gpt2, make_llama, make_t5, shared_data_or_skip
 from student_tokenizers import eos_appending_bpe, llama_style_tokenizer, smollm2_tokenizer
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from scott_distill import CounterfactualDataCollator, StudentFormat
 from scott_distill.student import evaluation as evaluation_module
+from scott_distill.student.encoding import StudentEncoder
 from scott_distill.student.evaluation import (
     evaluate_student,
     predict,
@@ -47,7 +50,10 @@ def flat(row: dict, counterfactual: bool = False) -> dict:
 
 class Recorder:
     """Wraps a model's ``forward`` and ``generate`` to record the unpadded input ids they receive
-    (forward calls made inside ``generate`` are not recorded)."""
+    (forward calls made inside ``generate`` are not recorded). The wrapped ``forward`` takes ``**kwargs``, so
+    forced-rationale scoring cannot continue a cache with it (`SharedPrefix.unsupported`) and scores every
+    sequence whole: ``forward_ids`` holds each scored sequence, the ids under test (the shared-prefix path scores
+    the same ids, test_forced_rationale_scores_equal_a_one_sequence_reference)."""
 
     def __init__(self, model):
         self.forward_ids: list[list[int]] = []
@@ -403,31 +409,149 @@ def _scored(monkeypatch) -> list[float]:
     return seen
 
 
-@pytest.mark.parametrize("kind", ["t5", "gpt2"])
-def test_forced_rationale_scores_equal_a_one_sequence_reference(tokenizer, monkeypatch, kind):
-    """Batched, padded scoring (batches that split a row's choices; rows with 3 and 2 choices) gives every choice
-    the log-likelihood of its answer tokens and EOS computed one sequence at a time, and picks the best choice."""
-    model = make_t5(len(tokenizer)) if kind == "t5" else make_gpt2(len(tokenizer))
+SCORE_ROWS_3 = [*SCORE_ROWS, {"question": "Where do fish live?", "choices": ["water", "desert", "tree"],
+                               "answer": "water", "rationale": "Fish breathe in water."}]
+
+
+def _forward_calls(model) -> list[dict]:
+    """The keyword arguments of every forward call of ``model``, recorded by a pre-hook: unlike a replaced
+    ``forward``, the hook leaves the signature that `SharedPrefix.unsupported` reads as it is."""
+    calls: list[dict] = []
+    model.register_forward_pre_hook(lambda _module, _args, kwargs: calls.append(kwargs), with_kwargs=True)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2", "llama", "llama-whole"])
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_forced_rationale_scores_equal_a_one_sequence_reference(tokenizer, monkeypatch, kind, batch_size):
+    """Batched, padded scoring (rows with 3, 2 and 3 choices; batches of one row, of a row with more choices than
+    the batch size, and of several rows) gives every choice the log-likelihood of its answer tokens and EOS
+    computed one sequence at a time, and picks the best choice.
+
+    A decoder-only student reads each row's shared tokens once: a prefix pass over the rows (left-padded, keys
+    and values kept) and a pass over every choice's remaining tokens on that cache, shorter than the sequences;
+    ``llama-whole``, a model that cannot continue a cache (`SharedPrefix.unsupported`), scores whole sequences.
+    """
+    model = {"t5": make_t5, "gpt2": make_gpt2}.get(kind, make_llama)(len(tokenizer))
+    if kind == "llama-whole":
+        monkeypatch.setattr(evaluation_module.SharedPrefix, "unsupported", staticmethod(lambda model: "a reason"))
     fmt = StudentFormat()
     seen = _scored(monkeypatch)
-    inputs = []
-    forward = model.forward
-    model.forward = lambda **kw: inputs.append(kw) or forward(**kw)
-    picked = score_answers_given_rationales(model, tokenizer, [r["question"] for r in SCORE_ROWS],
-                                            [r["choices"] for r in SCORE_ROWS], [r["rationale"] for r in SCORE_ROWS],
-                                            fmt, batch_size=2)
-    model.forward = forward
-    # the attention mask is the documented 0/1 mask: 1 on every token of a row, 0 on its padding
-    for kw in inputs:
-        for ids, mask in zip(kw["input_ids"].tolist(), kw["attention_mask"].tolist()):
-            n = len(ids) - next((i for i, t in enumerate(reversed(ids)) if t != tokenizer.pad_token_id), 0)
-            assert mask == [1] * n + [0] * (len(ids) - n)
-    reference = _reference_answer_log_likelihoods(model, tokenizer, fmt, SCORE_ROWS)
+    calls = _forward_calls(model)
+    picked = score_answers_given_rationales(model, tokenizer, [r["question"] for r in SCORE_ROWS_3],
+                                            [r["choices"] for r in SCORE_ROWS_3],
+                                            [r["rationale"] for r in SCORE_ROWS_3], fmt, batch_size=batch_size)
+    calls = calls[:]  # the reference's own forward calls come next
+    reference = _reference_answer_log_likelihoods(model, tokenizer, fmt, SCORE_ROWS_3)
     assert seen == pytest.approx(reference, abs=1e-4)
     assert len(set(round(s, 3) for s in reference)) == len(reference)  # no ties: the pick is decided
-    best = [max(range(3), key=reference.__getitem__), 3 + max(range(2), key=lambda i: reference[3 + i])]
-    flat_choices = [c for r in SCORE_ROWS for c in r["choices"]]
-    assert picked == [flat_choices[best[0]], flat_choices[best[1]]]
+    flat_choices = [c for r in SCORE_ROWS_3 for c in r["choices"]]
+    starts = [0, 3, 5, 8]
+    best = [max(range(a, b), key=reference.__getitem__) for a, b in zip(starts, starts[1:])]
+    assert picked == [flat_choices[i] for i in best]
+    chunks = {1: [[3], [2], [3]], 2: [[3], [2], [3]], 5: [[3, 2], [3]]}[batch_size]  # choices per row, per batch
+    if kind in ("gpt2", "llama"):  # batches of whole rows
+        assert len(calls) == 2 * len(chunks)
+        for (prefix, rest), rows in zip(zip(calls[::2], calls[1::2]), chunks):
+            assert "cache" not in prefix and prefix["use_cache"] and prefix["input_ids"].shape[0] == len(rows)
+            mask, positions = prefix["attention_mask"].tolist(), prefix["position_ids"].tolist()
+            for m, pos in zip(mask, positions):  # left-padded, positions over real tokens from 0
+                n = sum(m)
+                assert m == [0] * (len(m) - n) + [1] * n and pos[len(m) - n :] == list(range(n))
+            assert rest["cache"] is not None and rest["input_ids"].shape[0] == sum(rows)
+            assert rest["attention_mask"].shape[1] == prefix["input_ids"].shape[1] + rest["input_ids"].shape[1]
+            # the choices' own tokens: the answer, EOS and the token before them, not the question again
+            assert rest["input_ids"].shape[1] < prefix["input_ids"].shape[1]
+    else:
+        # whole sequences, right-padded, batch_size at a time across rows: the documented 0/1 mask, 1 on every
+        # token of a row, 0 on its padding
+        sizes = [min(batch_size, 8 - i) for i in range(0, 8, batch_size)]
+        assert [kw["input_ids"].shape[0] for kw in calls] == sizes and all("cache" not in kw for kw in calls)
+        for kw in calls:
+            for ids, mask in zip(kw["input_ids"].tolist(), kw["attention_mask"].tolist()):
+                n = len(ids) - next((i for i, t in enumerate(reversed(ids)) if t != tokenizer.pad_token_id), 0)
+                assert mask == [1] * n + [0] * (len(ids) - n)
+
+
+def test_forced_scoring_keeps_padded_positions_inside_a_learned_position_table(tokenizer):
+    """A row with a long shared prefix batched with a row whose choice is long: the short continuation's padded
+    columns must not get positions past the sequence's end (GPT-2's learned table has ``n_positions`` rows, here
+    exactly the longest sequence: whole-sequence scoring works, and so must the shared-prefix path). Regression:
+    the padding counted on from each row's prefix and indexed past the table."""
+    fmt = StudentFormat()
+    rows = [{"question": " ".join(["fish"] * 5), "choices": ["a", "b"], "rationale": "fish breathe water, " * 3 + "so."},
+            {"question": "q", "choices": ["a", "the water of the deep blue sea"], "rationale": "r"}]
+    encoder = StudentEncoder(tokenizer, fmt, causal=True)
+    lengths = [len(encoder.source_ids(r["question"], r["choices"])) + len(encoder.target(r["rationale"], c).ids)
+               for r in rows for c in r["choices"]]
+    torch.manual_seed(0)  # a position table exactly as long as the longest sequence
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=max(lengths), n_embd=32, n_layer=2,
+                                       n_head=2, bos_token_id=3, eos_token_id=1, pad_token_id=0)).eval()
+    args = ([r["question"] for r in rows], [r["choices"] for r in rows], [r["rationale"] for r in rows], fmt)
+    expected = [r["choices"][max(range(2), key=s.__getitem__)]
+                for r, s in zip(rows, _per_row_reference(model, tokenizer, fmt, rows))]
+    assert score_answers_given_rationales(model, tokenizer, *args, batch_size=8, show_progress=False) == expected
+    assert score_answers_given_rationales(model, tokenizer, *args, batch_size=1, show_progress=False) == expected
+
+
+def test_forced_scoring_needs_no_pad_token(tokenizer, monkeypatch):
+    """A tokenizer without a pad token: the shared-prefix path pads with a masked stand-in id and scores as the
+    one-sequence reference does (the whole-sequence path at batch size 1 never pads). Regression: ``None`` ids."""
+    model = make_llama(len(tokenizer))
+    unpadded = copy.deepcopy(tokenizer)
+    unpadded.pad_token = None
+    assert unpadded.pad_token_id is None
+    seen = _scored(monkeypatch)
+    rows = [{**SCORE_ROWS_3[2], "choices": ["water", "desert bottle"]}]
+    score_answers_given_rationales(model, unpadded, [rows[0]["question"]], [rows[0]["choices"]],
+                                   [rows[0]["rationale"]], batch_size=4, show_progress=False)
+    seen = seen[:]
+    assert seen == pytest.approx(_reference_answer_log_likelihoods(model, tokenizer, StudentFormat(), rows), abs=1e-4)
+
+
+def _per_row_reference(model, tok, fmt, rows) -> list[list[float]]:
+    flat = _reference_answer_log_likelihoods(model, tok, fmt, rows)
+    out, k = [], 0
+    for r in rows:
+        out.append(flat[k : k + len(r["choices"])])
+        k += len(r["choices"])
+    return out
+
+
+@pytest.mark.real_model
+def test_forced_rationale_scores_of_smollm2_equal_whole_sequence_scores(smollm2, monkeypatch):
+    """On the real SmolLM2 and CoS-E dev questions with their human explanations (rows of 2 and 3 choices): the
+    shared-prefix scores equal each sequence scored whole and alone, to float rounding, and pick the same choice
+    wherever the reference's margin is above that rounding."""
+    import pandas as pd
+
+    model, _ = smollm2
+    tok = smollm2_tokenizer()
+    dev = pd.read_csv(shared_data_or_skip("cose_v1", "dev.csv")).head(12)
+    questions, rationales = dev["question"].tolist(), dev["human_exp"].tolist()
+    choices = [[r.choice_0, r.choice_1, r.choice_2][: 2 + i % 2] for i, r in enumerate(dev.itertuples())]
+    seen = _scored(monkeypatch)
+    picks = score_answers_given_rationales(model, tok, questions, choices, rationales, batch_size=8,
+                                           show_progress=False)
+    seen = seen[:]  # the reference's scores come next
+    encoder = StudentEncoder(tok, StudentFormat(), causal=True)
+    whole = []
+    with torch.no_grad():
+        for q, cs, r in zip(questions, choices, rationales):
+            source = encoder.source_ids(q, cs)
+            for c in cs:
+                target = encoder.target(r, c)
+                labels = [t if keep else -100 for t, keep in zip(target.ids, target.answer_mask)]
+                whole.append(evaluation_module._sequence_scores(model, tok, [source + list(target.ids)],
+                                                                [[-100] * len(source) + labels], True)[0])
+    assert seen == pytest.approx(whole, abs=2e-4)
+    k = 0
+    for cs, pick in zip(choices, picks):
+        block = whole[k : k + len(cs)]
+        k += len(cs)
+        ranked = sorted(block, reverse=True)
+        if ranked[0] - ranked[1] > 1e-3:
+            assert pick == cs[block.index(ranked[0])]
 
 
 def test_student_outcomes_follow_their_definitions_row_by_row(tokenizer, monkeypatch):
@@ -692,23 +816,41 @@ def test_predict_shows_a_progress_bar_unless_told_not_to(tokenizer, capsys):
     assert "predict" not in capsys.readouterr().err
 
 
-def test_forced_scoring_picks_each_rows_best_choice_from_its_own_block(tokenizer, monkeypatch):
-    """Rows with different numbers of choices, scored in batches that cut across rows: each row's pick comes
-    from its own choices' scores (the scores are scripted: the bookkeeping is under test)."""
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+@pytest.mark.parametrize(("batch_size", "row_batches", "flat_batches"), [
+    (1, [2, 3, 2], [1] * 7), (3, [2, 3, 2], [3, 3, 1]), (5, [5, 2], [5, 2]), (7, [7], [7])])
+def test_forced_scoring_picks_each_rows_best_choice_from_its_own_block(tokenizer, monkeypatch, kind, batch_size,
+                                                                      row_batches, flat_batches):
+    """Rows with different numbers of choices: each row's pick comes from its own choices' scores (the scores are
+    scripted: the bookkeeping is under test). The shared-prefix path (GPT-2) batches whole rows, a row with more
+    choices than the batch size alone; the whole-sequence path (T5) cuts rows across batches of exactly
+    ``batch_size`` sequences, so a small batch size still bounds its memory."""
     wanted = [1, 2, 0]
     choices = [["a", "b"], ["c", "d", "e"], ["f", "g"]]
     scripted = [1.0 if j == w else 0.0 for cs, w in zip(choices, wanted) for j in range(len(cs))]
     given: list[int] = []
 
-    def scores(model, tokenizer, ids, labels, causal):
+    def whole(model, tokenizer, ids, labels, causal):
+        assert causal == (kind == "gpt2")
         given.append(len(ids))
         start = sum(given[:-1])
         return scripted[start : start + len(ids)]
 
-    monkeypatch.setattr(evaluation_module, "_sequence_scores", scores)
-    picks = score_answers_given_rationales(make_gpt2(len(tokenizer)), tokenizer, ["q1", "q2", "q3"], choices,
-                                           ["r1", "r2", "r3"], batch_size=2)
-    assert picks == ["b", "e", "f"] and given == [2, 2, 2, 1]
+    def shared(model, tokenizer, rows, lengths):
+        assert len(lengths) == len(rows) and all(n > 0 for n in lengths)
+        given.append(sum(len(r.targets) for r in rows))
+        out, k = [], sum(given[:-1])
+        for r in rows:
+            out.append(scripted[k : k + len(r.targets)])
+            k += len(r.targets)
+        return out
+
+    monkeypatch.setattr(evaluation_module, "_sequence_scores", whole)
+    monkeypatch.setattr(evaluation_module, "_shared_prefix_scores", shared)
+    model = make_gpt2(len(tokenizer)) if kind == "gpt2" else make_t5(len(tokenizer))
+    picks = score_answers_given_rationales(model, tokenizer, ["q1", "q2", "q3"], choices, ["r1", "r2", "r3"],
+                                           batch_size=batch_size)
+    assert picks == ["b", "e", "f"] and given == (row_batches if kind == "gpt2" else flat_batches)
 
 
 def _span(seq: list[int], part: list[int]) -> int:

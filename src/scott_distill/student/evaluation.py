@@ -21,6 +21,8 @@ from ..formats import StudentFormat
 from ..likelihood import sequence_log_likelihood
 from ..overrides import with_overrides
 from ..padding import padding_side
+from ..teacher._branch import SharedPrefix, common_prefix_length, last_logits_only
+from ..teacher.scoring import decoder_position_ids
 from .encoding import StudentEncoder
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ def score_answers_given_rationales(
     perturb_fraction: float = 0.0,
     seed: int = 0,
     vocabulary: Sequence[int] | None = None,
+    show_progress: bool = True,
 ) -> list[str]:
     """The student's answer with the rationale *forced*: the choice with the highest likelihood of its answer
     tokens and EOS after ``[factual] {rationale} So the answer is`` (the tokens ``answer_token_mask`` selects,
@@ -136,16 +139,21 @@ def score_answers_given_rationales(
     ``perturb_fraction > 0`` replaces that share of the rationale's *token ids* (the same positions and
     replacements for every choice of a row; ``vocabulary`` from ``replacement_vocabulary``, built once) and
     scores with those ids.
+
+    ``batch_size`` sequences are scored at once. A decoder-only student reads the tokens a row's choices share
+    (the question and the rationale) once per row, in batches of whole rows (a row with more choices than
+    ``batch_size`` alone), and computes logits only where the choices differ: the scores are those of the whole
+    sequences (to float rounding), at a fraction of the work. An encoder-decoder student, or a decoder-only one
+    that cannot continue a cache (`SharedPrefix.unsupported`), scores every sequence whole.
     """
     encoder = _inference_encoder(model, tokenizer, fmt)
-    causal = encoder.causal
     if vocabulary is None:
         vocabulary = replacement_vocabulary(tokenizer) if perturb_fraction else []
     rng = random.Random(seed)
-    feats_ids: list[Any] = []
-    feats_labels: list[list[int]] = []
+    rows: list[ChoiceSequences] = []
     for q, cs, r in zip(questions, choices, rationales):
-        src_ids = encoder.source_ids(q, cs)
+        targets: list[list[int]] = []
+        labels: list[list[int]] = []
         replaced: list[int] | None = None
         for c in cs:
             tgt = encoder.target(r, c)
@@ -156,26 +164,129 @@ def score_answers_given_rationales(
                     replaced = perturb_token_ids([ids[i] for i in positions], perturb_fraction, rng, vocabulary)
                 for i, new in zip(positions, replaced):
                     ids[i] = new
-            labels = [t if keep else -100 for t, keep in zip(ids, tgt.answer_mask)]
-            if causal:
-                feats_ids.append(src_ids + ids)
-                feats_labels.append([-100] * len(src_ids) + labels)
-            else:
-                feats_ids.append((src_ids, ids))
-                feats_labels.append(labels)
+            targets.append(ids)
+            labels.append([t if keep else -100 for t, keep in zip(ids, tgt.answer_mask)])
+        rows.append(ChoiceSequences(encoder.source_ids(q, cs), targets, labels))
     model.eval()
-    scores: list[float] = []
     # `with`, not `@torch.no_grad()`: mutmut does not mutate decorated functions (docs/testing.md)
     with torch.no_grad():
-        for i in range(0, len(feats_ids), batch_size):
-            scores.extend(_sequence_scores(model, tokenizer, feats_ids[i : i + batch_size],
-                                           feats_labels[i : i + batch_size], causal))
-    out, k = [], 0
-    for cs in choices:
-        block = scores[k : k + len(cs)]
-        out.append(cs[max(range(len(cs)), key=block.__getitem__)])
-        k += len(cs)
+        scores = _choice_scores(model, tokenizer, rows, encoder.causal, batch_size, show_progress)
+    return [cs[max(range(len(cs)), key=block.__getitem__)] for cs, block in zip(choices, scores)]
+
+
+@dataclass
+class ChoiceSequences:
+    """One row's forced-rationale sequences: the source ids, and per choice the target ids and their labels
+    (``-100`` except on the scored answer tokens)."""
+
+    source: list[int]
+    targets: list[list[int]]
+    labels: list[list[int]]
+
+
+def _choice_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[ChoiceSequences],
+                   causal: bool, batch_size: int, show_progress: bool = False) -> list[list[float]]:
+    """Each row's choice scores (log-likelihood of the labelled tokens), ``batch_size`` sequences per batch.
+
+    A decoder-only model that can continue a cache reads each row's shared prefix once (`_shared_prefix_scores`,
+    in batches of whole rows); an encoder-decoder, or a model that cannot (`SharedPrefix.unsupported`), scores
+    every sequence whole (`_sequence_scores`), rows cut across batches as before."""
+    if not causal or SharedPrefix.unsupported(model):
+        pairs = [(row.source, t) if not causal else row.source + t for row in rows for t in row.targets]
+        labels = [lab if not causal else [-100] * len(row.source) + lab for row in rows for lab in row.labels]
+        flat: list[float] = []
+        for i in tqdm(range(0, len(pairs), batch_size), desc="score answers", disable=not show_progress):
+            flat.extend(_sequence_scores(model, tokenizer, pairs[i : i + batch_size], labels[i : i + batch_size],
+                                         causal))
+        return _per_row(flat, rows)
+    out: list[list[float]] = []
+    for chunk in tqdm(_row_chunks(rows, batch_size), desc="score answers", disable=not show_progress):
+        shared = [_shared_prefix_length(row) for row in chunk]
+        scores: dict[int, list[float]] = {}
+        with_prefix = [i for i, n in enumerate(shared) if n > 0]
+        if with_prefix:
+            found = _shared_prefix_scores(model, tokenizer, [chunk[i] for i in with_prefix],
+                                          [shared[i] for i in with_prefix])
+            scores.update(zip(with_prefix, found))
+        alone = [i for i, n in enumerate(shared) if n == 0]
+        if alone:  # nothing to share (a label on the first token after position 0): these rows' sequences whole
+            rows_alone = [chunk[i] for i in alone]
+            found = _per_row(_sequence_scores(
+                model, tokenizer, [row.source + t for row in rows_alone for t in row.targets],
+                [[-100] * len(row.source) + lab for row in rows_alone for lab in row.labels], True), rows_alone)
+            scores.update(zip(alone, found))
+        out.extend(scores[i] for i in range(len(chunk)))
     return out
+
+
+def _per_row(flat: list[float], rows: Sequence[ChoiceSequences]) -> list[list[float]]:
+    """``flat`` (one score per choice, rows after rows) cut into each row's scores."""
+    out, k = [], 0
+    for row in rows:
+        out.append(flat[k : k + len(row.targets)])
+        k += len(row.targets)
+    return out
+
+
+def _row_chunks(rows: Sequence[ChoiceSequences], batch_size: int) -> list[list[ChoiceSequences]]:
+    """Consecutive rows whose choices together are at most ``batch_size`` sequences (a row with more choices
+    than that is a batch alone): a row's choices stay in one batch, where they share its prefix."""
+    chunks: list[list[ChoiceSequences]] = []
+    size = 0
+    for row in rows:
+        if chunks and size + len(row.targets) <= batch_size:
+            chunks[-1].append(row)
+            size += len(row.targets)
+        else:
+            chunks.append([row])
+            size = len(row.targets)
+    return chunks
+
+
+def _shared_prefix_length(row: ChoiceSequences) -> int:
+    """How many leading tokens of a row's sequences (source + target) are read once for all its choices: tokens
+    every choice has, leaving every choice at least one token, and stopping one token short of the first scored
+    token (the token just before a scored one must be in the continuation: its logits score it). 0 when nothing
+    can be shared."""
+    common = common_prefix_length([row.source + t for t in row.targets])
+    # a label at position 0 is never scored (no logits precede it), as in `_sequence_scores`
+    first_scored = min(next((len(row.source) + i for i, y in enumerate(lab) if y != -100
+                             and len(row.source) + i > 0), len(row.source) + len(lab)) for lab in row.labels)
+    return max(0, min(common, first_scored - 1))
+
+
+def _shared_prefix_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                          rows: Sequence[ChoiceSequences], shared: Sequence[int]) -> list[list[float]]:
+    """Decoder-only scores: each row's first ``shared`` tokens once (left-padded, their keys and values kept),
+    then every choice's remaining tokens on top of its row's cache. The same log-likelihoods as the whole
+    sequences (`_sequence_scores`), with the question and rationale read once per row instead of once per
+    choice and logits only where a choice's tokens are."""
+    # padding is masked: any id serves where a tokenizer has no pad token
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = model.device
+    width = max(shared)
+    prefix_ids = torch.tensor([[pad] * (width - n) + (row.source + row.targets[0])[:n]
+                               for row, n in zip(rows, shared)], device=device)
+    prefix_mask = torch.tensor([[0] * (width - n) + [1] * n for n in shared], device=device)
+    # positions count real tokens only, as in an unpadded sequence
+    prefix = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=decoder_position_ids(prefix_mask),
+                   use_cache=True, **last_logits_only(model))
+    owner = [r for r, row in enumerate(rows) for _ in row.targets]
+    cache = prefix.cache
+    cache.reorder_cache(torch.tensor(owner, device=device))  # one copy of a row's keys and values per choice
+    rests = [(row.source + t)[n:] for row, n in zip(rows, shared) for t in row.targets]
+    rest_labels = [([-100] * len(row.source) + lab)[n:] for row, n in zip(rows, shared) for lab in row.labels]
+    rest_width = max(len(r) for r in rests)
+    ids = torch.tensor([r + [pad] * (rest_width - len(r)) for r in rests], device=device)
+    rest_mask = torch.tensor([[1] * len(r) + [0] * (rest_width - len(r)) for r in rests], device=device)
+    start = torch.tensor([shared[r] for r in owner], device=device)
+    positions = start[:, None] + torch.arange(rest_width, device=device)[None, :]
+    # a padded column's position would count on past the row's end, out of a learned position table's range
+    positions = positions.masked_fill(rest_mask == 0, 0)
+    logits = model(input_ids=ids, attention_mask=torch.cat([prefix_mask[owner], rest_mask], dim=1),
+                   position_ids=positions, cache=cache).logits[:, :-1]
+    labels = torch.tensor([lab + [-100] * (rest_width - len(lab)) for lab in rest_labels], device=device)[:, 1:]
+    return _per_row(sequence_log_likelihood(logits, labels).tolist(), rows)
 
 
 def _sequence_scores(model, tokenizer, ids, labels, causal: bool) -> list[float]:

@@ -24,7 +24,7 @@ from .scoring import decoder_position_ids, generation_config_value, left_padded
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["DecodingBranch", "SharedPrefix", "forward_parameters", "input_device"]
+__all__ = ["DecodingBranch", "SharedPrefix", "forward_parameters", "input_device", "last_logits_only"]
 
 
 def forward_parameters(model: PreTrainedModel) -> Mapping[str, inspect.Parameter]:
@@ -36,6 +36,12 @@ def forward_parameters(model: PreTrainedModel) -> Mapping[str, inspect.Parameter
     get_base = getattr(model, "get_base_model", None)
     base = get_base() if callable(get_base) else model
     return inspect.signature(base.forward).parameters
+
+
+def last_logits_only(model: PreTrainedModel) -> dict[str, int]:
+    """``{"logits_to_keep": 1}`` where ``model`` takes it, else nothing: a pass whose keys and values are what is
+    wanted (a prefill) then skips the vocabulary-sized logits of every other position."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters(model) else {}
 
 
 def input_device(model: PreTrainedModel) -> torch.device:
@@ -131,8 +137,7 @@ class SharedPrefix:
         if len(token_ids) == 0:
             raise ValueError("`token_ids` of a shared prefix must not be empty.")
         self.ids = torch.tensor([list(token_ids)], dtype=torch.long, device=input_device(model))
-        params = forward_parameters(model)
-        last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        last_only = last_logits_only(model)
         with torch.no_grad():
             out = model(input_ids=self.ids, attention_mask=torch.ones_like(self.ids), use_cache=True,
                         return_dict=True, position_ids=torch.arange(self.ids.shape[1], device=self.ids.device)[None],
@@ -246,7 +251,7 @@ class DecodingBranch:
         self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         params = forward_parameters(model)
         self._accepts_position_ids = "position_ids" in params
-        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._last_logits_only = last_logits_only(model)
         self.cache: Any = None
         self.attention_mask: torch.Tensor | None = None  # decoder-only: prompt mask + one column per step
         self.encoder_outputs: Any = None
