@@ -26,7 +26,7 @@ from scott_distill import (
     CounterfactualTrainingArguments,
     contrastive_generate,
 )
-from scott_distill.student.evaluation import _sequence_scores
+from scott_distill.student.evaluation import ChoiceSequences, _sequence_scores, _shared_prefix_scores
 
 # SCOTT_CUDA_TEST_DEVICE=cpu runs the same tests on the CPU: a check of the tests themselves, not of device moves
 CUDA = torch.device(os.environ.get("SCOTT_CUDA_TEST_DEVICE", "cuda"))
@@ -105,6 +105,19 @@ def test_answer_scores_of_a_gpu_student_equal_the_cpu_ones(tokenizer, kind):
     with torch.no_grad():
         on_cpu = _sequence_scores(model, tokenizer, ids, labels, causal=kind != "t5")
         on_gpu = _sequence_scores(model.to(CUDA), tokenizer, ids, labels, causal=kind != "t5")
+    torch.testing.assert_close(torch.tensor(on_gpu), torch.tensor(on_cpu), rtol=1e-4, atol=1e-4)
+
+
+def test_shared_prefix_answer_scores_of_a_gpu_student_equal_the_cpu_ones(tokenizer):
+    """The shared-prefix scoring of a decoder-only student builds its prefix, positions, continuation and labels
+    itself: on the model's device, and equal to the same scores on the CPU."""
+    model = make_model("gpt2", len(tokenizer))
+    rows = [ChoiceSequences(tokenizer(g)["input_ids"], [tokenizer(c)["input_ids"] for c in CONTRAST],
+                            [tokenizer(c)["input_ids"] for c in CONTRAST]) for g in GOLD]
+    shared = [len(row.source) for row in rows]  # the prompt once, every target on its cache
+    with torch.no_grad():
+        on_cpu = _shared_prefix_scores(model, tokenizer, rows, shared)
+        on_gpu = _shared_prefix_scores(model.to(CUDA), tokenizer, rows, shared)
     torch.testing.assert_close(torch.tensor(on_gpu), torch.tensor(on_cpu), rtol=1e-4, atol=1e-4)
 
 

@@ -509,6 +509,39 @@ def test_forced_scoring_needs_no_pad_token(tokenizer, monkeypatch):
     assert seen == pytest.approx(_reference_answer_log_likelihoods(model, tokenizer, StudentFormat(), rows), abs=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+def test_forced_scoring_shows_its_progress_bar_only_when_asked(tokenizer, capsys, kind):
+    model = make_gpt2(len(tokenizer)) if kind == "gpt2" else make_t5(len(tokenizer))
+    args = ([ROW["question"]], [ROW["choices"]], [ROW["rationale"]])
+    score_answers_given_rationales(model, tokenizer, *args, show_progress=False)
+    assert "score answers" not in capsys.readouterr().err
+    score_answers_given_rationales(model, tokenizer, *args)
+    assert "score answers: 100%" in capsys.readouterr().err
+
+
+def test_rows_that_share_no_prefix_are_scored_whole_beside_rows_that_do(tokenizer):
+    """A row whose choices share no leading token (or whose first scored token follows the first token) cannot be
+    split; in a batch with rows that can, every row still gets its own sequences' scores, in order. The public
+    path always has a source to share; `_choice_scores` takes any rows."""
+    model = make_llama(len(tokenizer))
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    shared_row = evaluation_module.ChoiceSequences(ids("[factual] Where do fish live?"),
+                                                   [ids(" water") + [1], ids(" a dry desert") + [1]],
+                                                   [ids(" water") + [1], ids(" a dry desert") + [1]])
+    no_source = evaluation_module.ChoiceSequences([], [ids("water fish") + [1], ids("desert sand") + [1]],
+                                                  [[-100] + ids(" fish") + [1], [-100] + ids(" sand") + [1]])
+    early_label = evaluation_module.ChoiceSequences(ids("Q"), [ids(" yes") + [1], ids(" no") + [1]],
+                                                    [ids(" yes") + [1], ids(" no") + [1]])
+    rows = [shared_row, no_source, early_label, shared_row]
+    assert [evaluation_module._shared_prefix_length(r) for r in rows] == [len(shared_row.source) - 1, 0, 0,
+                                                                          len(shared_row.source) - 1]
+    with torch.no_grad():
+        got = evaluation_module._choice_scores(model, tokenizer, rows, True, batch_size=8)
+        want = [[evaluation_module._sequence_scores(model, tokenizer, [r.source + t], [[-100] * len(r.source) + lab],
+                                                    True)[0] for t, lab in zip(r.targets, r.labels)] for r in rows]
+    assert len(got) == len(rows) and all(g == pytest.approx(w, abs=1e-5) for g, w in zip(got, want))
+
+
 def _per_row_reference(model, tok, fmt, rows) -> list[list[float]]:
     flat = _reference_answer_log_likelihoods(model, tok, fmt, rows)
     out, k = [], 0
