@@ -444,7 +444,7 @@ class Recipe:
         train_rows, eval_rows = las.training_rows(rationales["train"]), rationales["eval"]
         train_out = student_output_rows(train_rows, outputs(train_rows))
         eval_out = student_output_rows(eval_rows, eval_predictions or outputs(eval_rows))
-        simulator, sim_tok = load_simulator(self.config.run.simulator)
+        simulator, sim_tok = load_simulator(self.config.run.simulator, seed=las.seed)
         return simulator_las(simulator, sim_tok, train_out, eval_out, las)
 
     def summarize(self) -> tuple[str, dict[str, Path]]:

@@ -55,7 +55,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def run(script: LASArguments, config: LASConfig) -> dict[str, Any]:
-    model, tokenizer = load_simulator(script.simulator)
+    model, tokenizer = load_simulator(script.simulator, seed=config.seed)
     dev = load_table(script.eval) if script.eval else None
     if dev is not None and config.eval_strategy == "no":
         # a dev set is for picking the simulator: evaluate and keep the best checkpoint

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainingArguments
 
 from ..checkpoints import to_inference_device
 from ..files import write_json
@@ -222,8 +222,7 @@ def fit_judge(human_rows: datasets.Dataset, config: JudgeConfig, dev_rows: datas
     if n_without:
         logger.warning("judge: %d of %d training rows have no human explanation and are left out.", n_without,
                        len(human_rows))
-    set_seed(config.seed)  # the multiple-choice head is new: its initial weights come from the seed
-    model, tokenizer = load_simulator(config.simulator)
+    model, tokenizer = load_simulator(config.simulator, seed=config.seed)  # a new head: its weights from the seed
     logger.info("judge: training %s on %d human explanations (rationale-only view).", config.simulator, len(train))
     model = train_simulator(model, tokenizer, train, None, config, explanation_dropout=0.0,
                             label_column=config.answer_column, explanation_column=config.explanation_column,

@@ -103,12 +103,15 @@ def build_training_rows(
     return datasets.Dataset.from_dict({"source": sources, "target": targets})
 
 
-def load_simulator(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_simulator(name_or_path: str, seed: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A simulator to fine-tune and its tokenizer: a seq2seq model (Hase et al. use T5-base) as it is, an encoder
     (BERT, MiniLM: ``minilm-l6-v2`` is bundled offline) with a multiple-choice head (see `train_simulator`).
 
     ``name_or_path``: anything `scott_distill.checkpoints.resolve_checkpoint` accepts. A decoder-only model is
     refused: the simulator pipeline scores choices with a seq2seq target or a choice head, not a causal LM.
+    ``seed``: the initial weights of a new multiple-choice head come from it alone, and the process's random state
+    is left as it was. Without it they come from the process's random state, so whatever ran before in the same
+    process (training a student, for one) changes the simulator and its LAS.
     """
     from transformers import AutoConfig, AutoModelForMultipleChoice
 
@@ -119,7 +122,10 @@ def load_simulator(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokeni
     if config.is_encoder_decoder:
         model = AutoModelForSeq2SeqLM.from_pretrained(path)
     elif type(config) in AutoModelForMultipleChoice._model_mapping:
-        model = AutoModelForMultipleChoice.from_pretrained(path)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = AutoModelForMultipleChoice.from_pretrained(path)
     else:
         raise ValueError(
             f"`simulator` {name_or_path!r} is a {config.model_type} model, which has neither a seq2seq form nor a "
