@@ -122,9 +122,9 @@ def load_simulator(name_or_path: str, seed: int | None = None) -> tuple[PreTrain
     if config.is_encoder_decoder:
         model = AutoModelForSeq2SeqLM.from_pretrained(path)
     elif type(config) in AutoModelForMultipleChoice._model_mapping:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # restores the CPU generator, the only one seeded here
             if seed is not None:
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that reseeds the GPUs too
             model = AutoModelForMultipleChoice.from_pretrained(path)
     else:
         raise ValueError(

@@ -58,9 +58,9 @@ def plot_report(report: Report, path: str | Path, title: str | None = None) -> P
         raise ValueError("the report has no cell to plot.")
     labels = {c.condition: row_label(c.condition) for c in report.cells}
     differences = [row_label(f"{r.metric}: {r.a} - {r.b}") for r in report.comparisons]
-    # metric panels two per row when every condition fits one line, else one per row (a second column's labels
-    # would run over the first's panel); the differences below, full width
-    ncols = 2 if len(metrics) > 1 and all("\n" not in label for label in labels.values()) else 1
+    # metric panels two per row when every condition fits one line of LABEL_WIDTH (a long name without spaces
+    # does not wrap), else one per row: a second column's labels would run over the first's panel
+    ncols = 2 if len(metrics) > 1 and all(len(label) <= LABEL_WIDTH for label in labels.values()) else 1
     metric_rows = math.ceil(len(metrics) / ncols)
     metric_height = max(_panel_height([labels[c.condition] for c in report.cells if c.metric == m], 1.3)
                         for m in metrics)
